@@ -1,0 +1,29 @@
+# densessl — the commands a newcomer runs. `make help` lists them.
+PY := .venv/bin/python
+DATA ?= data
+
+.PHONY: help setup demo test test-all bench clean
+
+help:
+	@echo "make setup     create .venv, install densessl + real photos (no GPU needed)"
+	@echo "make demo      setup, build shards from the bundled real photos, run the default job"
+	@echo "make test      setup, then the fast test suite (what CI runs)"
+	@echo "make test-all  also the slow tests"
+
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m "not gpu"
+
+clean:
+	rm -rf $(DATA) runs

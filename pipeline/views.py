@@ -1,0 +1,193 @@
+"""View recipes and the one sampler of view geometry that every backend shares.
+
+A recipe is N global + M local :class:`ViewSpec`; the sampler draws, per image, each view's crop
+window (random-resized-crop with torchvision's 10 attempts and centre fallback), horizontal flip
+and quarter turns, plus GTSA's overlap rule, and turns them into the view's 3x3 matrix
+(:mod:`pipeline.geometry`). Backends differ only in how they produce the pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pipeline.geometry import crop_resize_matrix, hflip_matrix, rot90_matrix
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Per-view photometric augmentation (SimCLR/BYOL family). Probabilities in [0, 1]."""
+
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view of a recipe: output size, crop law, flip/rotation, photometric part."""
+
+    size: int
+    scale: tuple[float, float]
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    rotate: bool = False  # uniform quarter turn, counter-clockwise
+    interpolation: str = "bilinear"  # or "bicubic"
+    photometric: Photometric | None = field(default_factory=Photometric)
+    is_global: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Views of one image: globals first, then locals.
+
+    ``min_overlap_global``/``min_overlap_local``: a view is re-drawn until its window overlaps every
+    global window drawn before it by more than this share of the image area (GTSA: 0.02 / 0.01).
+    """
+
+    name: str
+    views: tuple[ViewSpec, ...]
+    min_overlap_global: float = 0.0
+    min_overlap_local: float = 0.0
+
+    @property
+    def sizes(self) -> list[int]:
+        return [v.size for v in self.views]
+
+    @property
+    def num_global(self) -> int:
+        return sum(v.is_global for v in self.views)
+
+    def without_photometric(self) -> "Recipe":
+        return replace(self, views=tuple(replace(v, photometric=None) for v in self.views))
+
+
+def clove_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 6) -> Recipe:
+    """CLoVE (METHODS.md): 2 x 224 (0.2-1.0) + 6 x 96 (0.08-0.3), bicubic, flip 0.5."""
+    jit = (0.4, 0.4, 0.2, 0.1)
+    g1 = Photometric(jit, 0.8, 0.2, blur_p=1.0)
+    g2 = Photometric(jit, 0.8, 0.2, blur_p=0.1, solarize_p=0.2)
+    loc = Photometric(jit, 0.8, 0.2, blur_p=0.5)
+    glob = dict(size=global_size, scale=(0.2, 1.0), interpolation="bicubic")
+    views = [ViewSpec(**glob, photometric=g1), ViewSpec(**glob, photometric=g2)]
+    views += [
+        ViewSpec(local_size, (0.08, 0.3), interpolation="bicubic", photometric=loc, is_global=False)
+        for _ in range(num_local)
+    ]
+    return Recipe("clove", tuple(views))
+
+
+def gtsa_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 8) -> Recipe:
+    """GTSA (METHODS.md): 2 x 224 (0.3-1.0) + 8 x 96 (0.1-0.3), bilinear, no flip, quarter turns."""
+    pm = Photometric((0.8, 0.8, 0.8, 0.2), 0.8, 0.2, blur_p=0.2)
+    common = dict(flip_p=0.0, rotate=True, interpolation="bilinear", photometric=pm)
+    views = [ViewSpec(global_size, (0.3, 1.0), **common) for _ in range(2)]
+    views += [ViewSpec(local_size, (0.1, 0.3), is_global=False, **common) for _ in range(num_local)]
+    return Recipe("gtsa", tuple(views), min_overlap_global=0.02, min_overlap_local=0.01)
+
+
+def two_view_recipe(size: int = 224) -> Recipe:
+    """Two global views, geometry only: the loader-throughput baseline."""
+    v = ViewSpec(size, (0.2, 1.0), photometric=None)
+    return Recipe("two-view", (v, v))
+
+
+RECIPES = {"clove": clove_recipe, "gtsa": gtsa_recipe, "two-view": two_view_recipe}
+
+
+def build_recipe(name: str, **kwargs) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name](**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ViewParams:
+    """Geometry of every view of one image; arrays have one row per view."""
+
+    windows: np.ndarray  # [V, 4] float64 (x0, y0, w, h) in original-image pixels, integers in value
+    flips: np.ndarray  # [V] bool
+    turns: np.ndarray  # [V] int64, counter-clockwise quarter turns
+    matrices: np.ndarray  # [V, 3, 3] float64, original -> view
+
+
+def random_resized_crop(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], rng: random.Random
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop window ``(x0, y0, w, h)``: 10 attempts, then a centre crop."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    w, h = max(1, w), max(1, h)
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def overlap_area(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection area of two windows ``(x0, y0, w, h)``."""
+    dx = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    dy = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(dx, 0.0) * max(dy, 0.0)
+
+
+def view_matrix(window: tuple[float, ...], size: int, flip: bool, turns: int) -> np.ndarray:
+    """Original -> view: resize the window to ``size x size``, then flip, then rotate."""
+    m = crop_resize_matrix(*window, size, size)
+    if flip:
+        m = hflip_matrix(size) @ m
+    if turns % 4:
+        m = rot90_matrix(turns, size, size) @ m
+    return m
+
+
+MAX_OVERLAP_TRIES = 100
+
+
+def sample_views(width: int, height: int, recipe: Recipe, rng: random.Random) -> ViewParams:
+    """Draw the geometry of every view of one ``width x height`` image."""
+    windows, flips, turns, mats = [], [], [], []
+    image_area = float(width * height)
+    globals_drawn: list[tuple[int, int, int, int]] = []
+    for spec in recipe.views:
+        need = recipe.min_overlap_global if spec.is_global else recipe.min_overlap_local
+        for _ in range(MAX_OVERLAP_TRIES):
+            win = random_resized_crop(width, height, spec.scale, spec.ratio, rng)
+            if need <= 0 or all(overlap_area(win, g) > need * image_area for g in globals_drawn):
+                break
+        if spec.is_global:
+            globals_drawn.append(win)
+        flip = spec.flip_p > 0 and rng.random() < spec.flip_p
+        k = rng.randrange(4) if spec.rotate else 0
+        windows.append(win)
+        flips.append(flip)
+        turns.append(k)
+        mats.append(view_matrix(win, spec.size, flip, k))
+    return ViewParams(
+        windows=np.asarray(windows, dtype=np.float64),
+        flips=np.asarray(flips, dtype=bool),
+        turns=np.asarray(turns, dtype=np.int64),
+        matrices=np.stack(mats),
+    )
