@@ -1,0 +1,51 @@
+"""One entry point, config in, iterator of :class:`~pipeline.batch.ViewBatch` out, any backend.
+
+Backends are a plain registry of builder functions, imported lazily so that a machine without
+DALI or a GPU can still use the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+
+from pipeline.batch import ViewBatch
+from pipeline.config import LoaderConfig
+
+# name -> "module:function"; the function has the signature of :func:`build_loader`.
+BACKENDS = {
+    "cpu": "pipeline.cpu_backend:build_cpu_loader",
+    "torch": "pipeline.torch_backend:build_torch_loader",
+    "dali": "pipeline.dali_backend:build_dali_loader",
+}
+
+
+class ViewLoader(Protocol):
+    """What every backend's builder returns."""
+
+    def __iter__(self) -> Iterator[ViewBatch]: ...  # one epoch, batches on ``device``
+
+    def __len__(self) -> int: ...  # batches per epoch on this rank (when known)
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def state_dict(self) -> dict: ...  # data position: epoch and batches consumed
+
+    def load_state_dict(self, state: dict) -> None: ...  # next __iter__ resumes there
+
+    @property
+    def stats(self) -> dict[str, int]: ...  # e.g. bad_samples, samples
+
+
+def build_loader(
+    cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
+) -> ViewLoader:
+    """Build the configured backend's loader for this rank."""
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")
+    module_name, func_name = BACKENDS[cfg.backend].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, func_name)(cfg, rank=rank, world_size=world_size, device=device)
