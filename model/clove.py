@@ -1,0 +1,231 @@
+"""CLoVE as a module: student (backbone, projector, attention), EMA teacher (backbone, projector).
+
+The module's ``forward`` takes a :class:`pipeline.batch.ViewBatch` whose views are normalised
+float on the device and returns the loss and its terms. Views are grouped by resolution, so the
+student runs its backbone once on all global views and once per local size, and the teacher once
+on the global views. M is computed on the device from the batch's matrices with
+:func:`pipeline.geometry.correspondence_mask`, at stride ``view size / feature-map size``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from model.backbones import build_backbone
+from model.clove_loss import clove_pair_loss, clove_pairs
+from model.contextual import ContextualAttention
+from model.ema import cosine_momentum, ema_update
+from model.heads import DenseProjector
+from pipeline.batch import ViewBatch
+from pipeline.geometry import correspondence_mask
+
+
+class CLoVEStudent(nn.Module):
+    """Backbone -> dense projector -> contextual attention: ``[B, 3, H, W]`` -> ``[B, h*w, D]`` unit rows."""
+
+    def __init__(self, backbone: nn.Module, projector: DenseProjector, attention: ContextualAttention) -> None:
+        super().__init__()
+        self.backbone, self.projector, self.attention = backbone, projector, attention
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        f = self.projector(self.backbone(x))
+        return self.attention(f), (f.shape[-2], f.shape[-1])
+
+
+class CLoVETeacher(nn.Module):
+    """Backbone -> dense projector -> L2 norm: ``[B, 3, H, W]`` -> ``[B, h*w, D]`` unit rows."""
+
+    def __init__(self, backbone: nn.Module, projector: DenseProjector) -> None:
+        super().__init__()
+        self.backbone, self.projector = backbone, projector
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        f = self.projector(self.backbone(x))
+        return nn.functional.normalize(f.flatten(2).transpose(1, 2), dim=-1), (f.shape[-2], f.shape[-1])
+
+
+@dataclass
+class ViewGroup:
+    """Embeddings of the views of one resolution: ``emb [n_views, B, h*w, D]``."""
+
+    views: list[int]
+    emb: Tensor
+    grid: tuple[int, int]
+    stride: float
+
+
+@dataclass
+class Embeddings:
+    """Student groups (every view, grouped by size) and the teacher group (global views)."""
+
+    student: list[ViewGroup]
+    teacher: ViewGroup
+    num_global: int
+
+
+def _stride(view: Tensor, grid: tuple[int, int]) -> float:
+    """View pixels per feature cell; square views give the same value on both axes."""
+    sh, sw = view.shape[-2] / grid[0], view.shape[-1] / grid[1]
+    if abs(sh - sw) > 1e-6:
+        raise ValueError(f"view {tuple(view.shape[-2:])} with a {grid} map has anisotropic stride {sh}x{sw}")
+    return sh
+
+
+class CLoVE(nn.Module):
+    """CLoVE (METHODS.md). Build it through ``model.registry.METHODS["clove"](cfg)``."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        weights: str | None = None,
+        proj_hidden: int = 4096,
+        proj_dim: int = 256,
+        heads: int = 8,
+        attention: str = "dot",
+        attention_temperature: float = 0.2,
+        t_pos: float = 0.7,
+        gamma: float = 2.0,
+        margin: float = 100.0,
+        neg_rank_first: int = 2,
+        neg_rank_last: int = 10,
+        momentum_base: float = 0.99,
+        num_global: int | None = None,
+        channels_last: bool = False,
+        batched_pairs: bool = True,
+    ) -> None:
+        super().__init__()
+        trunk = build_backbone(backbone, weights)
+        projector = DenseProjector(trunk.out_channels, proj_hidden, proj_dim)
+        attn = ContextualAttention(proj_dim, heads, attention, attention_temperature)
+        self.student = CLoVEStudent(trunk, projector, attn)
+        self.teacher = CLoVETeacher(copy.deepcopy(trunk), copy.deepcopy(projector))
+        self.teacher.requires_grad_(False)
+        if not 1 <= neg_rank_first <= neg_rank_last:
+            raise ValueError(f"need 1 <= neg_rank_first <= neg_rank_last, got {neg_rank_first}, {neg_rank_last}")
+        self.t_pos, self.gamma, self.margin = float(t_pos), float(gamma), float(margin)
+        self.neg_ranks = (int(neg_rank_first), int(neg_rank_last))
+        self.momentum_base = float(momentum_base)
+        self.num_global = num_global
+        self.channels_last = bool(channels_last)
+        self.batched_pairs = bool(batched_pairs)
+        self._index_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # --- what the training loop calls -----------------------------------------------------------
+
+    def student_backbone(self) -> nn.Module:
+        """The trained trunk, with torchvision ResNet parameter names (for export)."""
+        return self.student.backbone
+
+    def teacher_momentum(self, step: int, total_steps: int) -> float:
+        """Cosine EMA momentum, ``momentum_base`` at step 0 up to 1 at ``total_steps``."""
+        return cosine_momentum(step, total_steps, self.momentum_base, 1.0)
+
+    def update_teacher(self, momentum: float) -> None:
+        """EMA step of the teacher (backbone + projector); call before forward, optimizer steps only."""
+        ema_update(self.teacher, self.student, momentum)
+
+    def forward(self, batch: ViewBatch) -> dict[str, Tensor]:
+        """``{"loss": scalar fp32 with grad, "positive", "negative", "matches": detached scalars}``.
+
+        ``positive``/``negative`` are the mean P and N terms, ``matches`` the mean size of M per
+        (pair, image).
+        """
+        emb = self.embed(batch)
+        loss, pos, neg, matches = self.objective(emb, batch.matrices)
+        return {"loss": loss, "positive": pos.detach(), "negative": neg.detach(), "matches": matches}
+
+    # --- pieces -----------------------------------------------------------------------------------
+
+    def global_view_count(self, batch: ViewBatch) -> int:
+        """Config ``num_global``, else the batch's ``num_global`` attribute, else the number of
+        leading views with the largest size."""
+        views = batch.views
+        g = self.num_global if self.num_global is not None else getattr(batch, "num_global", None)
+        sizes = [tuple(v.shape[-2:]) for v in views]
+        if g is None:
+            largest = max(sizes, key=lambda s: s[0] * s[1])
+            g = sum(s == largest for s in sizes)
+            if any(s != largest for s in sizes[:g]):
+                raise ValueError(f"global (largest) views must come first, got view sizes {sizes}")
+        if not 1 <= g <= len(views) or len(set(sizes[:g])) != 1:
+            raise ValueError(f"{g} global views do not fit view sizes {sizes}")
+        return int(g)
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def embed(self, batch: ViewBatch) -> Embeddings:
+        """Student embeddings of every view (one backbone call per resolution) and teacher
+        embeddings of the global views (no gradient)."""
+        views, b = batch.views, batch.batch_size
+        if len(views) != batch.num_views:
+            raise ValueError(f"batch has {len(views)} views but matrices for {batch.num_views}")
+        g = self.global_view_count(batch)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, v in enumerate(views):
+            by_size.setdefault(tuple(v.shape[-2:]), []).append(i)
+        student = []
+        for idx in by_size.values():
+            z, grid = self.student(self._prepare(torch.cat([views[i] for i in idx])))
+            student.append(ViewGroup(idx, z.view(len(idx), b, *z.shape[1:]), grid, _stride(views[idx[0]], grid)))
+        with torch.no_grad():
+            k, grid = self.teacher(self._prepare(torch.cat(views[:g])))
+        teacher = ViewGroup(list(range(g)), k.view(g, b, *k.shape[1:]), grid, _stride(views[0], grid))
+        return Embeddings(student, teacher, g)
+
+    def objective(self, emb: Embeddings, matrices: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Mean loss, P, N and |M| over every (pair, image); ``matrices [B, V, 3, 3]``."""
+        pairs = clove_pairs(emb.num_global, matrices.shape[1])
+        if not pairs:
+            raise ValueError("CLoVE needs at least two views")
+        run = self._group_losses if self.batched_pairs else self._looped_losses
+        parts = [run(group, emb.teacher, [p for p in pairs if p[0] in group.views], matrices) for group in emb.student]
+        loss, pos, neg, matches = (torch.cat([p[i] for p in parts if p is not None]) for i in range(4))
+        return loss.mean(), pos.mean(), neg.mean(), matches.float().mean()
+
+    def _rows(self, z, k, ms, mt, group, teacher):
+        # geometry in fp32 even under autocast: bf16 matmuls would shift cell centres by pixels
+        with torch.autocast(ms.device.type, enabled=False):
+            mask = correspondence_mask(
+                ms.float(), mt.float(), group.grid, group.stride, teacher.grid, teacher.stride, self.t_pos
+            )
+        loss, pos, neg = clove_pair_loss(z, k, mask, self.gamma, self.margin, *self.neg_ranks)
+        return loss, pos, neg, mask.sum(dim=(1, 2))
+
+    def _pair_index(self, views: list[int], pairs: list[tuple[int, int]], device: torch.device):
+        """Index tensors (student view, its position in the group, teacher view), built once per
+        layout and device so that steps do no host-to-device copies."""
+        key = (tuple(views), tuple(pairs), str(device))
+        if key not in self._index_cache:
+            idx = [[s for s, _ in pairs], [views.index(s) for s, _ in pairs], [t for _, t in pairs]]
+            self._index_cache[key] = tuple(torch.tensor(i, device=device) for i in idx)
+        return self._index_cache[key]
+
+    def _group_losses(self, group: ViewGroup, teacher: ViewGroup, pairs, matrices):
+        """All pairs whose student view is in ``group``, in one batched computation."""
+        if not pairs:
+            return None
+        s_view, s_pos, t_view = self._pair_index(group.views, pairs, matrices.device)
+        z = group.emb[s_pos].flatten(0, 1)  # [P*B, Nq, D], pair-major
+        k = teacher.emb[t_view].flatten(0, 1)  # [P*B, Nk, D]
+        ms = matrices[:, s_view].transpose(0, 1).flatten(0, 1)  # [P*B, 3, 3]
+        mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
+        return self._rows(z, k, ms, mt, group, teacher)
+
+    def _looped_losses(self, group: ViewGroup, teacher: ViewGroup, pairs, matrices):
+        """Same rows as :meth:`_group_losses`, one pair at a time (the benchmark's baseline)."""
+        if not pairs:
+            return None
+        rows = [
+            self._rows(
+                group.emb[group.views.index(s)], teacher.emb[t], matrices[:, s], matrices[:, t], group, teacher
+            )
+            for s, t in pairs
+        ]
+        return tuple(torch.cat([r[i] for r in rows]) for i in range(4))

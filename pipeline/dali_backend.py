@@ -1,0 +1,401 @@
+"""The ``dali`` backend: NVIDIA DALI decodes and augments, the crop windows come out of the graph.
+
+The graph lives in :mod:`pipeline.dali_pipeline`; this module lists the shards, runs the pipeline
+epoch by epoch for one rank, builds each view's matrix from the window/flip/turn outputs (one
+vectorised product per batch, from the geometry builders every backend uses) and returns
+:class:`~pipeline.batch.ViewBatch` on the training device.
+
+Epochs. With ``samples_per_epoch`` the reader streams this rank's part of the shards without
+end (reshuffled, moving to the next part after each pass) and every rank yields exactly
+``samples_per_epoch // batch_size`` full batches, so no rank waits on another. Without it, one
+epoch is one exact pass over this rank's part (DALI splits by sample, not by file, so the parts
+differ by at most one sample): the reader pads its last batch and the padding is cut off here.
+
+Limits of DALI, stated plainly:
+
+* A corrupt image stops the pipeline (DALI decoders cannot skip a sample); the loader raises a
+  one-line error naming the shards, and ``stats["bad_samples"]`` stays 0. Check shards first with
+  ``python -m shards verify``. Samples with no image member are refused when the loader starts.
+* Shards must be local files (or a mounted file system) with their index files beside them
+  (``train-000000.tar`` + ``train-000000.idx``, as ``shards/`` writes them); URLs are not read.
+* Checkpoints hold DALI's own pipeline checkpoint (reader position, shuffle buffer, RNG states)
+  plus the epoch and batches consumed; they resume the same stream only with the same config,
+  world size and rank.
+* ``set_epoch`` records the epoch; DALI's randomness is one seeded stream across epochs, so the
+  epoch number does not reseed it (resuming uses the checkpoint instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.batch import ViewBatch, normalize_views
+from pipeline.config import LoaderConfig
+from pipeline.geometry import hflip_matrix, rot90_matrix
+from pipeline.views import Recipe, build_recipe
+
+INSTALL_HINT = (
+    "the dali backend needs NVIDIA DALI: pip install 'densessl[dali]' "
+    "(nvidia-dali-cuda130 by default; install nvidia-dali-cuda120 instead for a CUDA 12 runtime)"
+)
+IMAGE_EXTS = {"jpg", "jpeg", "png", "webp"}
+
+
+def dali_import_error() -> str | None:
+    """None when DALI imports, else the one-line install hint (tests skip with it)."""
+    try:
+        import nvidia.dali  # noqa: F401
+        from nvidia.dali.plugin.pytorch import torch_utils  # noqa: F401
+    except ImportError:
+        return INSTALL_HINT
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_shards(spec: str) -> list[str]:
+    """Directory (every ``*.tar`` in it), glob or brace pattern -> sorted local tar paths."""
+    if "://" in spec or spec.startswith("pipe:"):
+        raise ValueError(f"the dali backend reads local shard files only, not {spec!r}")
+    if os.path.isdir(spec):
+        paths = sorted(glob.glob(os.path.join(spec, "*.tar")))
+    else:
+        import braceexpand  # a webdataset dependency
+
+        paths = sorted({p for pat in braceexpand.braceexpand(spec) for p in glob.glob(pat)})
+    if not paths:
+        raise ValueError(f"no shards (*.tar) found at {spec!r}")
+    return paths
+
+
+def scan_indices(paths: list[str]) -> tuple[list[str], int, bool]:
+    """Index paths beside the shards, total samples, and whether any sample has a ``.cls``.
+
+    Refuses (one line) a missing index and samples without an image member: DALI would fail on
+    them mid-epoch instead.
+    """
+    from shards.index import index_path_for, read_index
+
+    index_paths, total, labels, no_image = [], 0, False, 0
+    for path in paths:
+        idx = index_path_for(path)
+        if not idx.exists():
+            raise ValueError(f"missing DALI index {idx} for {path}; write it with shards.index.write_index")
+        samples = read_index(idx)
+        for sample in samples:
+            exts = {m.ext.lower() for m in sample}
+            no_image += not (exts & IMAGE_EXTS)
+            labels = labels or "cls" in exts
+        total += len(samples)
+        index_paths.append(str(idx))
+    if no_image:
+        raise ValueError(
+            f"{no_image} samples in {len(paths)} shards have no image member "
+            f"({'/'.join(sorted(IMAGE_EXTS))}); DALI cannot skip them: rebuild or filter the shards"
+        )
+    return index_paths, total, labels
+
+
+def shard_samples(total: int, rank: int, world_size: int) -> int:
+    """Samples DALI's reader gives shard ``rank`` of ``world_size`` (its split is by sample)."""
+    return (total * (rank + 1)) // world_size - (total * rank) // world_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrices
+# ---------------------------------------------------------------------------------------------
+
+
+def flip_turn_table(recipe: Recipe) -> np.ndarray:
+    """``[V, 8, 3, 3]``: for view v and ``2 * ... = flip * 4 + turns``, ``rot90 @ hflip`` of the view.
+
+    Built with :mod:`pipeline.geometry`'s builders in :func:`pipeline.views.view_matrix`'s order
+    (resize, then flip, then rotate), so only the crop-resize part is left to vectorise.
+    """
+    table = np.zeros((len(recipe.views), 8, 3, 3))
+    for v, spec in enumerate(recipe.views):
+        for flip in (0, 1):
+            for k in range(4):
+                m = hflip_matrix(spec.size) if flip else np.eye(3)
+                table[v, flip * 4 + k] = rot90_matrix(k, spec.size, spec.size) @ m
+    return table
+
+
+def view_matrices(windows: Tensor, flips: Tensor, turns: Tensor, sizes: Tensor, table: Tensor) -> Tensor:
+    """Original -> view matrices of a batch, vectorised (same maths as ``views.view_matrix``).
+
+    Args:
+        windows: ``[B, V, 4]`` ``(x0, y0, w, h)`` in original pixels.
+        flips, turns: ``[B, V]`` ints.
+        sizes: ``[V]`` view sizes.
+        table: ``[V, 8, 3, 3]`` from :func:`flip_turn_table`.
+
+    Returns:
+        ``[B, V, 3, 3]`` float32.
+    """
+    w = windows.double()
+    sx = sizes.double() / w[..., 2]
+    sy = sizes.double() / w[..., 3]
+    crop = torch.zeros(*w.shape[:2], 3, 3, dtype=torch.float64, device=w.device)
+    crop[..., 0, 0], crop[..., 0, 2] = sx, -sx * w[..., 0]
+    crop[..., 1, 1], crop[..., 1, 2] = sy, -sy * w[..., 1]
+    crop[..., 2, 2] = 1.0
+    idx = flips.long() * 4 + turns.long() % 4
+    post = table[torch.arange(table.shape[0], device=w.device), idx]  # [B, V, 3, 3]
+    return (post @ crop).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loader
+# ---------------------------------------------------------------------------------------------
+
+
+class DaliViewLoader:
+    """:class:`pipeline.loader.ViewLoader` over a DALI pipeline, for one rank."""
+
+    def __init__(
+        self,
+        cfg: LoaderConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        sampler: str = "shared",
+    ):
+        from pipeline.dali_pipeline import GraphSpec
+
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        recipe_kwargs = dict(size=cfg.global_size) if cfg.recipe == "two-view" else dict(
+            global_size=cfg.global_size, local_size=cfg.local_size,
+            **({} if cfg.num_local is None else {"num_local": cfg.num_local}),
+        )
+        self.recipe = build_recipe(cfg.recipe, **recipe_kwargs)
+        self.paths = resolve_shards(cfg.shards)
+        index_paths, self.total_samples, with_labels = scan_indices(self.paths)
+        self.exact = cfg.samples_per_epoch is None
+        if self.exact:
+            self.epoch_samples = shard_samples(self.total_samples, rank, world_size)
+            self.num_batches = math.ceil(self.epoch_samples / cfg.batch_size)
+        else:
+            self.epoch_samples = (cfg.samples_per_epoch // cfg.batch_size) * cfg.batch_size
+            self.num_batches = cfg.samples_per_epoch // cfg.batch_size
+        if self.num_batches == 0:
+            raise ValueError(
+                f"rank {rank} gets {self.epoch_samples} samples per epoch, less than one batch of {cfg.batch_size}"
+            )
+        self.graph = GraphSpec(
+            paths=tuple(self.paths), index_paths=tuple(index_paths), recipe=self.recipe,
+            with_labels=with_labels, shard_id=rank, num_shards=world_size,
+            shuffle_buffer=cfg.shuffle_buffer, exact_epochs=self.exact,
+            gpu=self.device.type == "cuda", sampler=sampler, photometric=cfg.photometric,
+            channels_last=cfg.channels_last,
+        )
+        self.seed = cfg.seed + 7919 * rank  # distinct augmentation streams per rank
+        self.sizes = torch.tensor(self.recipe.sizes, device=self.device)
+        self.table = torch.from_numpy(flip_turn_table(self.recipe)).to(self.device)
+        self._pipe = None
+        self._checkpoint: bytes | None = None  # from load_state_dict, used at the next build
+        self._epoch, self._consumed, self._samples = 0, 0, 0
+
+    # -- protocol -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def stats(self) -> dict[str, int]:
+        # DALI cannot skip a bad sample (it raises instead), so bad_samples is always 0.
+        return {"samples": self._samples, "bad_samples": 0}
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch == self._epoch:
+            return
+        if self.exact and 0 < self._consumed < self.num_batches and self._pipe is not None:
+            # The reader's epochs are padded to whole batches: finish the abandoned one so the
+            # next epoch starts at the reader's epoch boundary.
+            for _ in range(self.num_batches - self._consumed):
+                self._run()
+        self._epoch, self._consumed = epoch, 0
+
+    def state_dict(self) -> dict:
+        ckpt = self._pipe.checkpoint() if self._pipe is not None else self._checkpoint
+        return {
+            "backend": "dali", "epoch": self._epoch, "batches": self._consumed,
+            "samples": self._samples, "rank": self.rank, "world_size": self.world_size,
+            "dali_checkpoint": ckpt,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("backend") != "dali":
+            raise ValueError(f"loader state from backend {state.get('backend')!r}, not dali")
+        if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
+            raise ValueError("DALI loader state was saved by another rank/world size")
+        self._epoch, self._consumed, self._samples = state["epoch"], state["batches"], state["samples"]
+        self._checkpoint = state["dali_checkpoint"]
+        self._pipe = None  # rebuilt from the checkpoint on the next iteration
+
+    def __iter__(self) -> Iterator[ViewBatch]:
+        if self._consumed >= self.num_batches:  # the previous epoch ran to its end
+            self._epoch, self._consumed = self._epoch + 1, 0
+        while self._consumed < self.num_batches:
+            outputs = self._run()
+            self._consumed += 1
+            keep = self.cfg.batch_size
+            if self.exact and self._consumed == self.num_batches:
+                keep = self.epoch_samples - (self.num_batches - 1) * self.cfg.batch_size
+            batch = self._to_batch(outputs, keep)
+            self._samples += keep
+            batch.stats = self.stats
+            yield batch
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _build(self):
+        from pipeline.dali_pipeline import build_pipeline
+
+        self._pipe = build_pipeline(
+            self.graph, batch_size=self.cfg.batch_size, num_threads=max(1, self.cfg.num_workers),
+            device_id=self.device.index if self.device.type == "cuda" else None, seed=self.seed,
+            prefetch_queue_depth=max(1, self.cfg.prefetch_factor), checkpoint=self._checkpoint,
+        )
+
+    def _run(self):
+        if self._pipe is None:
+            self._build()
+        try:
+            return self._pipe.run()
+        except RuntimeError as err:
+            self._pipe = None  # a failed DALI pipeline cannot run again
+            raise RuntimeError(
+                f"DALI stopped in epoch {self._epoch} after {self._samples} samples reading "
+                f"{len(self.paths)} shards under {Path(self.paths[0]).parent} (corrupt or undecodable "
+                f"image? DALI cannot skip samples; check the shards with `python -m shards verify`): "
+                f"{_dali_reason(str(err))}"
+            ) from None
+
+    def _tensor(self, tl) -> Tensor:
+        from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
+
+        # With DALI's dynamic executor the outputs own their memory and dlpack is zero-copy.
+        t = to_torch_tensor(tl.as_tensor(), copy=not self._pipe.exec_dynamic)
+        return t
+
+    def _to_batch(self, outputs, keep: int) -> ViewBatch:
+        nv = len(self.recipe.views)
+        views = [self._tensor(o)[:keep] for o in outputs[:nv]]
+        if self.cfg.channels_last:  # HWC from DALI: the permuted view *is* channels-last memory
+            views = [v.permute(0, 3, 1, 2) for v in views]
+        views = [v.to(self.device, non_blocking=True) for v in views]
+        windows, flips, turns, shape = (
+            torch.from_numpy(np.array(o.as_tensor())[:keep]).to(self.device) for o in outputs[nv:nv + 4]
+        )
+        matrices = view_matrices(windows, flips, turns, self.sizes, self.table)
+        if self.cfg.normalize:
+            views = normalize_views(views, channels_last=self.cfg.channels_last)
+        info = outputs[nv + 4]
+        keys = [_key_of(info[i]) for i in range(keep)]
+        labels = None
+        if self.graph.with_labels:
+            cls = outputs[nv + 5]
+            labels = torch.tensor([_label_of(cls[i]) for i in range(keep)], dtype=torch.int64, device=self.device)
+        return ViewBatch(
+            views=views, matrices=matrices, image_size=shape[:, [1, 0]].long(),
+            rotation=turns.long(), labels=labels, keys=keys,
+        )
+
+
+def _dali_reason(message: str) -> str:
+    """DALI's multi-line error -> ``fn.op: reason`` on one line."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    op = next((ln.split("`")[1] for ln in lines if ln.startswith("Error in") and ln.count("`") >= 2), "")
+    after = lines[lines.index("encountered:") + 1:] if "encountered:" in lines else lines
+    reason = next((ln for ln in after if "pipeline" not in ln), lines[0] if lines else "unknown error")
+    return f"{op}: {reason}" if op else reason
+
+
+def _key_of(info) -> str:
+    """``/path/shard.tar:offset:dir/key.jpg`` (DALI's source_info) -> ``dir/key`` (WebDataset key)."""
+    name = np.array(info).tobytes().decode("utf-8").rsplit(":", 1)[-1]
+    dot = name.find(".", name.rfind("/") + 1)
+    return name if dot < 0 else name[:dot]
+
+
+def _label_of(cls) -> int:
+    raw = np.array(cls).tobytes().strip()
+    return int(raw) if raw else -1
+
+
+def build_dali_loader(
+    cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
+) -> DaliViewLoader:
+    """The ``dali`` backend's builder (see :func:`pipeline.loader.build_loader`)."""
+    problem = dali_import_error()
+    if problem:
+        raise ImportError(problem)
+    return DaliViewLoader(cfg, rank=rank, world_size=world_size, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Standalone throughput check (GPU machines without the full bench)
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.dali_backend",
+        description="Run the DALI loader alone and print images/s (views + matrices on the device).",
+    )
+    parser.add_argument("shards", help="shard directory, glob or brace pattern (with .idx files beside)")
+    parser.add_argument("--recipe", default="two-view", choices=["two-view", "clove", "gtsa"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=50, help="timed batches (after 5 warm-up)")
+    parser.add_argument("--threads", type=int, default=4, help="DALI CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sampler", default="shared", choices=["shared", "dali"],
+                        help="view parameters from pipeline.views (shared) or DALI's own operators")
+    parser.add_argument("--no-photometric", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = LoaderConfig(
+        shards=args.shards, backend="dali", recipe=args.recipe, batch_size=args.batch_size,
+        num_workers=args.threads, samples_per_epoch=(args.batches + 5) * args.batch_size,
+        photometric=not args.no_photometric,
+    )
+    problem = dali_import_error()
+    if problem:
+        raise SystemExit(problem)
+    loader = DaliViewLoader(cfg, device=args.device, sampler=args.sampler)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        batch = next(it)
+    sync()
+    seconds = time.perf_counter() - start
+    images = args.batches * args.batch_size
+    print(
+        f"dali {args.recipe} sampler={args.sampler} device={loader.device} batch={args.batch_size}: "
+        f"{images / seconds:.0f} images/s ({batch.num_views} views, {seconds / args.batches * 1e3:.1f} ms/batch)"
+    )
+
+
+if __name__ == "__main__":
+    main()

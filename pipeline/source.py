@@ -1,0 +1,305 @@
+"""Samples out of WebDataset tar shards: which shards a rank and a worker read, in which order, and
+how they are cut into batches of stream positions.
+
+Shards: a directory (every ``*.tar``/``*.tar.gz``/``*.tgz`` in it), a glob, a brace pattern
+(``train-{000000..000146}.tar``, ``::`` joins several), or any URL WebDataset's ``gopen`` opens
+(``pipe:aws s3 cp s3://b/x.tar -``, ``http://...``). A sample is the consecutive tar members that
+share a key (path up to the first dot of the basename): ``<key>.jpg`` (any image extension),
+optional ``<key>.cls`` (an int as text) and ``<key>.json``.
+
+Epochs (one stream per *logical* DataLoader worker ``w`` of rank ``r``; ``W`` workers per rank):
+
+* ``batches_per_rank=None`` — one exact pass: the shard list is shuffled with ``(seed, epoch)``
+  (identically on every rank), rank ``r`` takes shards ``r::world_size``, worker ``w`` takes
+  ``w::W`` of those, reads them through a shuffle buffer, and yields every sample once. Ranks and
+  workers without a shard yield nothing (no hang), so the number of batches a rank yields is
+  ``sum over its workers of ceil(samples of the worker / batch_size)`` (minus batches whose every
+  sample was bad): well defined, but data dependent and possibly different across ranks — use it
+  for evaluation, not for distributed training.
+* ``batches_per_rank=n`` — resampled shards: worker ``w`` draws shards uniformly with replacement
+  from *all* shards (so any number of shards serves any number of ranks x workers) with its own
+  RNG ``(seed, epoch, rank, w)`` and yields exactly ``n // W + (w < n % W)`` batches, so every
+  rank yields exactly ``n`` batches and none waits for another.
+
+A batch is the next ``batch_size`` *positions* of a worker's stream (the last one of an exact pass
+may be shorter); the per-sample RNG is derived from ``(seed, epoch, rank, w, position)``
+(:func:`sample_rng`). Order and augmentation are therefore reproducible, and a resume skips the
+first ``p`` positions of each worker by reading (not decoding) them. Unreadable shards and tar
+members are skipped and counted (``bad_shards``); a sample whose image is missing is still a
+position, and the backend counts it as bad.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+import random
+import re
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from torch.utils.data import IterableDataset, get_worker_info
+from webdataset import gopen
+from webdataset.shardlists import expand_urls
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif")
+LABEL_EXTS = ("cls", "cls.txt", "label")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_SPLIT_NAME = re.compile(r"^(?P<split>.+)-\d+\.(tar|tar\.gz|tgz)$")
+# A resampled stream over shards that never yield a sample would loop forever: give up after this
+# many consecutive empty shards (times the shard count).
+MAX_EMPTY_SHARD_ROUNDS = 4
+
+
+@dataclass
+class RawSample:
+    """One undecoded sample. ``image`` is None when the sample has no image component."""
+
+    key: str
+    image: bytes | None
+    ext: str | None
+    label: int = -1
+    url: str = ""
+
+
+def list_shards(spec: str) -> list[str]:
+    """Expand a shard spec (directory, glob, brace pattern or URL) into a list of shard URLs.
+
+    Raises:
+        FileNotFoundError: a local spec that matches no shard.
+        ValueError: a directory that holds shards of several splits (name one with a glob).
+    """
+    spec = str(spec)
+    if os.path.isdir(spec):
+        names = sorted(n for n in os.listdir(spec) if n.endswith(SHARD_SUFFIXES))
+        if not names:
+            raise FileNotFoundError(f"no shards (*.tar) in directory {spec}")
+        splits = {m.group("split") for n in names if (m := _SPLIT_NAME.match(n))}
+        if len(splits) > 1:
+            raise ValueError(
+                f"{spec} holds shards of several splits ({', '.join(sorted(splits))}); "
+                f"name one, e.g. {os.path.join(spec, sorted(splits)[0] + '-*.tar')}"
+            )
+        return [os.path.join(spec, n) for n in names]
+    if "://" not in spec and not spec.startswith("pipe:") and any(c in spec for c in "*?["):
+        urls = sorted(glob.glob(spec))
+        if not urls:
+            raise FileNotFoundError(f"no shards match {spec}")
+        return urls
+    urls = expand_urls(spec)
+    local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+    missing = [u for u in local if not os.path.exists(u)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shards not found, e.g. {missing[0]}")
+    return urls
+
+
+def split_by_rank(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """Shards of one rank (round robin). Ranks beyond the shard count get none."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    return urls[rank::world_size]
+
+
+def split_by_worker(urls: list[str], worker: int, num_workers: int) -> list[str]:
+    """Shards of one DataLoader worker of a rank (round robin)."""
+    return urls[worker::num_workers]
+
+
+def _parse_label(data: bytes) -> int:
+    try:
+        return int(data.decode("utf-8").strip())
+    except (UnicodeDecodeError, ValueError):
+        return -1
+
+
+def _make_sample(key: str, parts: dict[str, bytes], url: str) -> RawSample:
+    ext = next((e for e in IMAGE_EXTS if e in parts), None)
+    label = next((_parse_label(parts[e]) for e in LABEL_EXTS if e in parts), -1)
+    return RawSample(key=key, image=parts[ext] if ext else None, ext=ext, label=label, url=url)
+
+
+def read_shard(url: str, counters: dict[str, int] | None = None) -> Iterator[RawSample]:
+    """Samples of one tar shard, in file order.
+
+    A shard that cannot be opened or read (truncated, not a tar, failing ``pipe:``) is counted in
+    ``counters['bad_shards']``; the samples read before the error are kept, the one being
+    assembled is counted in ``counters['bad_samples']``.
+    """
+    counters = {} if counters is None else counters
+    try:
+        stream = gopen(url, "rb")
+    except Exception:  # gopen raises whatever its scheme handler raises
+        counters["bad_shards"] = counters.get("bad_shards", 0) + 1
+        return
+    key, parts = None, {}
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                dirname, base = posixpath.split(member.name)
+                if base.startswith((".", "_")):  # hidden files and WebDataset's __key__-style meta
+                    continue
+                stem, _, ext = base.partition(".")
+                member_key = posixpath.join(dirname, stem)
+                data = tar.extractfile(member).read()
+                if member_key != key:
+                    if key is not None:
+                        yield _make_sample(key, parts, url)
+                    key, parts = member_key, {}
+                parts[ext.lower()] = data
+        if key is not None:
+            yield _make_sample(key, parts, url)
+    except Exception:  # tarfile.ReadError, EOFError, zlib.error, OSError, ...: skip the rest
+        counters["bad_shards"] = counters.get("bad_shards", 0) + 1
+        if key is not None:
+            counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+    finally:
+        try:
+            stream.close()
+        except Exception:  # a pipe: whose command failed reports it on close
+            counters["bad_shards"] = counters.get("bad_shards", 0) + 1
+
+
+def shuffled(items: Iterator[Any], buffer_size: int, rng: random.Random) -> Iterator[Any]:
+    """Shuffle a stream through a buffer of ``buffer_size`` items (held in memory, undecoded)."""
+    if buffer_size <= 1:
+        yield from items
+        return
+    buf: list[Any] = []
+    for item in items:
+        if len(buf) < buffer_size:
+            buf.append(item)
+            continue
+        i = rng.randrange(buffer_size)
+        yield buf[i]
+        buf[i] = item
+    rng.shuffle(buf)
+    yield from buf
+
+
+def sample_rng(seed: int, epoch: int, rank: int, worker: int, position: int) -> random.Random:
+    """The RNG of one stream position: a pure function of its coordinates (reproducible, and a
+    resume needs no RNG state). String seeds are hashed with SHA-512, independent of PYTHONHASHSEED."""
+    return random.Random(f"sample/{seed}/{epoch}/{rank}/{worker}/{position}")
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What one rank reads in one epoch (see the module docstring for the two modes)."""
+
+    urls: tuple[str, ...]
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 1  # logical workers per rank (1 when the DataLoader has 0 workers)
+    batch_size: int = 64
+    batches_per_rank: int | None = None  # None: one exact pass
+    shuffle_buffer: int = 1000
+
+    @property
+    def resampled(self) -> bool:
+        return self.batches_per_rank is not None
+
+    def worker_quota(self, worker: int) -> int | None:
+        """Batches logical ``worker`` yields per epoch (None for an exact pass)."""
+        if self.batches_per_rank is None:
+            return None
+        n, w = self.batches_per_rank, self.num_workers
+        return n // w + (worker < n % w)
+
+    def worker_shards(self, worker: int) -> list[str]:
+        """Shards of logical ``worker`` in an exact pass, in reading order."""
+        urls = list(self.urls)
+        random.Random(f"shards/{self.seed}/{self.epoch}").shuffle(urls)
+        return split_by_worker(split_by_rank(urls, self.rank, self.world_size), worker, self.num_workers)
+
+    def samples(self, worker: int, counters: dict[str, int]) -> Iterator[RawSample]:
+        """The shuffled sample stream of logical ``worker`` (infinite when resampled)."""
+        tag = f"{self.seed}/{self.epoch}/{self.rank}/{worker}"
+        if self.resampled:
+            raw = self._resampled(random.Random(f"resample/{tag}"), counters)
+        else:
+            raw = (s for url in self.worker_shards(worker) for s in read_shard(url, counters))
+        return shuffled(raw, self.shuffle_buffer, random.Random(f"shuffle/{tag}"))
+
+    def _resampled(self, rng: random.Random, counters: dict[str, int]) -> Iterator[RawSample]:
+        empty = 0
+        while True:
+            got = False
+            for sample in read_shard(rng.choice(self.urls), counters):
+                got = True
+                yield sample
+            empty = 0 if got else empty + 1
+            if empty > MAX_EMPTY_SHARD_ROUNDS * len(self.urls):
+                raise RuntimeError(f"no readable sample in {empty} shards drawn in a row from {self.urls[0]} ...")
+
+
+@dataclass
+class WorkerStart:
+    """Where a logical worker starts: stream positions already consumed, batches already yielded."""
+
+    positions: int = 0
+    batches: int = 0
+
+
+# process_batch(samples, rngs, counters) -> backend batch, or None when no sample was usable.
+ProcessBatch = Callable[[list[RawSample], list[random.Random], dict[str, int]], Any]
+MAX_DROPPED_IN_A_ROW = 1000
+
+
+@dataclass
+class BatchedStream(IterableDataset):
+    """An IterableDataset that yields ``(batch, meta)``, batches formed inside each worker.
+
+    ``meta`` = ``{"worker": logical worker, "position": positions consumed, "batches": batches
+    yielded so far, "counters": {...}}`` lets the main process track the data position exactly.
+    Physical DataLoader worker ``p`` plays logical worker ``(p + offset) % W``; a resumed epoch sets
+    ``offset`` to the worker that was next, so the DataLoader's round robin continues the
+    interrupted order. The loader sets ``epoch``, ``starts`` and ``offset`` before each iteration
+    (workers receive a copy of this object when the DataLoader iterator starts).
+    """
+
+    plan: StreamPlan
+    process_batch: ProcessBatch
+    starts: list[WorkerStart] = field(default_factory=list)
+    offset: int = 0
+
+    def __iter__(self) -> Iterator[tuple[Any, dict]]:
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        plan = self.plan
+        worker = (physical + self.offset) % plan.num_workers
+        start = self.starts[worker] if self.starts else WorkerStart()
+        quota = plan.worker_quota(worker)
+        counters: dict[str, int] = {"samples": 0, "bad_samples": 0, "bad_shards": 0}
+        stream = plan.samples(worker, counters)
+        position, produced = start.positions, start.batches
+        if quota is not None and produced >= quota:
+            return
+        skipped = sum(1 for _ in islice(stream, start.positions))  # read, never decoded
+        if skipped < start.positions:
+            return
+        dropped_in_a_row = 0
+        while quota is None or produced < quota:
+            chunk = list(islice(stream, plan.batch_size))
+            if not chunk:
+                return
+            rngs = [sample_rng(plan.seed, plan.epoch, plan.rank, worker, position + i) for i in range(len(chunk))]
+            position += len(chunk)
+            out = self.process_batch(chunk, rngs, counters)
+            if out is None:
+                counters["dropped_batches"] = counters.get("dropped_batches", 0) + 1
+                dropped_in_a_row += 1
+                if dropped_in_a_row > MAX_DROPPED_IN_A_ROW:
+                    raise RuntimeError(f"{dropped_in_a_row} batches in a row without one decodable sample; check the shards")
+                continue
+            dropped_in_a_row = 0
+            produced += 1
+            yield out, {"worker": worker, "position": position, "batches": produced, "counters": dict(counters)}

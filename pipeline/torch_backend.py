@@ -1,0 +1,363 @@
+"""The ``torch`` backend: DataLoader workers read and draw, the device decodes and augments.
+
+Per sample, in a worker: original size from the header, every view's geometry drawn on it
+(:func:`pipeline.views.sample_views`), photometric parameters drawn by the shared law
+(:func:`pipeline.photometric_cpu.draw_photometric`), then
+
+* ``decode="gpu"``: the raw JPEG bytes are shipped as they are; the main process decodes the whole
+  batch with nvJPEG in one ``torchvision.io.decode_jpeg(list, device=...)`` call. Non-JPEG and
+  CMYK/YCCK JPEGs (which nvJPEG does not handle) are decoded in the worker instead; a JPEG nvJPEG
+  rejects is retried alone, then decoded on the CPU, and dropped (counted in
+  ``stats['gpu_decode_fallbacks']`` / ``stats['bad_samples']``) when nothing can decode it.
+* ``decode="cpu"``: the worker decodes with libjpeg-turbo at the smallest DCT scale that still
+  gives every view at least its size (:func:`pipeline.decode.choose_scale`) and ships uint8 pixels;
+  the scale is folded into the maps exactly.
+* ``decode="auto"``: ``gpu`` when ``device`` is a CUDA device, else ``cpu``.
+
+On the device (main process): one coverage canvas + mip atlas per batch
+(:func:`pipeline.resample.build_atlas`), one ``grid_sample`` per view size driven by the matrices
+(flip and quarter turns included — they are part of the map), the photometric chain batched with
+per-sample parameters (:mod:`pipeline.photometric_gpu`), then normalisation (or rounding to uint8
+when ``cfg.normalize`` is off). The matrices are those the sampler drew: the views are rendered
+from continuous maps, so no rounding of windows happens anywhere.
+
+Epochs, order, bad samples and resumption are those of the cpu backend (its
+:class:`~pipeline.cpu_backend.StreamLoader` and :mod:`pipeline.source`): with
+``samples_per_epoch`` set a bad sample found in a worker is replaced by another sample of the batch
+re-augmented with the bad position's draws; one found only on the device (bytes that pass the
+header check but decode nowhere) is dropped from its batch.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import simplejpeg
+import torch
+from torch import Tensor
+
+from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch
+from pipeline.config import LoaderConfig
+from pipeline.cpu_backend import StreamLoader, recipe_from_config
+from pipeline.decode import DecodeError, choose_scale, decode_image, image_size, is_jpeg
+from pipeline.photometric_cpu import PhotometricParams, draw_photometric
+from pipeline.photometric_gpu import PhotometricArrays, augment
+from pipeline.resample import build_atlas, render_views, scale_matrices
+from pipeline.source import RawSample, StreamPlan, list_shards
+from pipeline.views import Recipe, sample_views
+
+
+@dataclass
+class Drawn:
+    """One sample as a worker ships it: pixels or bytes, plus everything drawn for its views."""
+
+    data: Tensor  # [h, w, 3] uint8 decoded pixels, or [n] uint8 encoded JPEG bytes
+    encoded: bool
+    scale: float  # decoded pixels per original pixel (1.0 for bytes: nvJPEG decodes full size)
+    matrices: np.ndarray  # [V, 3, 3] float64
+    turns: np.ndarray  # [V] int64
+    photometric: list[PhotometricParams]
+    size: tuple[int, int]  # original (W, H)
+    label: int
+    key: str
+    nbytes: int  # compressed size read from the shard
+
+
+@dataclass
+class RawBatch:
+    """A worker's batch for the device: variable-size images, so not stacked."""
+
+    data: list[Tensor]
+    encoded: list[bool]
+    scales: Tensor  # [B] float64
+    matrices: Tensor  # [B, V, 3, 3] float64
+    turns: Tensor  # [B, V] int64
+    photometric: list[list[PhotometricParams]]  # [B][V]
+    image_size: Tensor  # [B, 2] int64
+    labels: Tensor  # [B] int64
+    keys: list[str]
+    nbytes: int
+    extra: dict = field(default_factory=dict)
+
+    def pin_memory(self) -> "RawBatch":
+        """Called by DataLoader(pin_memory=True): pinned pixels/bytes copy to the GPU asynchronously."""
+        self.data = [t.pin_memory() for t in self.data]
+        return self
+
+
+def _gpu_decodable(data: bytes) -> bool:
+    """A JPEG nvJPEG can decode to RGB (baseline/progressive YCbCr or grayscale; not CMYK/YCCK)."""
+    if not is_jpeg(data):
+        return False
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+    except ValueError:
+        return False
+    return colorspace not in ("CMYK", "YCCK")
+
+
+def draw_sample(sample: RawSample, recipe: Recipe, rng: random.Random, gpu_decode: bool, reduced_decode: bool) -> Drawn:
+    """Draw one sample's views and decode it (or not) for the device. Raises :class:`DecodeError`."""
+    if sample.image is None:
+        raise DecodeError(f"sample {sample.key!r} has no image component")
+    width, height = image_size(sample.image)
+    params = sample_views(width, height, recipe, rng)
+    photometric = [draw_photometric(spec.photometric, rng) for spec in recipe.views]
+    common = dict(matrices=params.matrices, turns=params.turns, photometric=photometric, size=(width, height),
+                  label=sample.label, key=sample.key, nbytes=len(sample.image))
+    if gpu_decode and _gpu_decodable(sample.image):
+        data = torch.frombuffer(bytearray(sample.image), dtype=torch.uint8)
+        return Drawn(data=data, encoded=True, scale=1.0, **common)
+    sizes = [spec.size for spec in recipe.views]
+    num = choose_scale(width, height, params.windows, sizes) if reduced_decode and is_jpeg(sample.image) else 8
+    decoded = decode_image(sample.image, num)
+    return Drawn(data=torch.from_numpy(decoded.image), encoded=False, scale=decoded.scale, **common)
+
+
+def collate_drawn(items: list[Drawn]) -> RawBatch:
+    return RawBatch(
+        data=[it.data for it in items],
+        encoded=[it.encoded for it in items],
+        scales=torch.tensor([it.scale for it in items], dtype=torch.float64),
+        matrices=torch.from_numpy(np.stack([it.matrices for it in items])),
+        turns=torch.from_numpy(np.stack([it.turns for it in items])).long(),
+        photometric=[it.photometric for it in items],
+        image_size=torch.tensor([it.size for it in items], dtype=torch.int64),
+        labels=torch.tensor([it.label for it in items], dtype=torch.int64),
+        keys=[it.key for it in items],
+        nbytes=sum(it.nbytes for it in items),
+    )
+
+
+class TorchBatchMaker:
+    """``process_batch`` of the torch backend (runs in workers). Bad samples are handled as in the
+    cpu backend: with ``fill_bad`` another good sample of the batch (or the worker's last good one)
+    is drawn again with the bad position's RNG; otherwise the bad sample is dropped."""
+
+    def __init__(self, recipe: Recipe, *, gpu_decode: bool, reduced_decode: bool = True, fill_bad: bool = True):
+        self.recipe = recipe
+        self.gpu_decode = gpu_decode
+        self.reduced_decode = reduced_decode
+        self.fill_bad = fill_bad
+        self._last_good: RawSample | None = None
+        self._warned = False
+
+    def _draw(self, sample: RawSample, rng: random.Random) -> Drawn:
+        return draw_sample(sample, self.recipe, rng, self.gpu_decode, self.reduced_decode)
+
+    def _try(self, sample: RawSample, rng: random.Random, counters: dict[str, int]) -> Drawn | None:
+        try:
+            return self._draw(sample, rng)
+        except DecodeError:
+            pass
+        except Exception as e:  # never kill a worker over one sample, but say what happened once
+            if not self._warned:
+                warnings.warn(f"skipping sample {sample.key!r} of {sample.url}: {type(e).__name__}: {e}", stacklevel=2)
+                self._warned = True
+        counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+        return None
+
+    def __call__(self, samples: list[RawSample], rngs: list[random.Random], counters: dict[str, int]) -> RawBatch | None:
+        results = [self._try(s, r, counters) for s, r in zip(samples, rngs)]
+        good = [i for i, r in enumerate(results) if r is not None]
+        counters["samples"] = counters.get("samples", 0) + len(good)
+        if good:
+            self._last_good = samples[good[-1]]
+        if not self.fill_bad:
+            return collate_drawn([r for r in results if r is not None]) if good else None
+        for i, r in enumerate(results):
+            if r is not None:
+                continue
+            donor = samples[rngs[i].choice(good)] if good else self._last_good
+            if donor is None:
+                return None
+            try:
+                results[i] = self._draw(donor, rngs[i])
+            except Exception:
+                return None
+        return collate_drawn(results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main process: decode on the device, resample, photometric, normalise
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_decode_to(data: Tensor, device: torch.device) -> Tensor:
+    """Fallback for bytes nvJPEG refused: libjpeg-turbo/PIL on the CPU, full size. ``[3, h, w]``."""
+    decoded = decode_image(bytes(data.numpy()), 8)
+    return torch.from_numpy(decoded.image).to(device).permute(2, 0, 1)
+
+
+def decode_on_device(batch: RawBatch, device: torch.device, counters: dict[str, int]) -> list[Tensor | None]:
+    """``[3, h, w]`` uint8 images on ``device`` (None for a sample nothing could decode).
+
+    Encoded samples go through one batched nvJPEG call; if it fails, each is retried alone, then
+    decoded on the CPU.
+    """
+    out: list[Tensor | None] = [None] * len(batch.data)
+    enc = [i for i, e in enumerate(batch.encoded) if e]
+    for i, e in enumerate(batch.encoded):
+        if not e:  # HWC pixels from a worker -> CHW view on the device
+            out[i] = batch.data[i].to(device, non_blocking=True).permute(2, 0, 1)
+    if not enc:
+        return out
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision >= 0.29 points to TorchCodec
+        warnings.simplefilter("ignore", UserWarning)  # e.g. nvjpeg leak warnings for old CUDA
+        try:
+            decoded = decode_jpeg([batch.data[i] for i in enc], mode=ImageReadMode.RGB, device=device)
+            for i, img in zip(enc, decoded):
+                out[i] = img
+            return out
+        except RuntimeError:
+            pass  # one bad JPEG fails the whole batched call: find it
+        for i in enc:
+            try:
+                out[i] = decode_jpeg(batch.data[i], mode=ImageReadMode.RGB, device=device)
+                continue
+            except RuntimeError:
+                counters["gpu_decode_fallbacks"] = counters.get("gpu_decode_fallbacks", 0) + 1
+            try:
+                out[i] = _cpu_decode_to(batch.data[i], device)
+            except DecodeError:
+                counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+    return out
+
+
+def view_groups(recipe: Recipe) -> list[tuple[int, str, list[int]]]:
+    """Views rendered together: ``(size, interpolation, view indices)``, in recipe order."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for v, spec in enumerate(recipe.views):
+        groups.setdefault((spec.size, spec.interpolation), []).append(v)
+    return [(size, interp, idx) for (size, interp), idx in groups.items()]
+
+
+class DeviceAugmenter:
+    """Main-process step of the torch backend: :class:`RawBatch` -> :class:`ViewBatch` on ``device``."""
+
+    def __init__(self, recipe: Recipe, device: torch.device | str, *, normalize: bool = True, channels_last: bool = False):
+        self.recipe = recipe
+        self.device = torch.device(device)
+        self.normalize = normalize
+        self.channels_last = channels_last
+        self.groups = view_groups(recipe)
+        self.counters: dict[str, int] = {}
+        self.any_photometric = any(s.photometric is not None for s in recipe.views)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
+
+    def __call__(self, raw: RawBatch) -> ViewBatch:
+        images = decode_on_device(raw, self.device, self.counters)
+        keep = [i for i, im in enumerate(images) if im is not None]
+        if len(keep) < len(images):  # dropped: nothing could decode them
+            raw = _select(raw, keep)
+            images = [images[i] for i in keep]
+        matrices = raw.matrices.to(self.device)
+        atlas = build_atlas(images, matrices, scale_matrices(raw.scales).to(self.device))
+        b = len(images)
+        views: list[Tensor | None] = [None] * len(self.recipe.views)
+        for size, interp, idx in self.groups:
+            out = render_views(atlas, matrices[:, idx], size, interp)  # [B, Vg, 3, S, S]
+            flat = out.reshape(b * len(idx), 3, size, size)
+            if self.any_photometric:
+                params = [raw.photometric[i][v] for i in range(b) for v in idx]  # b-major, as flat
+                flat = augment(flat, PhotometricArrays.from_params(params))
+            flat = flat.clamp_(0, 255)
+            flat = flat.sub_(self._mean).mul_(self._inv_std) if self.normalize else flat.round_().to(torch.uint8)
+            out = flat.reshape(b, len(idx), 3, size, size)
+            for k, v in enumerate(idx):
+                view = out[:, k]
+                views[v] = view.contiguous(memory_format=torch.channels_last) if self.channels_last else view.contiguous()
+        return ViewBatch(
+            views=views,  # type: ignore[arg-type]
+            matrices=matrices.float(),
+            image_size=raw.image_size.to(self.device),
+            rotation=raw.turns.to(self.device),
+            labels=raw.labels.to(self.device),
+            keys=raw.keys,
+            stats={"compressed_bytes": raw.nbytes},
+        )
+
+
+def _select(raw: RawBatch, keep: list[int]) -> RawBatch:
+    idx = torch.tensor(keep, dtype=torch.long)
+    return RawBatch(
+        data=[raw.data[i] for i in keep], encoded=[raw.encoded[i] for i in keep], scales=raw.scales[idx],
+        matrices=raw.matrices[idx], turns=raw.turns[idx], photometric=[raw.photometric[i] for i in keep],
+        image_size=raw.image_size[idx], labels=raw.labels[idx], keys=[raw.keys[i] for i in keep], nbytes=raw.nbytes,
+    )
+
+
+class TorchLoader(StreamLoader):
+    """:class:`StreamLoader` whose stats also count what the device step found (bad JPEGs that only
+    nvJPEG and the CPU fallback could judge) and the compressed bytes read."""
+
+    def __init__(self, plan: StreamPlan, maker: TorchBatchMaker, augmenter: DeviceAugmenter, **kw):
+        self.augmenter = augmenter
+        self._bytes = 0
+        super().__init__(plan, maker, self._finish, **kw)
+
+    def _finish(self, raw: RawBatch) -> ViewBatch:
+        batch = self.augmenter(raw)
+        self._bytes += raw.nbytes
+        return batch
+
+    @property
+    def stats(self) -> dict[str, int]:
+        out = super().stats
+        for k, v in self.augmenter.counters.items():
+            out[k] = out.get(k, 0) + v
+        out["compressed_bytes"] = self._bytes
+        return out
+
+
+def resolve_decode(decode: str, device: torch.device) -> str:
+    """``auto`` -> ``gpu`` on a CUDA device, else ``cpu``; ``gpu`` without CUDA is an error."""
+    if decode not in ("auto", "gpu", "cpu"):
+        raise ValueError(f"decode must be auto, gpu or cpu, got {decode!r}")
+    if decode == "auto":
+        return "gpu" if device.type == "cuda" and torch.cuda.is_available() else "cpu"
+    if decode == "gpu" and device.type != "cuda":
+        raise ValueError(f"decode='gpu' needs a CUDA device (nvJPEG), got device={device}; use decode='cpu' or 'auto'")
+    return decode
+
+
+def build_torch_loader(
+    cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
+) -> TorchLoader:
+    """The torch backend's :class:`~pipeline.loader.ViewLoader` for one rank (module docstring)."""
+    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < cfg.batch_size:
+        raise ValueError(f"samples_per_epoch ({cfg.samples_per_epoch}) must be at least batch_size ({cfg.batch_size})")
+    device = torch.device(device)
+    mode = resolve_decode(cfg.decode, device)
+    recipe = recipe_from_config(cfg)
+    plan = StreamPlan(
+        urls=tuple(list_shards(cfg.shards)),
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=max(1, cfg.num_workers),
+        batch_size=cfg.batch_size,
+        batches_per_rank=None if cfg.samples_per_epoch is None else cfg.samples_per_epoch // cfg.batch_size,
+        shuffle_buffer=cfg.shuffle_buffer,
+    )
+    maker = TorchBatchMaker(recipe, gpu_decode=mode == "gpu", reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled)
+    augmenter = DeviceAugmenter(recipe, device, normalize=cfg.normalize, channels_last=cfg.channels_last)
+    return TorchLoader(
+        plan,
+        maker,
+        augmenter,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory and device.type == "cuda",
+        prefetch_factor=cfg.prefetch_factor,
+    )
+
+
+ProcessBatch = Callable[[list[RawSample], list[random.Random], dict[str, int]], RawBatch | None]

@@ -1,0 +1,249 @@
+"""The conversion driver shared by every converter: plan, resume, write shards, manifest.
+
+A converter (imagenet.py, coco.py, folder.py) only lists its sources as a :class:`Source`;
+everything else happens here:
+
+1. plan: shuffle each split with the seed and cut it into shards (:mod:`shards.plan`);
+2. resume: a shard whose ``.tar`` exists with a matching record in ``OUT/.progress/`` is done;
+   leftovers of a killed run (hidden ``*.tmp`` files) are removed, unfinished shards rewritten;
+3. write the remaining shards in parallel, each by one worker, samples in plan order;
+4. write ``manifest.json``, drop ``.progress/``, print the one-line summary.
+
+Because the plan fixes which samples go into which shard and in which order, the result is the
+same bytes whatever the worker count and however often the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+from shards import parallel
+from shards.manifest import (MANIFEST, build_manifest, read_manifest, summary_line, tool_version,
+                             write_json_atomic)
+from shards.plan import Item, ShardJob, Skip, assign, fingerprint
+from shards.probe import UNREADABLE, ProbeOptions, probe
+from shards.writer import ShardWriter, is_tmp
+
+PROGRESS = ".progress"
+DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
+SHARD_FILE = re.compile(r"^[A-Za-z0-9_-]+-\d{6}\.(tar|idx)$")
+
+
+class ConversionError(RuntimeError):
+    """A conversion that cannot proceed; the message is the one-line reason."""
+
+
+@dataclass
+class Source:
+    """What a converter found: samples per split (deterministic order) and plan-time skips."""
+
+    kind: str
+    splits: dict[str, list[Item]]
+    skipped: list[Skip] = field(default_factory=list)
+    classes: list[str] | None = None
+    info: dict = field(default_factory=dict)  # recorded as the manifest's "source"
+    extra: dict = field(default_factory=dict)  # more top-level manifest fields (COCO categories)
+
+
+@dataclass
+class ConvertOptions:
+    seed: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    max_count: int | None = None
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+    workers: int = 1
+    overwrite: bool = False
+    progress: bool = True
+    pause_per_shard: float = 0.0  # testing aid: lets a test interrupt a run between shards
+
+
+def _sample_json(item: Item, width: int, height: int, fmt: str, mode: str,
+                 notes: dict) -> tuple[bytes, bool]:
+    """The sample's ``.json``: the converter's metadata plus what the probe found.
+
+    Returns the bytes and whether a size declared by the source disagrees with the stored image.
+    """
+    meta = dict(item.meta)
+    mismatch = "width" in meta and (meta.get("width"), meta.get("height")) != (width, height)
+    if mismatch:
+        # e.g. COCO's declared size differs from the image bytes: keep both, say so
+        meta["stored_size"] = [width, height]
+    meta.setdefault("width", width)
+    meta.setdefault("height", height)
+    meta["format"], meta["mode"] = fmt, mode
+    if "exif_orientation" in notes:
+        meta["exif_orientation"] = notes["exif_orientation"]
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode(), mismatch
+
+
+def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
+                pause: float = 0.0) -> dict:
+    """Read, probe and write one shard (runs in a worker); returns its record."""
+    out = Path(out_dir)
+    writer = ShardWriter(out / job.name)
+    skipped: list[dict] = []
+    formats: Counter = Counter()
+    modes: Counter = Counter()
+    notes: Counter = Counter()
+    try:
+        for item in job.items:
+            source = item.meta.get("source") or item.meta.get("file_name") or item.path
+            try:
+                data = Path(item.path).read_bytes()
+            except OSError as exc:
+                skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc), job.split).as_dict())
+                parallel.tick(0)
+                continue
+            verdict = probe(data, options)
+            parallel.tick(len(data))
+            if not verdict.kept:
+                skipped.append(Skip(source, verdict.reason, verdict.detail, job.split).as_dict())
+                continue
+            payload, mismatch = _sample_json(item, verdict.width, verdict.height,
+                                             verdict.format, verdict.mode, verdict.notes)
+            members = [(verdict.ext, data)]
+            if item.cls is not None:
+                members.append(("cls", str(item.cls).encode()))
+            members.append(("json", payload))
+            writer.add(item.key, members)
+            formats[verdict.format] += 1
+            modes[verdict.mode] += 1
+            notes.update(k for k in verdict.notes if k in ("exif_orientation", "progressive"))
+            if mismatch:
+                notes["size_mismatch"] += 1
+        stats = writer.finish()
+        record = {"fingerprint": fp, "split": job.split, "name": job.name,
+                  "index": writer.index_final.name, "count": stats.count, "bytes": stats.bytes,
+                  "sha256": stats.sha256, "skipped": skipped, "formats": dict(formats),
+                  "modes": dict(modes), "notes": dict(notes)}
+        # Record first, then index and tar: the tar's final name appears last and means "done".
+        write_json_atomic(out / PROGRESS / f"{job.name}.json", record)
+        if stats.count:
+            writer.commit()
+        else:
+            writer.abort()  # every sample was skipped: no empty tar (DALI refuses those)
+    except BaseException:
+        writer.abort()
+        raise
+    if pause:
+        time.sleep(pause)
+    return record
+
+
+def _is_done(out: Path, job: ShardJob, fp: str) -> dict | None:
+    """The shard's record when it was completed under this plan, else None."""
+    rec_path = out / PROGRESS / f"{job.name}.json"
+    try:
+        record = json.loads(rec_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("fingerprint") != fp:
+        return None
+    if record["count"] == 0:
+        return record
+    tar, idx = out / record["name"], out / record["index"]
+    if tar.is_file() and idx.is_file() and tar.stat().st_size == record["bytes"]:
+        return record
+    return None
+
+
+def _clear(out: Path) -> None:
+    """Remove what a previous conversion wrote here (only our own file names)."""
+    for p in out.iterdir():
+        if p.is_file() and (SHARD_FILE.match(p.name) or p.name == MANIFEST or is_tmp(p)):
+            p.unlink()
+    shutil.rmtree(out / PROGRESS, ignore_errors=True)
+
+
+def _prepare(out: Path, fp: str, overwrite: bool) -> dict | None:
+    """Check OUT against this plan. Returns the manifest when the work is already complete."""
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / PROGRESS / "plan.json"
+    previous = None
+    if (out / MANIFEST).is_file():
+        try:
+            previous = read_manifest(out).get("fingerprint")
+        except ValueError:
+            previous = "unreadable"
+        if previous == fp and not overwrite:
+            return read_manifest(out)
+    elif plan_file.is_file():
+        try:
+            previous = json.loads(plan_file.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            previous = "unreadable"
+    elif any(SHARD_FILE.match(p.name) for p in out.iterdir()):
+        previous = "unknown"
+    if previous not in (None, fp):
+        if not overwrite:
+            raise ConversionError(
+                f"{out} already holds shards of a different conversion (other sources or "
+                "options); pass --overwrite to replace them, or choose another OUT")
+        _clear(out)
+    (out / PROGRESS).mkdir(exist_ok=True)
+    for folder in (out, out / PROGRESS):  # leftovers of a killed run
+        for p in folder.iterdir():
+            if is_tmp(p):
+                p.unlink(missing_ok=True)
+    if not plan_file.is_file():
+        write_json_atomic(plan_file, {"fingerprint": fp})
+    return None
+
+
+def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions) -> dict:
+    """Convert ``source`` into shards under ``out_dir``; returns the manifest (also written)."""
+    out = Path(out_dir)
+    if not any(source.splits.values()):
+        raise ConversionError(f"no images found in {source.info.get('root', source.info)}"
+                              + (f" ({len(source.skipped)} skipped)" if source.skipped else ""))
+    settings = {"seed": options.seed, "shard_size": options.shard_size,
+                "max_count": options.max_count, **asdict(options.probe)}
+    jobs = [job for split, items in source.splits.items()
+            for job in assign(split, items, options.seed, options.shard_size, options.max_count)]
+    fp = fingerprint(jobs, {"kind": source.kind, "tool": tool_version(), "settings": settings,
+                            "classes": source.classes, "extra": source.extra})
+    finished = _prepare(out, fp, options.overwrite)
+    if finished is not None:
+        print(f"shards: {out} is already complete for these sources and options")
+        print(summary_line(finished, out))
+        return finished
+
+    records: dict[str, dict] = {}
+    todo: list[ShardJob] = []
+    for job in jobs:
+        rec = _is_done(out, job, fp)
+        if rec is None:
+            todo.append(job)
+        else:
+            records[job.name] = rec
+    if records:
+        print(f"shards: resuming: {len(records)} of {len(jobs)} shards already complete")
+    fn = partial(write_shard, out_dir=str(out), fp=fp, options=options.probe,
+                 pause=options.pause_per_shard)
+    total = sum(len(j.items) for j in todo)
+    try:
+        for rec in parallel.run_jobs(fn, todo, workers=options.workers, total=total,
+                                     desc=f"{source.kind} -> {out.name}", progress=options.progress):
+            records[rec["name"]] = rec
+    except OSError as exc:
+        raise ConversionError(f"writing shards in {out}: {exc}") from None
+
+    per_split: dict[str, list[dict]] = {split: [] for split in source.splits}
+    for job in jobs:
+        per_split[job.split].append(records[job.name])
+    manifest = build_manifest(kind=source.kind, source=source.info, settings=settings,
+                              fingerprint=fp, splits=per_split,
+                              skipped=[s.as_dict() for s in source.skipped],
+                              classes=source.classes, extra=source.extra)
+    write_json_atomic(out / MANIFEST, manifest)
+    shutil.rmtree(out / PROGRESS, ignore_errors=True)
+    print(summary_line(manifest, out))
+    return manifest

@@ -1,0 +1,68 @@
+"""The probe's verdicts on real photos and on bad files derived from them."""
+
+from pathlib import Path
+
+import pytest
+
+from shards.probe import ProbeOptions, probe, sniff
+from tests.shards.builders import bad_inputs, pil_size
+
+
+@pytest.fixture(scope="module")
+def cases(small_jpegs: list[Path], small_pngs: list[Path]):
+    return bad_inputs(small_jpegs[0], small_pngs[0])
+
+
+def test_every_bad_input_is_kept_with_its_real_format_or_skipped_with_its_reason(cases):
+    for name, (data, ext, reason) in cases.items():
+        verdict = probe(data)
+        assert verdict.reason == reason, (name, verdict.reason, verdict.detail)
+        if ext is not None:
+            assert verdict.ext == ext, name
+            # sizes come from headers; PIL, an independent parser, must agree
+            assert (verdict.width, verdict.height) == pil_size(data), name
+        else:
+            assert verdict.detail, name  # a skip always says why
+
+
+def test_colour_modes_and_header_notes(cases):
+    assert probe(cases["cmyk.jpg"][0]).mode == "CMYK"
+    assert probe(cases["gray.jpg"][0]).mode == "L"
+    assert probe(cases["plain.jpg"][0]).mode == "RGB"
+    assert probe(cases["rotated.jpg"][0]).notes["exif_orientation"] == 6
+    assert probe(cases["progressive.jpg"][0]).notes["progressive"] is True
+    assert probe(cases["wide.jpg"][0]).width == 20000
+
+
+def test_huge_image_is_judged_by_its_header_alone(cases):
+    data = cases["huge_header.jpg"][0]
+    # the header claims 20000x20000 over the data of a small photo: decoding would call it
+    # corrupt, so "too-large" proves the verdict came from the header, before any decode
+    assert probe(data).reason == "too-large"
+    relaxed = probe(data, ProbeOptions(max_pixels=10**9))
+    assert relaxed.reason in ("corrupt", "truncated")
+
+
+def test_all_real_photos_are_kept_at_their_true_size(real_photos: list[Path]):
+    for path in real_photos:
+        data = path.read_bytes()
+        verdict = probe(data, ProbeOptions(check_decode=False))  # headers only: fast
+        assert verdict.kept, (path, verdict.detail)
+        assert (verdict.width, verdict.height) == pil_size(data), path
+        assert verdict.ext == {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}[path.suffix.lower()]
+
+
+def test_decode_check_catches_damage_the_headers_do_not_show(small_pngs: list[Path]):
+    png = bytearray(small_pngs[0].read_bytes())
+    assert probe(bytes(png)).kept
+    png[len(png) // 2] ^= 0xFF  # inside IDAT: the chunk CRC no longer matches
+    assert probe(bytes(png)).reason == "corrupt"
+
+
+def test_sniff_ignores_names_and_knows_common_formats():
+    assert sniff(b"\xff\xd8\xff\xe0rest") == "jpeg"
+    assert sniff(b"\x89PNG\r\n\x1a\nrest") == "png"
+    assert sniff(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"
+    assert sniff(b"GIF89a....") == "gif"
+    assert sniff(b"BM......") == "bmp"
+    assert sniff(b"<html>") is None

@@ -1,0 +1,71 @@
+"""Helpers for train/ tests: tiny real-photo shards, run overrides, subprocess env, log reading."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def write_photo_shards(photos: list[Path], out: Path, per_shard: int = 8, count: int = 16) -> Path:
+    """Original JPEG bytes of the ``count`` smallest photos, as WebDataset shards (jpg + cls)."""
+    import webdataset as wds
+
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = sorted(photos, key=lambda p: p.stat().st_size)[:count]
+    for s in range(0, len(chosen), per_shard):
+        with wds.TarWriter(str(out / f"photos-{s // per_shard:06d}.tar")) as w:
+            for i, p in enumerate(chosen[s : s + per_shard]):
+                w.write({"__key__": f"img{s + i:05d}", "jpg": p.read_bytes(), "cls": str((s + i) % 4).encode()})
+    return out
+
+
+def tiny_overrides(shards: Path, out: Path, extra: dict | None = None) -> list[str]:
+    """A CLoVE ResNet-18 run on 64/32 px views, small enough for a few CPU steps per test."""
+    cfg = {
+        "output_dir": str(out),
+        "data.shards": str(shards),
+        "data.global_size": 64,
+        "data.local_size": 32,
+        "data.num_local": 2,
+        "data.batch_size": 4,
+        "data.samples_per_epoch": 16,
+        "data.num_workers": 1,
+        "data.shuffle_buffer": 8,
+        "method.name": "clove",
+        "method.options.backbone": "resnet18",
+        "method.options.proj_hidden": 256,
+        "method.options.proj_dim": 64,
+        "optim.warmup_epochs": 0.5,
+        "optim.base_lr": 4.0,
+        "train.epochs": 2,
+        "train.threads": 1,
+        "checkpoint.every_steps": 2,
+        "log.every_steps": 1,
+        "log.tensorboard": False,
+        "log.progress": False,
+    }
+    cfg.update(extra or {})
+    yaml_value = lambda v: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+    return [f"{k}={yaml_value(v)}" for k, v in cfg.items()]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def read_log(out: Path) -> list[dict]:
+    path = Path(out) / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def step_losses(records: list[dict]) -> dict[int, float]:
+    """Per-step loss; the last record of a step wins (a resumed run repeats steps after its checkpoint)."""
+    return {r["step"]: r["loss"] for r in records if "loss" in r}

@@ -1,0 +1,77 @@
+"""A run killed with SIGKILL mid-epoch and resumed with --resume auto repeats the uninterrupted run.
+
+Real pieces only: the cpu backend on shards of real photos, CLoVE with a ResNet-18, LARS, one
+worker, deterministic kernels. The comparison is exact (float equality of every step's loss and of
+every tensor of the final checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import torch
+
+from tests.train.helpers import PYTHON, REPO, read_log, step_losses, subprocess_env, tiny_overrides
+
+# 2 epochs x 4 steps, checkpoints every 2 steps; the kill lands after step 5 is logged (mid-epoch 2)
+EXTRA = {"train.deterministic": True}
+KILL_AFTER_STEP = 5
+
+
+def _cmd(shards, out, resume: bool = False) -> list[str]:
+    cmd = [PYTHON, "-m", "train", "--config", os.devnull, *tiny_overrides(shards, out, EXTRA)]
+    return cmd + (["--resume", "auto"] if resume else [])
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _run_and_kill(cmd: list[str], out, after_step: int) -> None:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(r.get("step", 0) >= after_step and "loss" in r for r in read_log(out)):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the run and its DataLoader worker (its own session)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _final_state(out) -> dict:
+    ckpts = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    return torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+
+
+def test_sigkill_and_resume_reproduces_the_uninterrupted_run(photo_shards, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _run(_cmd(photo_shards, straight))
+    _run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP)
+    before = step_losses(read_log(killed))
+    assert max(before) >= KILL_AFTER_STEP and max(before) < 8
+    _run(_cmd(photo_shards, killed, resume=True))
+
+    records = read_log(killed)
+    resumed = [r for r in records if r.get("event") == "resume"]
+    assert len(resumed) == 1 and 2 <= resumed[0]["step"] <= max(before), resumed
+    expected = step_losses(read_log(straight))
+    assert sorted(expected) == list(range(1, 9))
+    got = step_losses(records)
+    assert got == expected  # bit-identical losses at every step, including the re-run ones
+
+    a, b = _final_state(straight), _final_state(killed)
+    assert a["step"] == b["step"] == 8
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for pid, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"])

@@ -1,0 +1,140 @@
+"""Checkpoints: atomic writes, keep the last k, safe loading, ``--resume auto``, RNG states.
+
+A checkpoint is one file ``checkpoints/ckpt-{step:08d}.pt`` written by the main process. It is
+first written to a temporary file in the same directory, flushed to disk, then renamed over the
+final name (``os.replace`` is atomic on POSIX), so a crash or SIGKILL during a save leaves either
+the old set of checkpoints or the new one, never a half file under a checkpoint name. Older
+checkpoints are deleted only after the new one is in place.
+
+Everything stored is plain data (dicts, lists, numbers, strings, tensors), so loading uses
+``torch.load(weights_only=True)``: a checkpoint cannot execute code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+TMP_SUFFIX = ".tmp"
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"ckpt-{step:08d}.pt"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Complete checkpoints in ``directory``, oldest first (temporary files are ignored)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep_last: int = 3) -> Path:
+    """Write ``state`` atomically as the checkpoint of ``step``; keep the newest ``keep_last``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_path(directory, step)
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # best effort; a SIGKILL leaves it, and it is ignored anyway
+        raise
+    _fsync_dir(directory)
+    for old in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
+        old.unlink(missing_ok=True)
+    for stale in directory.glob("ckpt-*.pt" + TMP_SUFFIX):  # left by a killed earlier run
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
+    return final
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True``; one-line error when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def resolve_resume(resume: str | None, directory: str | Path) -> Path | None:
+    """``None`` -> no resume; ``"auto"`` -> the newest checkpoint in ``directory`` (None when there is
+    none); anything else -> that file, which must exist."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(directory)
+        return found[-1] if found else None
+    path = Path(resume)
+    if path.is_dir():  # a run's output dir or its checkpoints dir
+        found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if not found:
+            raise FileNotFoundError(f"no checkpoint in {path}")
+        return found[-1]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states as plain data (loadable with weights_only=True)
+# ---------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (when present) CUDA generator states of this process."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # a different GPU count: restore what fits
+            for i, s in enumerate(cuda[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(s, i)

@@ -1,0 +1,117 @@
+"""Run logging: tqdm bar, JSON-lines log, Accelerate trackers (TensorBoard), throughput figures.
+
+The loop hands this module device tensors (loss terms) on every step and only the logging steps
+turn them into numbers, so the hot loop never waits for the device except there.
+
+Figures per logging window (the steps since the previous log line):
+
+- ``images_per_s``: global images (batch x processes, every micro-batch) / wall time of the window;
+- ``data_wait``: share of the window's wall time the host spent blocked in the loader's
+  ``next()``. Without device syncs the host runs ahead of the GPU until its queue is full, so this
+  is the share of time the *host* waited for data: near 0 means the loader keeps up;
+- ``bad_samples``: the loaders' skipped-sample counters, summed over ranks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def tensorboard_available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
+
+
+class StepMeter:
+    """Accumulates detached per-step terms on the device and the window's timing on the host."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.steps = 0
+        self.micro_batches = 0
+        self.data_time = 0.0
+        self.start = time.perf_counter()
+
+    def add_terms(self, terms: dict[str, Tensor]) -> None:
+        """Add one optimizer step's terms (device scalars; no sync)."""
+        for k, v in terms.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.steps += 1
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+class RunLogger:
+    """Writes the JSON-lines log and the trackers (main process) and drives the progress bar."""
+
+    def __init__(self, accelerator, output_dir: Path, total_steps: int, start_step: int, progress: bool,
+                 use_trackers: bool) -> None:
+        self.accelerator = accelerator
+        self.is_main = accelerator.is_main_process
+        self.path = Path(output_dir) / "log.jsonl"
+        self.use_trackers = use_trackers
+        self.bar = None
+        if self.is_main and progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+    def event(self, **record: Any) -> None:
+        """A non-step record (start, resume, checkpoint, end) in the JSON log."""
+        if self.is_main:
+            self._write({"time": time.time(), **record})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def step_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def log(self, meter: StepMeter, step: int, epoch: int, scalars: dict[str, float], images_per_micro: int,
+            bad_samples: int) -> dict[str, Any]:
+        """Reduce the window over ranks (one collective), write it, reset ``meter``. All ranks call it."""
+        acc = self.accelerator
+        names = sorted(meter.sums)
+        elapsed = max(time.perf_counter() - meter.start, 1e-9)
+        device = acc.device
+        means = [meter.sums[k] / max(meter.steps, 1) for k in names]
+        host = torch.tensor([meter.data_time / elapsed, float(bad_samples)], dtype=torch.float64)
+        packed = torch.cat([torch.stack(means).double().cpu() if means else torch.zeros(0, dtype=torch.float64), host])
+        if acc.num_processes > 1:
+            packed = acc.reduce(packed.to(device), reduction="sum").cpu()
+        values = packed.tolist()  # the one device -> host read of the window
+        n = acc.num_processes
+        record: dict[str, Any] = {"step": step, "epoch": epoch}
+        record.update({k: values[i] / n for i, k in enumerate(names)})
+        record["data_wait"] = values[len(names)] / n
+        record["bad_samples"] = int(values[len(names) + 1])
+        record["images_per_s"] = meter.micro_batches * images_per_micro / elapsed
+        record.update(scalars)
+        meter.reset()
+        if self.is_main:
+            self._write({"time": time.time(), **record})
+            if self.use_trackers:
+                acc.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and math.isfinite(v)}, step=step)
+            if self.bar is not None:
+                post = {k: f"{record[k]:.4g}" for k in names if k in record}
+                post.update(lr=f"{record.get('lr', 0):.3g}", img_s=f"{record['images_per_s']:.1f}",
+                            data=f"{100 * record['data_wait']:.0f}%", bad=record["bad_samples"])
+                self.bar.set_postfix(post, refresh=False)
+        return record
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
