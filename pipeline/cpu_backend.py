@@ -327,11 +327,25 @@ def finish_on_device(device: torch.device | str, normalize: bool, channels_last:
     return finish
 
 
-def build_cpu_loader(cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> StreamLoader:
-    """The cpu backend's :class:`~pipeline.loader.ViewLoader` for one rank (see the module docstring)."""
+def build_cpu_loader(
+    cfg: LoaderConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    recipe: Recipe | None = None,
+) -> StreamLoader:
+    """The cpu backend's :class:`~pipeline.loader.ViewLoader` for one rank (see the module docstring).
+
+    ``recipe`` overrides the one named by ``cfg`` (custom view sets, tests); ``cfg.photometric``
+    still switches its photometric part off.
+    """
     if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < cfg.batch_size:
         raise ValueError(f"samples_per_epoch ({cfg.samples_per_epoch}) must be at least batch_size ({cfg.batch_size})")
-    recipe = recipe_from_config(cfg)
+    if recipe is None:
+        recipe = recipe_from_config(cfg)
+    elif not cfg.photometric:
+        recipe = recipe.without_photometric()
     plan = StreamPlan(
         urls=tuple(list_shards(cfg.shards)),
         seed=cfg.seed,

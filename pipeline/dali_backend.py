@@ -28,9 +28,7 @@ Limits of DALI, stated plainly:
 from __future__ import annotations
 
 import argparse
-import glob
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,13 +40,16 @@ from torch import Tensor
 from pipeline.batch import ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.geometry import hflip_matrix, rot90_matrix
-from pipeline.views import Recipe, build_recipe
+from pipeline.cpu_backend import recipe_from_config
+from pipeline.views import Recipe
 
 INSTALL_HINT = (
     "the dali backend needs NVIDIA DALI: pip install 'densessl[dali]' "
     "(nvidia-dali-cuda130 by default; install nvidia-dali-cuda120 instead for a CUDA 12 runtime)"
 )
-IMAGE_EXTS = {"jpg", "jpeg", "png", "webp"}
+# What DALI's decoders read (no GIF); kept in step with dali_pipeline.IMAGE_EXT.
+IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm"}
+LABEL_EXTS = {"cls", "cls.txt", "label"}
 
 
 def dali_import_error() -> str | None:
@@ -67,39 +68,43 @@ def dali_import_error() -> str | None:
 
 
 def resolve_shards(spec: str) -> list[str]:
-    """Directory (every ``*.tar`` in it), glob or brace pattern -> sorted local tar paths."""
-    if "://" in spec or spec.startswith("pipe:"):
-        raise ValueError(f"the dali backend reads local shard files only, not {spec!r}")
-    if os.path.isdir(spec):
-        paths = sorted(glob.glob(os.path.join(spec, "*.tar")))
-    else:
-        import braceexpand  # a webdataset dependency
+    """Shard spec (as :func:`pipeline.source.list_shards` reads it for every backend) -> local tars."""
+    from pipeline.source import list_shards
 
-        paths = sorted({p for pat in braceexpand.braceexpand(spec) for p in glob.glob(pat)})
-    if not paths:
-        raise ValueError(f"no shards (*.tar) found at {spec!r}")
+    paths = list_shards(spec)
+    remote = [p for p in paths if "://" in p or p.startswith("pipe:")]
+    if remote:
+        raise ValueError(f"the dali backend reads local (or mounted) shard files only, not {remote[0]!r}")
+    packed = [p for p in paths if not p.endswith(".tar")]
+    if packed:
+        raise ValueError(f"the dali backend reads uncompressed .tar shards only, not {packed[0]!r}")
     return paths
 
 
 def scan_indices(paths: list[str]) -> tuple[list[str], int, bool]:
-    """Index paths beside the shards, total samples, and whether any sample has a ``.cls``.
+    """Index paths beside the shards, total samples, and whether any sample has a label.
 
-    Refuses (one line) a missing index and samples without an image member: DALI would fail on
-    them mid-epoch instead.
+    Refuses (one line) a missing or malformed index and samples without an image member: DALI
+    would fail on them mid-epoch instead.
     """
-    from shards.index import index_path_for, read_index
+    from shards.index import INDEX_VERSION, index_path_for
 
     index_paths, total, labels, no_image = [], 0, False, 0
     for path in paths:
         idx = index_path_for(path)
         if not idx.exists():
             raise ValueError(f"missing DALI index {idx} for {path}; write it with shards.index.write_index")
-        samples = read_index(idx)
-        for sample in samples:
-            exts = {m.ext.lower() for m in sample}
+        # shards.index.read_index validates every entry but builds an object per member (~15 s for
+        # ImageNet); the extensions are all this needs, at ~1 us per sample.
+        lines = idx.read_text().splitlines()
+        head = lines[0].split() if lines else []
+        if len(head) != 2 or head[0] != INDEX_VERSION or head[1] != str(len(lines) - 1):
+            raise ValueError(f"{idx}: malformed DALI index (header {lines[:1]}, {len(lines) - 1} samples)")
+        for line in lines[1:]:
+            exts = {e.lower() for e in line.split()[0::4]}
             no_image += not (exts & IMAGE_EXTS)
-            labels = labels or "cls" in exts
-        total += len(samples)
+            labels = labels or bool(exts & LABEL_EXTS)
+        total += len(lines) - 1
         index_paths.append(str(idx))
     if no_image:
         raise ValueError(
@@ -175,17 +180,14 @@ class DaliViewLoader:
         device: torch.device | str = "cpu",
         sampler: str = "shared",
     ):
-        from pipeline.dali_pipeline import GraphSpec
+        from pipeline.dali_pipeline import GraphSpec, check_sampler
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        recipe_kwargs = dict(size=cfg.global_size) if cfg.recipe == "two-view" else dict(
-            global_size=cfg.global_size, local_size=cfg.local_size,
-            **({} if cfg.num_local is None else {"num_local": cfg.num_local}),
-        )
-        self.recipe = build_recipe(cfg.recipe, **recipe_kwargs)
+        self.recipe = recipe_from_config(cfg)  # the same recipe as the cpu/torch backends
+        check_sampler(sampler, self.recipe)
         self.paths = resolve_shards(cfg.shards)
         index_paths, self.total_samples, with_labels = scan_indices(self.paths)
         self.exact = cfg.samples_per_epoch is None
@@ -220,13 +222,14 @@ class DaliViewLoader:
 
     @property
     def stats(self) -> dict[str, int]:
-        # DALI cannot skip a bad sample (it raises instead), so bad_samples is always 0.
-        return {"samples": self._samples, "bad_samples": 0}
+        # The cpu backend's counters; DALI cannot skip a bad sample or shard (it raises instead),
+        # and never drops a batch, so only "samples" moves.
+        return {"samples": self._samples, "bad_samples": 0, "bad_shards": 0, "dropped_batches": 0}
 
     def set_epoch(self, epoch: int) -> None:
         if epoch == self._epoch:
             return
-        if self.exact and 0 < self._consumed < self.num_batches and self._pipe is not None:
+        if self.exact and 0 < self._consumed < self.num_batches:
             # The reader's epochs are padded to whole batches: finish the abandoned one so the
             # next epoch starts at the reader's epoch boundary.
             for _ in range(self.num_batches - self._consumed):
@@ -337,8 +340,10 @@ def _key_of(info) -> str:
 
 
 def _label_of(cls) -> int:
-    raw = np.array(cls).tobytes().strip()
-    return int(raw) if raw else -1
+    try:  # as pipeline.source parses labels: anything but an integer is "no label"
+        return int(np.array(cls).tobytes().decode("utf-8").strip())
+    except (UnicodeDecodeError, ValueError):
+        return -1
 
 
 def build_dali_loader(
@@ -369,7 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sampler", default="shared", choices=["shared", "dali"],
                         help="view parameters from pipeline.views (shared) or DALI's own operators")
-    parser.add_argument("--no-photometric", action="store_true")
+    parser.add_argument("--no-photometric", action="store_true", help="geometry only")
+    parser.add_argument("--with-m", action="store_true",
+                        help="also compute M (correspondence masks, stride 32, T=0.7) for every "
+                             "(global teacher view, other view) pair, as CLoVE's loss needs them")
     args = parser.parse_args(argv)
     cfg = LoaderConfig(
         shards=args.shards, backend="dali", recipe=args.recipe, batch_size=args.batch_size,
@@ -388,13 +396,31 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for _ in range(args.batches):
         batch = next(it)
+        if args.with_m:
+            _all_masks(batch, loader.recipe)
     sync()
     seconds = time.perf_counter() - start
     images = args.batches * args.batch_size
     print(
         f"dali {args.recipe} sampler={args.sampler} device={loader.device} batch={args.batch_size}: "
-        f"{images / seconds:.0f} images/s ({batch.num_views} views, {seconds / args.batches * 1e3:.1f} ms/batch)"
+        f"{images / seconds:.0f} images/s ({batch.num_views} views, {seconds / args.batches * 1e3:.1f} ms/batch"
+        f"{', with M' if args.with_m else ''})"
     )
+
+
+def _all_masks(batch: ViewBatch, recipe: Recipe, stride: int = 32, threshold: float = 0.7) -> list[Tensor]:
+    """M between each global (teacher) view and every other view, as the benchmark's extra load."""
+    from pipeline.geometry import correspondence_mask
+
+    grids = [(max(1, spec.size // stride),) * 2 for spec in recipe.views]
+    masks = []
+    for t in range(recipe.num_global):
+        for v in range(len(recipe.views)):
+            if v != t:
+                masks.append(correspondence_mask(
+                    batch.matrices[:, v], batch.matrices[:, t], grids[v], stride, grids[t], stride, threshold
+                ))
+    return masks
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ from pipeline.views import Photometric, Recipe, ViewSpec, sample_views
 
 READER_NAME = "shards"
 # DALI matches extension sets against the text after the first dot of a member's name.
-IMAGE_EXT = "jpg;jpeg;png;webp"
-LABEL_EXT = "cls"
+IMAGE_EXT = "jpg;jpeg;png;webp;bmp;tif;tiff;ppm;pgm"
+LABEL_EXT = "cls;cls.txt;label"
 INTERPOLATION = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}
 # Output names, in the order the pipeline returns them after the V views.
 PARAM_OUTPUTS = ("windows", "flips", "turns", "shape", "source_info")
@@ -95,12 +95,18 @@ def _shared_params(shape, recipe: Recipe):
     )
 
 
-def _dali_params(shape, recipe: Recipe):
-    if recipe.min_overlap_global > 0 or recipe.min_overlap_local > 0:
+def check_sampler(sampler: str, recipe: Recipe) -> None:
+    """One-line ValueError for a sampler that does not exist or cannot draw ``recipe``."""
+    if sampler not in ("shared", "dali"):
+        raise ValueError(f"unknown DALI sampler {sampler!r}; choose shared or dali")
+    if sampler == "dali" and (recipe.min_overlap_global > 0 or recipe.min_overlap_local > 0):
         raise ValueError(
             f"recipe {recipe.name!r} has an overlap rule that fn.random_crop_generator cannot "
             "express; use the shared sampler"
         )
+
+
+def _dali_params(shape, recipe: Recipe):
     windows, flips, turns = [], [], []
     for spec in recipe.views:
         anchor, size = fn.random_crop_generator(
@@ -247,8 +253,7 @@ def build_pipeline(
     checkpoint: bytes | str | None = None,
 ) -> Pipeline:
     """Build (and ``build()``) the pipeline; ``checkpoint`` resumes from :meth:`Pipeline.checkpoint`."""
-    if g.sampler not in ("shared", "dali"):
-        raise ValueError(f"unknown DALI sampler {g.sampler!r}; choose shared or dali")
+    check_sampler(g.sampler, g.recipe)
     pipe = pipeline_def(_graph)(
         g,
         batch_size=batch_size,

@@ -43,8 +43,10 @@ MAX_LEVEL = 8  # 256x shrink is plenty; beyond, the last level just aliases a li
 
 
 def scale_matrices(scales: Tensor) -> Tensor:
-    """Per-image scaling ``[B, 2]`` ``(sx, sy)`` -> ``[B, 3, 3]`` float64 (e.g. DCT decode scale)."""
+    """Per-image scaling ``[B]`` or ``[B, 2]`` ``(sx, sy)`` -> ``[B, 3, 3]`` float64 (e.g. DCT decode scale)."""
     s = scales.double()
+    if s.dim() == 1:
+        s = s[:, None].expand(-1, 2)
     m = torch.zeros(s.shape[0], 3, 3, dtype=torch.float64, device=s.device)
     m[:, 0, 0], m[:, 1, 1], m[:, 2, 2] = s[:, 0], s[:, 1], 1.0
     return m

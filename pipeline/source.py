@@ -147,12 +147,11 @@ def read_shard(url: str, counters: dict[str, int] | None = None) -> Iterator[Raw
                     continue
                 stem, _, ext = base.partition(".")
                 member_key = posixpath.join(dirname, stem)
-                data = tar.extractfile(member).read()
                 if member_key != key:
-                    if key is not None:
+                    if key is not None:  # complete: hand it out before reading further
                         yield _make_sample(key, parts, url)
                     key, parts = member_key, {}
-                parts[ext.lower()] = data
+                parts[ext.lower()] = tar.extractfile(member).read()
         if key is not None:
             yield _make_sample(key, parts, url)
     except Exception:  # tarfile.ReadError, EOFError, zlib.error, OSError, ...: skip the rest

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,7 +76,7 @@ class RawBatch:
     scales: Tensor  # [B] float64
     matrices: Tensor  # [B, V, 3, 3] float64
     turns: Tensor  # [B, V] int64
-    photometric: list[list[PhotometricParams]]  # [B][V]
+    photometric: list[PhotometricArrays]  # per view group (view_groups), rows b-major: b * Vg + k
     image_size: Tensor  # [B, 2] int64
     labels: Tensor  # [B] int64
     keys: list[str]
@@ -118,14 +118,26 @@ def draw_sample(sample: RawSample, recipe: Recipe, rng: random.Random, gpu_decod
     return Drawn(data=torch.from_numpy(decoded.image), encoded=False, scale=decoded.scale, **common)
 
 
-def collate_drawn(items: list[Drawn]) -> RawBatch:
+def view_groups(recipe: Recipe) -> list[tuple[int, str, list[int]]]:
+    """Views rendered together: ``(size, interpolation, view indices)``, in recipe order."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for v, spec in enumerate(recipe.views):
+        groups.setdefault((spec.size, spec.interpolation), []).append(v)
+    return [(size, interp, idx) for (size, interp), idx in groups.items()]
+
+
+def collate_drawn(items: list[Drawn], groups: list[tuple[int, str, list[int]]]) -> RawBatch:
+    """Collate in the worker, packing the photometric parameters per view group (cheap there)."""
+    photometric = [
+        PhotometricArrays.from_params([it.photometric[v] for it in items for v in idx]) for _, _, idx in groups
+    ]
     return RawBatch(
         data=[it.data for it in items],
         encoded=[it.encoded for it in items],
         scales=torch.tensor([it.scale for it in items], dtype=torch.float64),
         matrices=torch.from_numpy(np.stack([it.matrices for it in items])),
         turns=torch.from_numpy(np.stack([it.turns for it in items])).long(),
-        photometric=[it.photometric for it in items],
+        photometric=photometric,
         image_size=torch.tensor([it.size for it in items], dtype=torch.int64),
         labels=torch.tensor([it.label for it in items], dtype=torch.int64),
         keys=[it.key for it in items],
@@ -143,6 +155,7 @@ class TorchBatchMaker:
         self.gpu_decode = gpu_decode
         self.reduced_decode = reduced_decode
         self.fill_bad = fill_bad
+        self.groups = view_groups(recipe)
         self._last_good: RawSample | None = None
         self._warned = False
 
@@ -168,7 +181,7 @@ class TorchBatchMaker:
         if good:
             self._last_good = samples[good[-1]]
         if not self.fill_bad:
-            return collate_drawn([r for r in results if r is not None]) if good else None
+            return collate_drawn([r for r in results if r is not None], self.groups) if good else None
         for i, r in enumerate(results):
             if r is not None:
                 continue
@@ -179,7 +192,7 @@ class TorchBatchMaker:
                 results[i] = self._draw(donor, rngs[i])
             except Exception:
                 return None
-        return collate_drawn(results)
+        return collate_drawn(results, self.groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,14 +244,6 @@ def decode_on_device(batch: RawBatch, device: torch.device, counters: dict[str, 
     return out
 
 
-def view_groups(recipe: Recipe) -> list[tuple[int, str, list[int]]]:
-    """Views rendered together: ``(size, interpolation, view indices)``, in recipe order."""
-    groups: dict[tuple[int, str], list[int]] = {}
-    for v, spec in enumerate(recipe.views):
-        groups.setdefault((spec.size, spec.interpolation), []).append(v)
-    return [(size, interp, idx) for (size, interp), idx in groups.items()]
-
-
 class DeviceAugmenter:
     """Main-process step of the torch backend: :class:`RawBatch` -> :class:`ViewBatch` on ``device``."""
 
@@ -256,19 +261,20 @@ class DeviceAugmenter:
     def __call__(self, raw: RawBatch) -> ViewBatch:
         images = decode_on_device(raw, self.device, self.counters)
         keep = [i for i, im in enumerate(images) if im is not None]
+        if not keep:
+            raise RuntimeError(f"no sample of a batch could be decoded on {self.device} or the CPU (keys {raw.keys[:3]} ...)")
         if len(keep) < len(images):  # dropped: nothing could decode them
-            raw = _select(raw, keep)
+            raw = _select(raw, keep, self.groups)
             images = [images[i] for i in keep]
         matrices = raw.matrices.to(self.device)
         atlas = build_atlas(images, matrices, scale_matrices(raw.scales).to(self.device))
         b = len(images)
         views: list[Tensor | None] = [None] * len(self.recipe.views)
-        for size, interp, idx in self.groups:
+        for g, (size, interp, idx) in enumerate(self.groups):
             out = render_views(atlas, matrices[:, idx], size, interp)  # [B, Vg, 3, S, S]
-            flat = out.reshape(b * len(idx), 3, size, size)
+            flat = out.reshape(b * len(idx), 3, size, size)  # row b * Vg + k, as the parameters
             if self.any_photometric:
-                params = [raw.photometric[i][v] for i in range(b) for v in idx]  # b-major, as flat
-                flat = augment(flat, PhotometricArrays.from_params(params))
+                flat = augment(flat, raw.photometric[g])
             flat = flat.clamp_(0, 255)
             flat = flat.sub_(self._mean).mul_(self._inv_std) if self.normalize else flat.round_().to(torch.uint8)
             out = flat.reshape(b, len(idx), 3, size, size)
@@ -282,39 +288,58 @@ class DeviceAugmenter:
             rotation=raw.turns.to(self.device),
             labels=raw.labels.to(self.device),
             keys=raw.keys,
-            stats={"compressed_bytes": raw.nbytes},
         )
 
 
-def _select(raw: RawBatch, keep: list[int]) -> RawBatch:
+def _select(raw: RawBatch, keep: list[int], groups: list[tuple[int, str, list[int]]]) -> RawBatch:
+    """The samples ``keep`` of a batch (photometric rows ``b * Vg + k`` selected per group)."""
     idx = torch.tensor(keep, dtype=torch.long)
+    photometric = []
+    for (_, _, views), arrays in zip(groups, raw.photometric):
+        rows = (idx[:, None] * len(views) + torch.arange(len(views))).flatten()
+        photometric.append(PhotometricArrays(*(getattr(arrays, f)[rows] for f in PhotometricArrays.FIELDS)))
     return RawBatch(
         data=[raw.data[i] for i in keep], encoded=[raw.encoded[i] for i in keep], scales=raw.scales[idx],
-        matrices=raw.matrices[idx], turns=raw.turns[idx], photometric=[raw.photometric[i] for i in keep],
+        matrices=raw.matrices[idx], turns=raw.turns[idx], photometric=photometric,
         image_size=raw.image_size[idx], labels=raw.labels[idx], keys=[raw.keys[i] for i in keep], nbytes=raw.nbytes,
     )
 
 
-class TorchLoader(StreamLoader):
-    """:class:`StreamLoader` whose stats also count what the device step found (bad JPEGs that only
-    nvJPEG and the CPU fallback could judge) and the compressed bytes read."""
+class TorchLoader:
+    """The torch backend's :class:`~pipeline.loader.ViewLoader`: the cpu backend's
+    :class:`StreamLoader` (stream, epochs, data position) with the device step as its ``finish``;
+    its stats add what only the device step can find (JPEGs that nvJPEG and the CPU both refuse)."""
 
-    def __init__(self, plan: StreamPlan, maker: TorchBatchMaker, augmenter: DeviceAugmenter, **kw):
+    def __init__(self, stream: StreamLoader, augmenter: DeviceAugmenter):
+        self.stream = stream
         self.augmenter = augmenter
-        self._bytes = 0
-        super().__init__(plan, maker, self._finish, **kw)
 
-    def _finish(self, raw: RawBatch) -> ViewBatch:
-        batch = self.augmenter(raw)
-        self._bytes += raw.nbytes
-        return batch
+    def __iter__(self) -> Iterator[ViewBatch]:
+        for batch in self.stream:
+            batch.stats = self.stats
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
 
     @property
     def stats(self) -> dict[str, int]:
-        out = super().stats
+        out = dict(self.stream.stats)
         for k, v in self.augmenter.counters.items():
             out[k] = out.get(k, 0) + v
-        out["compressed_bytes"] = self._bytes
         return out
 
 
@@ -350,7 +375,7 @@ def build_torch_loader(
     )
     maker = TorchBatchMaker(recipe, gpu_decode=mode == "gpu", reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled)
     augmenter = DeviceAugmenter(recipe, device, normalize=cfg.normalize, channels_last=cfg.channels_last)
-    return TorchLoader(
+    stream = StreamLoader(
         plan,
         maker,
         augmenter,
@@ -358,6 +383,4 @@ def build_torch_loader(
         pin_memory=cfg.pin_memory and device.type == "cuda",
         prefetch_factor=cfg.prefetch_factor,
     )
-
-
-ProcessBatch = Callable[[list[RawSample], list[random.Random], dict[str, int]], RawBatch | None]
+    return TorchLoader(stream, augmenter)

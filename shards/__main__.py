@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "SRC/val/ (per-class folders, or flat with the devkit ground truth or "
                        "LOC_val_solution.csv). Splits 'train' and 'val'; class index = position "
                        "of the sorted wnids; .json holds wnid, source path, width, height.",
-                       epilog="example: python -m shards imagenet /data/ILSVRC2012 /data/shards/imagenet")
+                       epilog="example: python -m shards imagenet /data/ILSVRC2012 "
+                       "/data/shards/imagenet")
     p.add_argument("src", metavar="SRC", help="folder holding train/ and/or val/")
     p.add_argument("out", metavar="OUT", help="output folder for shards and manifest.json")
     p.add_argument("--devkit", metavar="DIR", help="ILSVRC2012_devkit_t12 folder, for a flat val/ "
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--keypoints).",
                        epilog="example: python -m shards coco --images coco/train2017 "
                        "--annotations coco/annotations/instances_train2017.json "
-                       "--keypoints coco/annotations/person_keypoints_train2017.json /data/shards/coco")
+                       "--keypoints coco/annotations/person_keypoints_train2017.json "
+                       "/data/shards/coco")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the image files")
     p.add_argument("--annotations", required=True, metavar="FILE.json",
                    help="instances_*.json (or image_info_*.json)")

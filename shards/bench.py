@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shards bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000, help="images per dataset (default 2000)")
+    parser.add_argument("--images", type=int, default=2000,
+                        help="images per dataset (default %(default)s)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="converter processes (default %(default)s)")
     parser.add_argument("--shard-size", type=int, default=64, help="MB per shard (default 64)")

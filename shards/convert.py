@@ -26,8 +26,14 @@ from functools import partial
 from pathlib import Path
 
 from shards import parallel
-from shards.manifest import (MANIFEST, build_manifest, read_manifest, summary_line, tool_version,
-                             write_json_atomic)
+from shards.manifest import (
+    MANIFEST,
+    build_manifest,
+    read_manifest,
+    summary_line,
+    tool_version,
+    write_json_atomic,
+)
 from shards.plan import Item, ShardJob, Skip, assign, fingerprint
 from shards.probe import UNREADABLE, ProbeOptions, probe
 from shards.writer import ShardWriter, is_tmp
@@ -99,7 +105,8 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
             try:
                 data = Path(item.path).read_bytes()
             except OSError as exc:
-                skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc), job.split).as_dict())
+                skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc),
+                                    job.split).as_dict())
                 parallel.tick(0)
                 continue
             verdict = probe(data, options)
@@ -174,7 +181,16 @@ def _prepare(out: Path, fp: str, overwrite: bool) -> dict | None:
         except ValueError:
             previous = "unreadable"
         if previous == fp and not overwrite:
-            return read_manifest(out)
+            manifest = read_manifest(out)
+            for split in manifest["splits"].values():
+                for entry in split["shards"]:
+                    tar = out / entry["name"]
+                    if not tar.is_file() or tar.stat().st_size != entry["bytes"]:
+                        raise ConversionError(
+                            f"{tar} is missing or changed since the conversion finished; "
+                            "pass --overwrite to rebuild")
+            shutil.rmtree(out / PROGRESS, ignore_errors=True)  # killed right after the manifest
+            return manifest
     elif plan_file.is_file():
         try:
             previous = json.loads(plan_file.read_text()).get("fingerprint")
@@ -204,6 +220,9 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
     if not any(source.splits.values()):
         raise ConversionError(f"no images found in {source.info.get('root', source.info)}"
                               + (f" ({len(source.skipped)} skipped)" if source.skipped else ""))
+    bad = [s for s in source.splits if not re.fullmatch(r"[A-Za-z0-9_-]+", s)]
+    if bad:
+        raise ConversionError(f"split name {bad[0]!r}: use letters, digits, '_' and '-' only")
     settings = {"seed": options.seed, "shard_size": options.shard_size,
                 "max_count": options.max_count, **asdict(options.probe)}
     jobs = [job for split, items in source.splits.items()
@@ -225,13 +244,14 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
         else:
             records[job.name] = rec
     if records:
-        print(f"shards: resuming: {len(records)} of {len(jobs)} shards already complete")
+        print(f"shards: resuming: {len(records)} of {len(jobs)} shards already done")
     fn = partial(write_shard, out_dir=str(out), fp=fp, options=options.probe,
                  pause=options.pause_per_shard)
     total = sum(len(j.items) for j in todo)
     try:
         for rec in parallel.run_jobs(fn, todo, workers=options.workers, total=total,
-                                     desc=f"{source.kind} -> {out.name}", progress=options.progress):
+                                     desc=f"{source.kind} -> {out.name}",
+                                     progress=options.progress):
             records[rec["name"]] = rec
     except OSError as exc:
         raise ConversionError(f"writing shards in {out}: {exc}") from None

@@ -34,7 +34,8 @@ def find_root(src: Path) -> Path:
     kaggle = src / "ILSVRC" / "Data" / "CLS-LOC"
     root = kaggle if kaggle.is_dir() else src
     if not (root / "train").is_dir() and not (root / "val").is_dir():
-        raise FileNotFoundError(f"{src}: no train/ or val/ folder (expected the ILSVRC-2012 layout)")
+        raise FileNotFoundError(f"{src}: no train/ or val/ folder (expected the ILSVRC-2012 "
+                                "layout)")
     train = root / "train"
     if train.is_dir() and not _class_dirs(train) and any(train.glob("*.tar")):
         raise FileNotFoundError(f"{train} holds per-class .tar archives: extract each into "
@@ -73,7 +74,8 @@ def file_labels(path: Path) -> dict[str, str]:
             if len(words) >= 2 and not line.lstrip().startswith("#"):
                 labels[Path(words[0]).stem] = words[1]
     if not labels:
-        raise ValueError(f"{path}: no labels found (expected LOC_val_solution.csv or '<name> <wnid>' lines)")
+        raise ValueError(f"{path}: no labels found (expected LOC_val_solution.csv or "
+                         "'<name> <wnid>' lines)")
     return labels
 
 
@@ -82,7 +84,8 @@ def _flat_val_labels(src: Path, root: Path, devkit: Path | None,
     """Stem -> wnid for a flat val/ and a description of where the labels came from."""
     if val_labels is not None:
         return file_labels(val_labels), {"val_labels": str(val_labels.resolve())}
-    candidates = [devkit] if devkit is not None else [src / DEVKIT, root / DEVKIT, src.parent / DEVKIT]
+    candidates = ([devkit] if devkit is not None
+                  else [src / DEVKIT, root / DEVKIT, src.parent / DEVKIT])
     for d in candidates:
         if d is not None and d.is_dir():
             by_number = devkit_labels(d)
@@ -135,7 +138,8 @@ def scan_imagenet(src: str | os.PathLike, *, devkit: str | os.PathLike | None = 
             else:
                 wnid = labels.get(path.stem) or labels.get(path.name)
                 if wnid is None:
-                    skipped.append(Skip(rel, UNLABELED, "no ground-truth label for this file", split))
+                    skipped.append(Skip(rel, UNLABELED, "no ground-truth label for this file",
+                                        split))
                     continue
             if wnid not in class_index:
                 skipped.append(Skip(rel, UNKNOWN_CLASS, f"wnid {wnid} is not a train class", split))

@@ -3,7 +3,7 @@
 Format, one text file per tar::
 
     v1.2 <number of samples>
-    <ext> <data offset> <size> <member name> [<ext> <offset> <size> <name> ...]   # one line per sample
+    <ext> <data offset> <size> <member name> [<ext> <offset> <size> <name> ...]  # per sample
 
 Offsets are byte positions of the member *data* (after its 512-byte header). A sample is a run of
 consecutive members sharing the key, the member name up to its first dot. ``fn.readers.webdataset``
@@ -109,7 +109,8 @@ def read_index(index_path: str | os.PathLike) -> list[list[Member]]:
         for i in range(0, len(words), 4):
             ext, offset, size, name = words[i:i + 4]
             if not (offset.isdigit() and size.isdigit()) or split_name(name)[1] != ext:
-                raise ValueError(f"{index_path}:{number}: malformed entry {' '.join(words[i:i+4])!r}")
+                entry = " ".join(words[i:i + 4])
+                raise ValueError(f"{index_path}:{number}: malformed entry {entry!r}")
             sample.append(Member(name, int(offset), int(size)))
         samples.append(sample)
     if len(samples) != int(head[1]):

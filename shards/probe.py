@@ -60,7 +60,7 @@ class Probe:
 
     @property
     def ext(self) -> str:
-        return EXTENSIONS[self.format] if self.format in EXTENSIONS else ""
+        return EXTENSIONS.get(self.format or "", "")
 
 
 class _Bad(Exception):
@@ -72,7 +72,7 @@ class _Bad(Exception):
 
 
 def sniff(data: bytes) -> str | None:
-    """Image format from magic bytes: jpeg, png, webp, or an unsupported name (gif, ...), or None."""
+    """Format from magic bytes: jpeg, png, webp, an unsupported name (gif, ...), or None."""
     head = data[:16]
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -121,7 +121,8 @@ def _check_size(p: Probe, options: ProbeOptions) -> None:
     if p.width <= 0 or p.height <= 0:
         raise _Bad(CORRUPT, f"invalid size {p.width}x{p.height}")
     if min(p.width, p.height) < options.min_side:
-        raise _Bad(TOO_SMALL, f"{p.width}x{p.height} has a side below --min-side {options.min_side}")
+        raise _Bad(TOO_SMALL,
+                   f"{p.width}x{p.height} has a side below --min-side {options.min_side}")
     if p.width * p.height > options.max_pixels:
         raise _Bad(TOO_LARGE, f"{p.width}x{p.height} exceeds --max-pixels {options.max_pixels}")
 

@@ -19,10 +19,10 @@ from functools import partial
 from pathlib import Path
 
 from shards import parallel
+from shards.convert import SHARD_FILE
 from shards.index import read_index, scan_tar
 from shards.manifest import MANIFEST, human_bytes, read_manifest
 from shards.probe import EXTENSIONS, IMAGE_EXTENSIONS, ProbeOptions, probe
-from shards.convert import SHARD_FILE
 
 # Verify judges bytes that were already accepted: only "does it decode", not the size policy.
 _DECODE_ONLY = ProbeOptions(min_side=1, max_pixels=1 << 62, check_decode=True)
@@ -96,7 +96,8 @@ def check_shard(check: ShardCheck, out_dir: str) -> dict:
         return fail(f"unreadable tar ({exc})")
     flat = [m for sample in index for m in sample]
     if flat != members:
-        bad = next((i for i, (a, b) in enumerate(zip(flat, members)) if a != b), min(len(flat), len(members)))
+        bad = next((i for i, (a, b) in enumerate(zip(flat, members, strict=False)) if a != b),
+                   min(len(flat), len(members)))
         got = members[bad] if bad < len(members) else "end of tar"
         want = flat[bad] if bad < len(flat) else "end of index"
         return fail(f"member {bad}: tar has {got}, index has {want}")
@@ -124,7 +125,8 @@ def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True,
     checks = [ShardCheck(split, entry, classes, decode)
               for split, s in manifest["splits"].items() for entry in s["shards"]]
     listed = {c.entry["name"] for c in checks} | {c.entry["index"] for c in checks}
-    stray = sorted(p.name for p in out.iterdir() if SHARD_FILE.match(p.name) and p.name not in listed)
+    stray = sorted(p.name for p in out.iterdir()
+                   if SHARD_FILE.match(p.name) and p.name not in listed)
     if stray:
         return False, f"{stray[0]}: shard file not listed in {MANIFEST}" + (
             f" (and {len(stray) - 1} more)" if len(stray) > 1 else "")

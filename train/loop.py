@@ -184,7 +184,7 @@ def train(cfg: Config, resume: str | None = None) -> RunResult:
         if batch_in_epoch >= plan.batches_per_epoch // cfg.train.grad_accum * cfg.train.grad_accum:
             epoch, batch_in_epoch = epoch + 1, 0  # saved at the end of an epoch: start the next afresh
         else:
-            pass  # MUTANT
+            loader.load_state_dict(mine["loader"])
             mid_epoch = True
         changed = {k: (v, flat_items(config_to_dict(cfg)).get(k)) for k, v in flat_items(state["config"]).items()
                    if flat_items(config_to_dict(cfg)).get(k) != v}

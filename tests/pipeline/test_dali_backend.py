@@ -228,6 +228,22 @@ def test_exact_epochs_two_ranks_cover_every_sample_once(png_shards):
 
 
 @needs_dali
+def test_abandoned_exact_epoch_then_set_epoch(png_shards):
+    """Leaving an exact epoch half-way and moving on still gives whole, exact epochs after it."""
+    root, truth = png_shards
+    loader = DaliViewLoader(config(root))
+    next(iter(loader))
+    loader.set_epoch(1)
+    assert sorted(k for b in loader for k in b.keys) == sorted(truth)
+    resumed = DaliViewLoader(config(root))
+    it = iter(loader)  # epoch 2
+    next(it)
+    resumed.load_state_dict(loader.state_dict())
+    resumed.set_epoch(3)  # abandon the resumed epoch before reading from it
+    assert sorted(k for b in resumed for k in b.keys) == sorted(truth)
+
+
+@needs_dali
 def test_fixed_samples_per_epoch_equal_batches_no_hang(png_shards):
     """samples_per_epoch: every rank yields the same number of full batches, epoch after epoch."""
     root, _ = png_shards
@@ -365,6 +381,13 @@ def test_sample_without_image_and_missing_index_refused(tmp_path):
     (tmp_path / "train-000000.idx").unlink()
     with pytest.raises(ValueError, match="missing DALI index"):
         DaliViewLoader(config(tmp_path))
+
+
+@needs_dali
+def test_dali_sampler_refuses_overlap_rules(png_shards):
+    root, _ = png_shards
+    with pytest.raises(ValueError, match="overlap rule"):
+        DaliViewLoader(config(root, recipe="gtsa"), sampler="dali")
 
 
 @needs_dali

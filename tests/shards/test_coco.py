@@ -29,7 +29,8 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
     (images / "000000009999.jpg").write_bytes(small_pngs[0].read_bytes())  # PNG under .jpg
     w, h = pil_size(small_pngs[0].read_bytes())
     entries.append({"id": 9999, "file_name": "000000009999.jpg", "width": w, "height": h})
-    entries.append({"id": 5000, "file_name": "000000005000.jpg", "width": 10, "height": 10})  # missing
+    # listed but not on disk
+    entries.append({"id": 5000, "file_name": "000000005000.jpg", "width": 10, "height": 10})
     entries.append(dict(entries[0], id=7777))  # a second entry for the same file
     person = {"id": 1, "image_id": 1000, "category_id": 1, "bbox": [10.0, 20.0, 30.5, 40.0],
               "area": 1220.0, "iscrowd": 0,

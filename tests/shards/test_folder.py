@@ -8,8 +8,15 @@ import pytest
 
 from shards.convert import ConvertOptions, convert
 from shards.folder import scan_folder
-from tests.shards.builders import (bad_inputs, cli, env, manifest, read_all, webdataset_count,
-                                   write_files)
+from tests.shards.builders import (
+    bad_inputs,
+    cli,
+    env,
+    manifest,
+    read_all,
+    webdataset_count,
+    write_files,
+)
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,8 @@ def test_val_image_of_unknown_class_is_skipped(tmp_path, small_jpegs, small_pngs
                          capture_output=True, text=True, env=env())
     assert run.returncode == 0, run.stderr
     m = manifest(out)
-    assert m["skipped"] == [{"split": "val", "source": "val/n09999999/ILSVRC2012_val_00000099.JPEG",
-                             "reason": "unknown-class", "detail": "wnid n09999999 is not a train class"}]
+    assert m["skipped"] == [{"split": "val",
+                             "source": "val/n09999999/ILSVRC2012_val_00000099.JPEG",
+                             "reason": "unknown-class",
+                             "detail": "wnid n09999999 is not a train class"}]
     assert m["splits"]["val"]["count"] == 4 and "unknown-class 1" in run.stdout

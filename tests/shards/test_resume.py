@@ -60,6 +60,11 @@ def test_interrupted_run_resumes_to_identical_shards(sig, src, reference, tmp_pa
     if sig == signal.SIGINT:
         assert "run the same command again to resume" in killed.stderr
     time.sleep(0.2)  # the killed run's workers die with it (PR_SET_PDEATHSIG)
+    if sig == signal.SIGKILL:
+        # a finished shard damaged afterwards (say, a crash before the disk caught up) no longer
+        # matches its record: it must be rewritten, not trusted
+        victim = sorted(done)[0]
+        victim.write_bytes(victim.read_bytes()[:4096])
     rerun = subprocess.run(cli("folder", str(src), str(out), *ARGS, "--workers", "1"),
                            capture_output=True, text=True, env=env())
     assert rerun.returncode == 0, rerun.stderr
@@ -99,3 +104,15 @@ def test_rerun_of_a_finished_conversion_changes_nothing(src, reference, tmp_path
     assert again.returncode == 0 and "already complete" in again.stdout
     assert {p: os.stat(p).st_mtime_ns for p in out.iterdir()} == stamp
     assert tree_bytes(out) == reference
+
+
+def test_finished_output_damaged_later_is_not_silently_accepted(src, tmp_path):
+    out = tmp_path / "out"
+    args = cli("folder", str(src), str(out), *ARGS, "--workers", "1")
+    assert subprocess.run(args, capture_output=True, env=env()).returncode == 0
+    (out / "train-000001.tar").unlink()
+    again = subprocess.run(args, capture_output=True, text=True, env=env())
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert again.stderr.count("\n") == 1
+    assert subprocess.run([*args, "--overwrite"], capture_output=True, env=env()).returncode == 0
+    assert (out / "train-000001.tar").is_file()

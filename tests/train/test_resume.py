@@ -16,9 +16,10 @@ import torch
 
 from tests.train.helpers import PYTHON, REPO, read_log, step_losses, subprocess_env, tiny_overrides
 
-# 2 epochs x 4 steps, checkpoints every 2 steps; the kill lands after step 5 is logged (mid-epoch 2)
-EXTRA = {"train.deterministic": True}
-KILL_AFTER_STEP = 5
+# 2 epochs x 4 steps, checkpoints every 3 steps: the kill lands after step 7 is logged, so the run
+# resumes from step 6, in the middle of the second epoch (data position and RNG restored mid-epoch).
+EXTRA = {"train.deterministic": True, "checkpoint.every_steps": 3}
+KILL_AFTER_STEP = 7
 
 
 def _cmd(shards, out, resume: bool = False) -> list[str]:
@@ -63,7 +64,7 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(photo_shards, tmp_p
 
     records = read_log(killed)
     resumed = [r for r in records if r.get("event") == "resume"]
-    assert len(resumed) == 1 and 2 <= resumed[0]["step"] <= max(before), resumed
+    assert len(resumed) == 1 and resumed[0]["step"] == 6, resumed  # mid-epoch: 6 = 4 + 2 of 4 steps
     expected = step_losses(read_log(straight))
     assert sorted(expected) == list(range(1, 9))
     got = step_losses(records)

@@ -1,0 +1,330 @@
+"""Loader throughput benchmark: ``python -m pipeline.bench --help``.
+
+Measures, over ``--steps`` batches after ``--warmup`` batches (worker start-up excluded):
+images/s, views/s, MB/s of compressed image bytes read, bad samples, and CPU use (process plus
+DataLoader workers, CPU seconds per wall second, i.e. cores busy). Every run appends one JSON line
+to ``--json-out``. ``--vs reference`` runs the per-sample PIL pipeline of the public CLoVE/PixPro
+code (:mod:`pipeline.reference`) under the same conditions and prints the ratio;
+``--decode-only`` measures plain full-size libjpeg-turbo decoding of the same files with the same
+workers (the ceiling a geometry-only loader is compared with).
+
+Examples::
+
+    python -m pipeline.bench --shards data/shards/photos --backend cpu --recipe clove \\
+        --batch-size 64 --steps 20 --workers 2 --vs reference
+    python -m pipeline.bench --shards data/shards/photos --backend cpu --recipe two-view --decode-only
+    python -m pipeline.bench --shards DIR --backend torch --device cuda --batch-size 256 --with-m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+
+from pipeline.config import LoaderConfig
+from pipeline.cpu_backend import StreamLoader, recipe_from_config
+from pipeline.geometry import correspondence_mask
+from pipeline.source import IMAGE_EXTS, list_shards
+
+STRIDE = 32  # ResNet C5, CLoVE's correspondence stride
+T_POS = 0.7  # CLoVE's threshold
+
+
+@dataclass
+class Measurement:
+    label: str
+    images: int
+    wall: float
+    cpu: float
+    views_per_image: int
+    bytes_per_image: float
+    bad_samples: int | None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall
+
+    def summary(self) -> dict:
+        return {
+            "label": self.label,
+            "images": self.images,
+            "wall_s": round(self.wall, 3),
+            "images_per_s": round(self.images_per_s, 1),
+            "views_per_s": round(self.images_per_s * self.views_per_image, 1),
+            "mb_per_s": round(self.images_per_s * self.bytes_per_image / 1e6, 2),
+            "cpu_cores_busy": round(self.cpu / self.wall, 2),
+            "bad_samples": self.bad_samples,
+            **self.extra,
+        }
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """CPU time of this process and its live children (DataLoader workers), user + system."""
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # a worker that just exited
+            pass
+    return total
+
+
+def mean_image_bytes(shards: str, limit: int = 2000) -> float:
+    """Mean compressed size of the image members of the shards (tar headers only, first ``limit``)."""
+    sizes: list[int] = []
+    for url in list_shards(shards):
+        if "://" in url or url.startswith("pipe:"):
+            continue
+        with tarfile.open(url, "r|*") as tar:
+            for m in tar:
+                if m.isfile() and m.name.rsplit(".", 1)[-1].lower() in IMAGE_EXTS:
+                    sizes.append(m.size)
+                    if len(sizes) >= limit:
+                        return sum(sizes) / len(sizes)
+    return sum(sizes) / len(sizes) if sizes else float("nan")
+
+
+def measure(
+    label: str,
+    batches: Iterator[tuple[int, object]],
+    *,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    views_per_image: int,
+    bytes_per_image: float,
+    bad: Callable[[], int | None],
+    on_batch: Callable[[object], None] | None = None,
+    on_end: Callable[[], dict] | None = None,
+) -> Measurement:
+    """Consume ``warmup`` then ``steps`` batches; time the latter (synchronising the device once)."""
+    proc = psutil.Process()
+    for _ in range(warmup):
+        n, payload = next(batches)
+        if on_batch:
+            on_batch(payload)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    cpu0, t0 = cpu_seconds(proc), time.perf_counter()
+    images = 0
+    for _ in range(steps):
+        n, payload = next(batches)
+        images += n
+        if on_batch:
+            on_batch(payload)
+    extra = on_end() if on_end else {}  # may synchronise (e.g. reads the M counts)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds(proc) - cpu0
+    return Measurement(label, images, wall, cpu, views_per_image, bytes_per_image, bad(), extra)
+
+
+def endless(loader) -> Iterator:
+    """Iterate a loader across epochs (the bench never wants to run out)."""
+    while True:
+        yield from loader
+
+
+class MaskCounter:
+    """``--with-m``: CLoVE's correspondence masks (each global teacher view vs every other view) per
+    batch on the device; counts accumulate on the device and are read once at the end."""
+
+    def __init__(self, sizes: list[int], num_global: int, device: torch.device):
+        self.pairs = [(s, t) for t in range(num_global) for s in range(len(sizes)) if s != t]
+        self.grids = [(max(1, sz // STRIDE),) * 2 for sz in sizes]
+        self.total = torch.zeros((), dtype=torch.int64, device=device)
+        self.batches = 0
+
+    def __call__(self, batch) -> None:
+        m = batch.matrices
+        for s, t in self.pairs:
+            mask = correspondence_mask(m[:, s], m[:, t], self.grids[s], STRIDE, self.grids[t], STRIDE, T_POS)
+            self.total += mask.sum()
+        self.batches += 1
+
+    def result(self) -> dict:
+        return {"m_pairs_per_batch": len(self.pairs), "m_matches_per_batch": round(int(self.total) / max(1, self.batches), 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# What is measured
+# ---------------------------------------------------------------------------------------------
+
+
+def run_backend(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+    from pipeline.loader import build_loader
+
+    loader = build_loader(cfg, device=device)
+    recipe = recipe_from_config(cfg)
+    counter = MaskCounter(recipe.sizes, recipe.num_global, device) if args.with_m else None
+    batches = ((b.batch_size, b) for b in endless(loader))
+    label = f"{cfg.backend}" + (f"/decode={cfg.decode}" if cfg.backend == "torch" else "")
+    return measure(label, batches, steps=args.steps, warmup=args.warmup, device=device,
+                   views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
+                   bad=lambda: loader.stats.get("bad_samples", 0), on_batch=counter,
+                   on_end=counter.result if counter else None)
+
+
+def run_reference(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+    from pipeline.reference import build_reference_loader, iterate_reference
+
+    recipe = recipe_from_config(cfg)
+    loader = build_reference_loader(cfg.shards, recipe, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                    pin_memory=device.type == "cuda", seed=cfg.seed)
+    return measure("reference", iterate_reference(loader, device), steps=args.steps, warmup=args.warmup,
+                   device=device, views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
+                   bad=lambda: None)
+
+
+@dataclass
+class DecodedCount:
+    """What a decode-only worker ships: how many images it decoded (no pixels cross processes)."""
+
+    batch_size: int
+    stats: dict = field(default_factory=dict)
+
+
+class DecodeOnly:
+    """``process_batch`` that decodes every image at full size with libjpeg-turbo and drops it."""
+
+    def __call__(self, samples, rngs, counters) -> DecodedCount | None:
+        from pipeline.decode import DecodeError, decode_image
+
+        n = 0
+        for s in samples:
+            try:
+                if s.image is None:
+                    raise DecodeError("no image")
+                decode_image(s.image, 8)
+                n += 1
+            except DecodeError:
+                counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+        counters["samples"] = counters.get("samples", 0) + n
+        return DecodedCount(n) if n else None
+
+
+def run_decode_only(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+    from pipeline.source import StreamPlan
+
+    plan = StreamPlan(urls=tuple(list_shards(cfg.shards)), seed=cfg.seed, num_workers=max(1, cfg.num_workers),
+                      batch_size=cfg.batch_size, batches_per_rank=cfg.samples_per_epoch // cfg.batch_size,
+                      shuffle_buffer=cfg.shuffle_buffer)
+    loader = StreamLoader(plan, DecodeOnly(), lambda out: out, num_workers=cfg.num_workers)
+    batches = ((b.batch_size, b) for b in endless(loader))
+    return measure("decode-only", batches, steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
+                   views_per_image=0, bytes_per_image=bytes_per_image, bad=lambda: loader.stats.get("bad_samples", 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.bench",
+        description="Measure loader throughput (images/s, views/s, MB/s, bad samples, CPU use) on WebDataset "
+        "shards, optionally against the public-code-style reference pipeline or plain decoding.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--shards", required=True, help="shard directory, glob, brace pattern or URL")
+    ap.add_argument("--backend", choices=["cpu", "torch", "dali"], default="cpu", help="loader backend to measure")
+    ap.add_argument("--recipe", choices=["clove", "gtsa", "two-view"], default="clove", help="view recipe")
+    ap.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    ap.add_argument("--steps", type=int, default=20, help="timed batches")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed batches first (worker start-up, caches)")
+    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="where batches end up (and where the torch backend computes)")
+    ap.add_argument("--decode", choices=["auto", "gpu", "cpu"], default="auto",
+                    help="torch backend: nvJPEG on the device (gpu) or libjpeg-turbo in workers (cpu)")
+    ap.add_argument("--vs", choices=["reference"], default=None,
+                    help="also run the reference pipeline under the same conditions and print the ratio")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="also measure full-size decoding of the same files with the same workers")
+    ap.add_argument("--with-m", action="store_true",
+                    help="also compute CLoVE's correspondence masks M (stride 32) per batch on the device")
+    ap.add_argument("--no-photometric", action="store_true", help="geometry only (photometric augmentation off)")
+    ap.add_argument("--json-out", default="runs/bench.jsonl", help="JSON-lines log; one line per run is appended")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = ap.parse_args(argv)
+    for name in ("batch_size", "steps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.workers < 0:
+        ap.error("--warmup and --workers must not be negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    try:
+        list_shards(args.shards)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    total = (args.steps + args.warmup) * args.batch_size
+    cfg = LoaderConfig(shards=args.shards, backend=args.backend, recipe=args.recipe, batch_size=args.batch_size,
+                       num_workers=args.workers, samples_per_epoch=max(total, args.batch_size), seed=args.seed,
+                       photometric=not args.no_photometric, decode=args.decode,
+                       pin_memory=device.type == "cuda")
+    bytes_per_image = mean_image_bytes(args.shards)
+    context = {
+        "shards": args.shards, "recipe": args.recipe, "batch_size": args.batch_size, "steps": args.steps,
+        "warmup": args.warmup, "workers": args.workers, "device": str(device), "photometric": not args.no_photometric,
+        "with_m": args.with_m, "host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if device.type == "cuda":
+        context["gpu"] = torch.cuda.get_device_name(device)
+
+    runs = [run_backend(args, cfg, device, bytes_per_image)]
+    if args.vs == "reference":
+        runs.append(run_reference(args, cfg, device, bytes_per_image))
+    if args.decode_only:
+        runs.append(run_decode_only(args, cfg, device, bytes_per_image))
+
+    out = Path(args.json_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    main_rate = runs[0].images_per_s
+    print(f"{args.recipe}, batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up, "
+          f"{args.workers} workers, device {device}, {bytes_per_image / 1e3:.1f} kB/image")
+    print(f"{'run':<22}{'images/s':>10}{'views/s':>10}{'MB/s':>8}{'cores':>7}{'bad':>6}  vs {runs[0].label}")
+    with out.open("a") as f:
+        for r in runs:
+            s = r.summary()
+            s["first_run_speedup"] = round(main_rate / r.images_per_s, 3) if r.images_per_s else None
+            bad = "-" if s["bad_samples"] is None else s["bad_samples"]
+            ratio = f"{r.images_per_s / main_rate:.2f}x" if r is not runs[0] else ""
+            print(f"{r.label:<22}{s['images_per_s']:>10.1f}{s['views_per_s']:>10.1f}{s['mb_per_s']:>8.1f}"
+                  f"{s['cpu_cores_busy']:>7.2f}{bad!s:>6}  {ratio}")
+            f.write(json.dumps({**context, "backend": args.backend, **s}) + "\n")
+    for r in runs[1:]:
+        verb = "faster than" if main_rate >= r.images_per_s else "slower than"
+        print(f"{runs[0].label} is {main_rate / r.images_per_s:.2f}x {verb} {r.label}"
+              + (f" ({100 * main_rate / r.images_per_s:.0f}% of decode-only)" if r.label == "decode-only" else ""))
+    if args.with_m and "m_matches_per_batch" in runs[0].extra:
+        print(f"M: {runs[0].extra['m_pairs_per_batch']} view pairs per batch, "
+              f"{runs[0].extra['m_matches_per_batch']} matching cell pairs per batch on average")
+    print(f"appended {len(runs)} line(s) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""Streaming: shard lists, tar reading, rank/worker splits, epochs, reproducibility, no hangs.
+
+Shards are written here with webdataset.TarWriter from small re-encoded real photos.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+from pipeline.config import LoaderConfig
+from pipeline.cpu_backend import build_cpu_loader
+from pipeline.source import StreamPlan, list_shards, read_shard
+
+TIMEOUT_S = 60
+
+
+def small_jpegs(photos: list[Path], count: int, max_side: int = 96) -> list[bytes]:
+    """``count`` small JPEGs re-encoded from real photos (varied sizes, so crops vary)."""
+    out = []
+    for i in range(count):
+        im = Image.open(photos[i % len(photos)])
+        side = max_side - 8 * (i % 4)
+        im.draft("RGB", (side, side))
+        im = im.convert("RGB")
+        im.thumbnail((side, side))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def write_shards(directory: Path, images: list[bytes], n_shards: int, prefix: str = "train") -> list[str]:
+    """Round-robin ``images`` into ``n_shards`` tar files; keys ``s{shard}_{index}``, labels index % 10."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = []
+    writers = [wds.TarWriter(str(directory / f"{prefix}-{s:06d}.tar")) for s in range(n_shards)]
+    for i, data in enumerate(images):
+        key = f"s{i % n_shards}_{i:04d}"
+        writers[i % n_shards].write({"__key__": key, "jpg": data, "cls": str(i % 10)})
+        keys.append(key)
+    for w in writers:
+        w.close()
+    return keys
+
+
+def tiny_config(shards: str, **kw) -> LoaderConfig:
+    """Two 32 px views, no photometrics: streaming tests care about which samples, not pixels."""
+    base = dict(shards=shards, recipe="two-view", global_size=32, batch_size=4, num_workers=2,
+                samples_per_epoch=None, shuffle_buffer=8, photometric=False, normalize=False, pin_memory=False)
+    base.update(kw)
+    return LoaderConfig(**base)
+
+
+def run_with_timeout(fn, seconds: float = TIMEOUT_S):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
+    result, error = [], []
+
+    def target():
+        try:
+            result.append(fn())
+        except BaseException as e:  # re-raised below in the test's thread
+            error.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"loader did not finish within {seconds} s (hang)"
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def epoch_keys(loader) -> list[list[str]]:
+    return [b.keys for b in loader]
+
+
+@pytest.fixture(scope="module")
+def photo_bytes(real_jpegs) -> list[bytes]:
+    return small_jpegs(real_jpegs, 30)
+
+
+@pytest.fixture()
+def shards(tmp_path, photo_bytes):
+    keys = write_shards(tmp_path / "shards", photo_bytes, n_shards=5)
+    return str(tmp_path / "shards"), keys
+
+
+# --------------------------------------------------------------------------------------------
+# Shard lists and tar reading
+# --------------------------------------------------------------------------------------------
+
+
+def test_list_shards_directory_glob_brace_and_errors(shards, tmp_path):
+    directory, _ = shards
+    expected = [f"{directory}/train-{i:06d}.tar" for i in range(5)]
+    assert list_shards(directory) == expected
+    assert list_shards(f"{directory}/train-*.tar") == expected
+    assert list_shards(f"{directory}/train-{{000001..000003}}.tar") == expected[1:4]
+    assert list_shards(f"pipe:cat {expected[0]}") == [f"pipe:cat {expected[0]}"]
+    with pytest.raises(FileNotFoundError):
+        list_shards(f"{directory}/val-*.tar")
+    with pytest.raises(FileNotFoundError):
+        list_shards(f"{directory}/train-{{000004..000009}}.tar")
+    (Path(directory) / "val-000000.tar").write_bytes(Path(expected[0]).read_bytes())
+    with pytest.raises(ValueError, match="several splits"):
+        list_shards(directory)
+
+
+def test_read_shard_groups_components_and_reads_pipes(shards):
+    directory, keys = shards
+    samples = list(read_shard(f"{directory}/train-000000.tar"))
+    assert [s.key for s in samples] == [k for k in keys if k.startswith("s0_")]
+    assert all(s.ext == "jpg" and s.image[:3] == b"\xff\xd8\xff" for s in samples)
+    assert [s.label for s in samples] == [int(k.split("_")[1]) % 10 for k in keys if k.startswith("s0_")]
+    piped = list(read_shard(f"pipe:cat {directory}/train-000000.tar"))
+    assert [s.key for s in piped] == [s.key for s in samples]
+
+
+def test_read_shard_counts_broken_shards_and_keeps_what_it_read(tmp_path, photo_bytes):
+    path = tmp_path / "t-000000.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(4):
+            sink.write({"__key__": f"k{i}", "jpg": photo_bytes[i]})
+        sink.write({"__key__": "only_label", "cls": "3"})  # missing image component
+    data = path.read_bytes()
+    counters: dict[str, int] = {}
+    full = list(read_shard(str(path), counters))
+    assert [s.key for s in full] == ["k0", "k1", "k2", "k3", "only_label"]
+    assert full[-1].image is None and full[-1].label == 3
+    assert counters.get("bad_shards", 0) == 0
+    # cut inside the third image's data: the first two samples survive, the shard is counted
+    offsets = []
+    with tarfile.open(path) as tar:
+        offsets = [m.offset_data for m in tar.getmembers()]
+    truncated = tmp_path / "t-000001.tar"
+    truncated.write_bytes(data[: offsets[2] + 100])
+    counters = {}
+    got = [s.key for s in read_shard(str(truncated), counters)]
+    assert got == ["k0", "k1"] and counters["bad_shards"] == 1 and counters["bad_samples"] == 1
+    counters = {}
+    assert list(read_shard(str(tmp_path / "missing.tar"), counters)) == [] and counters["bad_shards"] == 1
+    counters = {}
+    assert list(read_shard(f"pipe:cat {tmp_path}/missing.tar 2>/dev/null", counters)) == []
+    assert counters["bad_shards"] >= 1
+
+
+def test_stream_plan_quotas_and_shard_partition():
+    urls = tuple(f"s{i}.tar" for i in range(7))
+    for n, workers in [(10, 3), (2, 4), (9, 1)]:
+        plan = StreamPlan(urls=urls, num_workers=workers, batches_per_rank=n)
+        quotas = [plan.worker_quota(w) for w in range(workers)]
+        assert sum(quotas) == n and max(quotas) - min(quotas) <= 1
+    for world in (1, 2, 3):
+        seen = []
+        for rank in range(world):
+            plan = StreamPlan(urls=urls, rank=rank, world_size=world, num_workers=2, epoch=3)
+            seen += plan.worker_shards(0) + plan.worker_shards(1)
+        assert sorted(seen) == sorted(urls)  # every shard read by exactly one (rank, worker)
+    epoch0 = StreamPlan(urls=urls, epoch=0).worker_shards(0)
+    epoch1 = StreamPlan(urls=urls, epoch=1).worker_shards(0)
+    assert sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1  # reshuffled per epoch
+
+
+# --------------------------------------------------------------------------------------------
+# Epochs through the loader (cpu backend)
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_sample_exactly_once_per_epoch_without_resampling(shards):
+    directory, keys = shards
+    loader = build_cpu_loader(tiny_config(directory))
+    epochs = run_with_timeout(lambda: [epoch_keys(loader), epoch_keys(loader)])
+    for batches in epochs:
+        flat = [k for b in batches for k in b]
+        assert Counter(flat) == Counter(keys)
+    assert epochs[0] != epochs[1]  # the next epoch is reshuffled
+    assert loader.stats["samples"] == 2 * len(keys) and loader.stats["bad_samples"] == 0
+
+
+def test_exact_pass_splits_samples_between_ranks(shards):
+    directory, keys = shards
+    per_rank = []
+    for rank in range(2):
+        loader = build_cpu_loader(tiny_config(directory), rank=rank, world_size=2)
+        per_rank.append([k for b in run_with_timeout(lambda: epoch_keys(loader)) for k in b])
+    assert not set(per_rank[0]) & set(per_rank[1])
+    assert Counter(per_rank[0] + per_rank[1]) == Counter(keys)
+
+
+def test_equal_batches_per_rank_with_resampling(shards):
+    directory, _ = shards
+    cfg = tiny_config(directory, samples_per_epoch=22)  # 5 batches of 4 per rank, 2 left over
+    counts, firsts = [], []
+    for rank in range(2):
+        loader = build_cpu_loader(cfg, rank=rank, world_size=2)
+        assert len(loader) == 5
+        batches = run_with_timeout(lambda: list(loader))
+        counts.append(len(batches))
+        assert all(b.batch_size == 4 for b in batches)
+        firsts.append(batches[0].keys)
+        assert run_with_timeout(lambda: len(list(loader))) == 5  # the next epoch too
+    assert counts == [5, 5]
+    assert firsts[0] != firsts[1]  # ranks draw different data
+
+
+def test_reproducible_order_and_views_for_a_seed(shards):
+    directory, _ = shards
+    runs = []
+    for seed in (7, 7, 8):
+        loader = build_cpu_loader(tiny_config(directory, samples_per_epoch=16, seed=seed))
+        runs.append(run_with_timeout(lambda: list(loader)))
+    a, b, c = runs
+    assert [x.keys for x in a] == [x.keys for x in b]
+    for x, y in zip(a, b):
+        assert all(torch.equal(u, v) for u, v in zip(x.views, y.views))
+        assert torch.equal(x.matrices, y.matrices)
+    assert [x.keys for x in a] != [x.keys for x in c]
+
+
+@pytest.mark.parametrize("samples_per_epoch", [None, 12])
+def test_fewer_shards_than_ranks_times_workers_does_not_hang(tmp_path, photo_bytes, samples_per_epoch):
+    keys = write_shards(tmp_path / "one", photo_bytes[:9], n_shards=1)
+    cfg = tiny_config(str(tmp_path / "one"), samples_per_epoch=samples_per_epoch)
+    got = []
+    for rank in range(2):  # 2 ranks x 2 workers, 1 shard
+        loader = build_cpu_loader(cfg, rank=rank, world_size=2)
+        got.append(run_with_timeout(lambda: epoch_keys(loader)))
+    if samples_per_epoch is None:
+        # exact pass: the shard goes to rank 0 (one of its workers); rank 1 has nothing to read
+        assert Counter(k for b in got[0] for k in b) == Counter(keys) and got[1] == []
+    else:
+        assert [len(g) for g in got] == [3, 3]
