@@ -55,6 +55,7 @@ def build(args: argparse.Namespace, batched: bool) -> CLoVE:
         # view resolution (dynamic-shape graphs of the ResNet trip an inductor assertion in torch 2.11)
         model.student.compile(dynamic=False)
         model.teacher.compile(dynamic=False)
+        model.compile_objective()
     return model
 
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--proj-hidden", type=int, default=0, help="projector hidden width (0: the default 4096)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (the loss stays fp32)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and inputs")
-    p.add_argument("--compile", action="store_true", help="torch.compile student and teacher networks")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks and the objective")
     p.add_argument("--variants", default="batched,looped", help="comma list of batched, looped")
     args = p.parse_args(argv)
     if args.device.startswith("cuda"):

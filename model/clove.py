@@ -113,6 +113,7 @@ class CLoVE(nn.Module):
         self.channels_last = bool(channels_last)
         self.batched_pairs = bool(batched_pairs)
         self._index_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        self._rows_fn = None  # set by compile_objective()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -189,7 +190,18 @@ class CLoVE(nn.Module):
         loss, pos, neg, matches = (torch.cat([p[i] for p in parts if p is not None]) for i in range(4))
         return loss.mean(), pos.mean(), neg.mean(), matches.float().mean()
 
-    def _rows(self, z, k, ms, mt, group, teacher):
+    def compile_objective(self, **kwargs) -> None:
+        """``torch.compile`` the per-group M + loss computation (static shapes, one graph per view
+        resolution). Eager, it is a few hundred tiny kernels whose launch cost shows on a GPU."""
+        self._rows_fn = torch.compile(self._rows_eager, dynamic=False, **kwargs)
+
+    def _rows(self, z: Tensor, k: Tensor, ms: Tensor, mt: Tensor, group: ViewGroup, teacher: ViewGroup):
+        fn = self._rows_fn or self._rows_eager
+        return fn(z, k, ms, mt, group, teacher)
+
+    def _rows_eager(self, z: Tensor, k: Tensor, ms: Tensor, mt: Tensor, group: ViewGroup, teacher: ViewGroup):
+        """Rows of one batch of (pair, image): ``z [R, Nq, D]``, ``k [R, Nk, D]``, ``ms``/``mt``
+        ``[R, 3, 3]`` student/teacher matrices -> (loss, P, N, |M|), each ``[R]``."""
         # geometry in fp32 even under autocast: bf16 matmuls would shift cell centres by pixels
         with torch.autocast(ms.device.type, enabled=False):
             mask = correspondence_mask(

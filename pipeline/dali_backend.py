@@ -18,11 +18,17 @@ Limits of DALI, stated plainly:
   ``python -m shards verify``. Samples with no image member are refused when the loader starts.
 * Shards must be local files (or a mounted file system) with their index files beside them
   (``train-000000.tar`` + ``train-000000.idx``, as ``shards/`` writes them); URLs are not read.
-* Checkpoints hold DALI's own pipeline checkpoint (reader position, shuffle buffer, RNG states)
-  plus the epoch and batches consumed; they resume the same stream only with the same config,
-  world size and rank.
-* ``set_epoch`` records the epoch; DALI's randomness is one seeded stream across epochs, so the
-  epoch number does not reseed it (resuming uses the checkpoint instead).
+* Checkpoints hold DALI's own pipeline checkpoint (reader position, shuffle buffer, RNG states of
+  every operator), the seed the pipeline was built with, the epoch and the batches consumed. They
+  resume the same stream exactly with the same config, rank and world size; loaded on another
+  rank/world size they keep only the epoch and batch count (with a warning), since DALI's split
+  of the samples changed. Load the state at an epoch's end too: without it, a restart begins a
+  fresh stream (seeded by rank and epoch, so it does not replay epoch 0), at the start of this
+  rank's part of the shards.
+* DALI's randomness is one seeded stream across epochs: ``set_epoch`` does not reseed a running
+  pipeline (it only finishes an abandoned exact epoch so that the next one is whole).
+* ``decode`` and ``reduced_decode`` of the config do not apply: DALI decodes on the device it runs
+  on, and decodes only the union of the view windows (ROI decoding) instead of DCT scaling.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,11 +215,11 @@ class DaliViewLoader:
             gpu=self.device.type == "cuda", sampler=sampler, photometric=cfg.photometric,
             channels_last=cfg.channels_last,
         )
-        self.seed = cfg.seed + 7919 * rank  # distinct augmentation streams per rank
         self.sizes = torch.tensor(self.recipe.sizes, device=self.device)
         self.table = torch.from_numpy(flip_turn_table(self.recipe)).to(self.device)
         self._pipe = None
         self._checkpoint: bytes | None = None  # from load_state_dict, used at the next build
+        self._build_seed: int | None = None  # the seed the pipeline was (or will be) built with
         self._epoch, self._consumed, self._samples = 0, 0, 0
 
     # -- protocol -----------------------------------------------------------------------------
@@ -241,17 +248,24 @@ class DaliViewLoader:
         return {
             "backend": "dali", "epoch": self._epoch, "batches": self._consumed,
             "samples": self._samples, "rank": self.rank, "world_size": self.world_size,
-            "dali_checkpoint": ckpt,
+            "seed": self._build_seed, "dali_checkpoint": ckpt,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("backend") != "dali":
             raise ValueError(f"loader state from backend {state.get('backend')!r}, not dali")
-        if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
-            raise ValueError("DALI loader state was saved by another rank/world size")
         self._epoch, self._consumed, self._samples = state["epoch"], state["batches"], state["samples"]
-        self._checkpoint = state["dali_checkpoint"]
         self._pipe = None  # rebuilt from the checkpoint on the next iteration
+        if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
+            # DALI splits samples by rank: another split's reader position means nothing here.
+            warnings.warn(
+                f"DALI loader state of rank {state['rank']}/{state['world_size']} loaded on "
+                f"{self.rank}/{self.world_size}: reader restarts, epoch and batch count kept",
+                stacklevel=2,
+            )
+            self._checkpoint, self._build_seed = None, None
+        else:
+            self._checkpoint, self._build_seed = state["dali_checkpoint"], state["seed"]
 
     def __iter__(self) -> Iterator[ViewBatch]:
         if self._consumed >= self.num_batches:  # the previous epoch ran to its end
@@ -272,9 +286,13 @@ class DaliViewLoader:
     def _build(self):
         from pipeline.dali_pipeline import build_pipeline
 
+        if self._checkpoint is None or self._build_seed is None:
+            # A fresh stream: its seed depends on rank and on the epoch it starts in, so a run
+            # restarted at epoch e without loader state does not replay epoch 0's augmentations.
+            self._build_seed = (self.cfg.seed + 7919 * self.rank + 104729 * self._epoch) % 2**31
         self._pipe = build_pipeline(
             self.graph, batch_size=self.cfg.batch_size, num_threads=max(1, self.cfg.num_workers),
-            device_id=self.device.index if self.device.type == "cuda" else None, seed=self.seed,
+            device_id=self.device.index if self.device.type == "cuda" else None, seed=self._build_seed,
             prefetch_queue_depth=max(1, self.cfg.prefetch_factor), checkpoint=self._checkpoint,
         )
 

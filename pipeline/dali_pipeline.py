@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import math as dmath
 from nvidia.dali.pipeline import Pipeline
 
 from pipeline.views import Photometric, Recipe, ViewSpec, sample_views
@@ -140,27 +141,41 @@ def _coin(probability: float, dtype=types.FLOAT):
     return fn.cast(fn.random.coin_flip(probability=probability, dtype=types.INT32), dtype=dtype)
 
 
-def _photometric(img, pm: Photometric, gpu: bool):
-    """Colour jitter (p), grayscale (p), Gaussian blur (p), solarize (p), torchvision's order.
+def _contrast(img, factor, gpu: bool):
+    """torchvision's contrast: blend with the image's mean grey level (DALI's own contrast
+    operators pivot on mid-grey, 128, instead)."""
+    x = fn.cast(img, dtype=types.FLOAT)
+    mean = fn.reductions.mean(x, axes=[0, 1])  # [3], on the image's device
+    grey = mean[0] * 0.299 + mean[1] * 0.587 + mean[2] * 0.114
+    out = grey + _on(factor, gpu) * (x - grey)
+    return fn.cast(dmath.clamp(out, 0.0, 255.0), dtype=types.UINT8)
 
-    Jitter and grayscale are one ``color_twist`` (grayscale = saturation 0 applied after the
-    jitter's saturation); an augmentation that is not applied gets its identity parameters, so
-    the graph has no per-sample branches.
+
+def _photometric(img, pm: Photometric, gpu: bool):
+    """Colour jitter (p), grayscale (p), Gaussian blur (p), solarize (p), in torchvision's order.
+
+    Jitter applies brightness, contrast, saturation, hue in that fixed order (torchvision draws a
+    random order). Saturation, hue and grayscale are one ``color_twist`` (grayscale = saturation
+    0; hue and saturation commute). An augmentation that is not applied gets its identity
+    parameters, so the graph has no per-sample branches.
     """
     b, c, s, h = pm.jitter
     on = _coin(pm.jitter_p)
 
     def factor(amount: float):
         if amount <= 0:  # DALI refuses an empty range
-            return 1.0
+            return None
         draw = fn.random.uniform(range=[max(0.0, 1.0 - amount), 1.0 + amount])
         return 1.0 + on * (draw - 1.0)
 
+    if b > 0:
+        img = fn.brightness_contrast(img, brightness=factor(b))  # saturates at 255 like torchvision
+    if c > 0:
+        img = _contrast(img, factor(c), gpu)
     keep_colour = 1.0 - _coin(pm.gray_p)
+    saturation = keep_colour if s <= 0 else factor(s) * keep_colour
     hue = on * fn.random.uniform(range=[-h, h]) * 360.0 if h > 0 else 0.0  # hue: a turn fraction
-    img = fn.color_twist(
-        img, brightness=factor(b), contrast=factor(c), saturation=factor(s) * keep_colour, hue=hue
-    )
+    img = fn.color_twist(img, saturation=saturation, hue=hue)
     if pm.blur_p > 0:
         blur = _coin(pm.blur_p)
         sigma = fn.random.uniform(range=list(pm.blur_sigma))

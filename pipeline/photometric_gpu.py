@@ -79,7 +79,8 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     offset = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0)) + 6.0 * shift.view(-1, 1, 1, 1).to(x.dtype)
     # chroma 0 (grey) has num 0: any divisor works, 1 avoids 0/0
     h6 = torch.addcdiv(offset, num, torch.where(chroma > 0, chroma, 1.0))
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    # n = 5, 3, 1 made on the device (a tensor from a Python list would be a synchronising copy)
+    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     k = torch.remainder(n + h6, 6.0)
     return torch.addcmul(maxc, chroma, torch.minimum(k, 4.0 - k).clamp_(0, 1), value=-1.0).clamp_(0, BOUND)
 

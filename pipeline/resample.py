@@ -69,14 +69,24 @@ def mip_level(factor: Tensor, max_level: int = MAX_LEVEL) -> Tensor:
     return lvl.clamp(0, max_level).long()
 
 
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """Host -> device without stalling: pageable copies wait for the device queue to drain, pinned
+    non-blocking ones do not (the caching host allocator keeps the buffer alive until copied)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @dataclass
 class MipAtlas:
     """Canvas batch with its mip levels side by side.
 
     Attributes:
-        atlas: ``[B, C + 1, Ha, Wa]`` float, colour premultiplied by coverage (last channel).
-        base: ``[B, 3, 3]`` float64, original image -> level-0 canvas pixels (decode scale and
-            pre-shrink folded in).
+        atlas: ``[B, C + 1, Ha, Wa]`` float on the images' device, colour premultiplied by
+            coverage (last channel).
+        base: ``[B, 3, 3]`` float64 on the CPU, original image -> level-0 canvas pixels (decode
+            scale and pre-shrink folded in). All map arithmetic stays on the host, so building
+            and rendering never wait for the device.
         offsets: ``(x, y)`` atlas offset of each level, level ``l`` being level 0 scaled by ``2**-l``.
         max_level: highest level present.
     """
@@ -87,8 +97,8 @@ class MipAtlas:
     max_level: int
 
     def level_of(self, matrices: Tensor) -> Tensor:
-        """Mip level each view reads: ``[B, V, 3, 3]`` -> ``[B, V]`` long."""
-        to_base = self.base[:, None] @ affine_inverse(matrices.double())
+        """Mip level each view reads: ``[B, V, 3, 3]`` -> ``[B, V]`` long (CPU)."""
+        to_base = self.base[:, None] @ affine_inverse(matrices.detach().cpu().double())
         return mip_level(shrink_factor(to_base), self.max_level)
 
 
@@ -102,9 +112,10 @@ def build_atlas(
     """Paste decoded images into a coverage canvas and build the mip levels their views need.
 
     Args:
-        images: ``B`` tensors ``[C, H_b, W_b]`` (uint8 or float) on one device, as decoded.
+        images: ``B`` tensors ``[C, H_b, W_b]`` (uint8 or float, any strides) on one device.
         matrices: ``[B, V, 3, 3]`` original -> view of every view that will be rendered from
-            this atlas (all sizes); used only to pick pre-shrink and levels.
+            this atlas (all sizes); used only to pick pre-shrink and levels. Pass CPU tensors
+            (they are moved there otherwise, which synchronises with the device).
         to_decoded: ``[B, 3, 3]`` original -> decoded image (reduced-DCT scale); identity if None.
         dtype: compute dtype of the atlas (float32: grids need it to stay sub-pixel exact).
         antialias: False disables pre-shrink and levels (plain bilinear/bicubic; for measurement).
@@ -114,35 +125,32 @@ def build_atlas(
         raise ValueError(f"need one matrix row per image: {b} images, matrices {tuple(matrices.shape)}")
     device = images[0].device
     channels = images[0].shape[0]
-    base = torch.eye(3, dtype=torch.float64, device=device).repeat(b, 1, 1)
-    if to_decoded is not None:
-        base = to_decoded.to(device=device, dtype=torch.float64).clone()
-    inv = affine_inverse(matrices.to(device=device, dtype=torch.float64))  # view -> original
+    if to_decoded is None:
+        base = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+    else:
+        base = to_decoded.detach().cpu().double().clone()
+    inv = affine_inverse(matrices.detach().cpu().double())  # view -> original
 
-    levels = torch.zeros(b, matrices.shape[1], dtype=torch.long)
-    if antialias:
-        levels = mip_level(shrink_factor(base[:, None] @ inv)).cpu()
     # Pre-shrink: image b alone by 2**k, k = the lowest level any of its views reads.
     shrunk: list[Tensor] = []
+    first = mip_level(shrink_factor(base[:, None] @ inv)) if antialias else None
     for i, img in enumerate(images):
-        k = int(levels[i].min()) if levels.shape[1] else 0
-        img = img if img.dtype == dtype else img.to(dtype)
+        k = int(first[i].min()) if first is not None and first.shape[1] else 0
         if k > 0:
             h, w = img.shape[-2:]
             oh, ow = max(1, math.ceil(h / 2**k)), max(1, math.ceil(w / 2**k))
-            img = F.interpolate(img[None], size=(oh, ow), mode="bilinear", antialias=True, align_corners=False)[0]
+            img = F.interpolate(img[None].to(dtype), size=(oh, ow), mode="bilinear", antialias=True,
+                                align_corners=False)[0]
             base[i, 0] *= ow / w  # exact scale of an explicit-size resize, pixel-centre convention
             base[i, 1] *= oh / h
         shrunk.append(img)
-    if antialias:
-        levels = mip_level(shrink_factor(base[:, None] @ inv))
-        max_level = int(levels.max())
-    else:
-        max_level = 0
+    max_level = int(mip_level(shrink_factor(base[:, None] @ inv)).max()) if antialias else 0
 
     unit = 2**max_level
-    h0 = -(-max(int(im.shape[-2]) for im in shrunk) // unit) * unit
-    w0 = -(-max(int(im.shape[-1]) for im in shrunk) // unit) * unit
+    heights = [int(im.shape[-2]) for im in shrunk]
+    widths = [int(im.shape[-1]) for im in shrunk]
+    h0 = -(-max(heights) // unit) * unit
+    w0 = -(-max(widths) // unit) * unit
     offsets = [(0, 0)]
     y = 0
     for lvl in range(1, max_level + 1):
@@ -152,9 +160,13 @@ def build_atlas(
     wa = w0 + GAP + (w0 // 2 + GAP if max_level > 0 else 0)
     atlas = torch.zeros(b, channels + 1, ha, wa, dtype=dtype, device=device)
     for i, img in enumerate(shrunk):
-        h, w = img.shape[-2:]
-        atlas[i, :channels, :h, :w] = img
-        atlas[i, channels, :h, :w] = 1.0
+        atlas[i, :channels, : heights[i], : widths[i]] = img  # converts dtype in the copy
+    # Coverage of every image in one broadcast compare instead of B fills.
+    sizes = to_device(torch.tensor([heights, widths], dtype=torch.int32), device)
+    rows = torch.arange(h0, device=device, dtype=torch.int32)
+    cols = torch.arange(w0, device=device, dtype=torch.int32)
+    atlas[:, channels, :h0, :w0] = ((rows[None, :, None] < sizes[0, :, None, None])
+                                    & (cols[None, None, :] < sizes[1, :, None, None])).to(dtype)
     for lvl in range(1, max_level + 1):
         (px, py), (x, y) = offsets[lvl - 1], offsets[lvl]
         src = atlas[:, :, py : py + h0 // 2 ** (lvl - 1), px : px + w0 // 2 ** (lvl - 1)]
@@ -173,7 +185,8 @@ def render_views(
 
     Args:
         atlas: from :func:`build_atlas` (built with these views among its ``matrices``).
-        matrices: ``[B, V, 3, 3]`` original -> view of views that are ``size x size``.
+        matrices: ``[B, V, 3, 3]`` original -> view of views that are ``size x size`` (CPU
+            tensors preferred: the maps are composed on the host, then copied once).
         size: output side ``S``.
         interpolation: ``bilinear`` or ``bicubic``.
 
@@ -187,23 +200,19 @@ def render_views(
     b, c1, ha, wa = tensor.shape
     v = matrices.shape[1]
     device = tensor.device
-    to_base = atlas.base[:, None] @ affine_inverse(matrices.to(device=device, dtype=torch.float64))
-    if atlas.max_level > 0:
-        lvl = mip_level(shrink_factor(to_base), atlas.max_level)
-        offs = torch.tensor(atlas.offsets, dtype=torch.float64, device=device)[lvl]  # [B, V, 2]
-        scale = torch.pow(2.0, -lvl.double())
-    else:
-        offs = torch.zeros(b, v, 2, dtype=torch.float64, device=device)
-        scale = torch.ones(b, v, dtype=torch.float64, device=device)
-    # view pixel -> atlas pixel -> grid_sample's [-1, 1] (align_corners=False: edges at +-1).
-    lin = to_base[..., :2, :2] * scale[..., None, None]
-    off = to_base[..., :2, 2] * scale[..., None] + offs
-    norm = torch.tensor([2.0 / wa, 2.0 / ha], dtype=torch.float64, device=device)
-    lin = lin * norm[:, None]
-    off = off * norm - 1.0
-    centres = cell_centres(size, size, 1.0, device, torch.float64)  # [S*S, 2] row-major
-    grid = centres @ lin.transpose(-1, -2) + off[..., None, :]  # [B, V, S*S, 2]
-    grid = grid.to(tensor.dtype).reshape(b, v * size, size, 2)
+    # Host side, float64: view pixel -> original -> level-0 canvas -> level l in the atlas ->
+    # grid_sample's [-1, 1] (align_corners=False: the atlas edges sit at +-1).
+    to_base = atlas.base[:, None] @ affine_inverse(matrices.detach().cpu().double())
+    lvl = mip_level(shrink_factor(to_base), atlas.max_level)
+    offs = torch.tensor(atlas.offsets, dtype=torch.float64)[lvl]  # [B, V, 2]
+    scale = torch.pow(2.0, -lvl.double())
+    norm = torch.tensor([2.0 / wa, 2.0 / ha], dtype=torch.float64)
+    lin = to_base[..., :2, :2] * scale[..., None, None] * norm[:, None]
+    off = (to_base[..., :2, 2] * scale[..., None] + offs) * norm - 1.0
+    maps = to_device(torch.cat([lin, off[..., None]], dim=-1).to(tensor.dtype), device)  # [B, V, 2, 3]
+    centres = cell_centres(size, size, 1.0, device, tensor.dtype)  # [S*S, 2] row-major (x, y)
+    grid = centres @ maps[..., :2].transpose(-1, -2) + maps[..., None, :, 2]  # [B, V, S*S, 2]
+    grid = grid.reshape(b, v * size, size, 2)  # the views of an image stacked along the height
     out = F.grid_sample(tensor, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     out = out.reshape(b, c1, v, size, size).transpose(1, 2)  # [B, V, C+1, S, S]
     cover = out[:, :, -1:].clamp(min=1e-6)

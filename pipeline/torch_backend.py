@@ -84,8 +84,10 @@ class RawBatch:
     extra: dict = field(default_factory=dict)
 
     def pin_memory(self) -> "RawBatch":
-        """Called by DataLoader(pin_memory=True): pinned pixels/bytes copy to the GPU asynchronously."""
+        """Called by DataLoader(pin_memory=True): pinned tensors copy to the GPU asynchronously."""
         self.data = [t.pin_memory() for t in self.data]
+        for name in ("matrices", "turns", "image_size", "labels"):
+            setattr(self, name, getattr(self, name).pin_memory())
         return self
 
 
@@ -266,12 +268,12 @@ class DeviceAugmenter:
         if len(keep) < len(images):  # dropped: nothing could decode them
             raw = _select(raw, keep, self.groups)
             images = [images[i] for i in keep]
-        matrices = raw.matrices.to(self.device)
-        atlas = build_atlas(images, matrices, scale_matrices(raw.scales).to(self.device))
+        # Maps are composed on the host from the CPU matrices (no device round trip).
+        atlas = build_atlas(images, raw.matrices, scale_matrices(raw.scales))
         b = len(images)
         views: list[Tensor | None] = [None] * len(self.recipe.views)
         for g, (size, interp, idx) in enumerate(self.groups):
-            out = render_views(atlas, matrices[:, idx], size, interp)  # [B, Vg, 3, S, S]
+            out = render_views(atlas, raw.matrices[:, idx], size, interp)  # [B, Vg, 3, S, S]
             flat = out.reshape(b * len(idx), 3, size, size)  # row b * Vg + k, as the parameters
             if self.any_photometric:
                 flat = augment(flat, raw.photometric[g])
@@ -281,12 +283,13 @@ class DeviceAugmenter:
             for k, v in enumerate(idx):
                 view = out[:, k]
                 views[v] = view.contiguous(memory_format=torch.channels_last) if self.channels_last else view.contiguous()
+        move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731 (pinned by the DataLoader on CUDA)
         return ViewBatch(
             views=views,  # type: ignore[arg-type]
-            matrices=matrices.float(),
-            image_size=raw.image_size.to(self.device),
-            rotation=raw.turns.to(self.device),
-            labels=raw.labels.to(self.device),
+            matrices=move(raw.matrices).float(),
+            image_size=move(raw.image_size),
+            rotation=move(raw.turns),
+            labels=move(raw.labels),
             keys=raw.keys,
         )
 

@@ -282,6 +282,22 @@ def test_checkpoint_resumes_the_same_stream(png_shards, samples_per_epoch):
         assert torch.equal(ma, mb) and torch.equal(va, vb)
 
 
+@needs_dali
+def test_state_of_another_rank_and_fresh_starts(png_shards):
+    root, _ = png_shards
+    zero = DaliViewLoader(config(root, samples_per_epoch=6), rank=0, world_size=2)
+    next(iter(zero))
+    one = DaliViewLoader(config(root, samples_per_epoch=6), rank=1, world_size=2)
+    with pytest.warns(UserWarning, match="reader restarts"):
+        one.load_state_dict(zero.state_dict())
+    assert len(list(one)) == 1  # the rest of the epoch: 2 batches, 1 consumed
+    # A run restarted at epoch 3 without loader state draws other views than epoch 0 did.
+    first = next(iter(DaliViewLoader(config(root, samples_per_epoch=6))))
+    late = DaliViewLoader(config(root, samples_per_epoch=6))
+    late.set_epoch(3)
+    assert not torch.equal(next(iter(late)).matrices, first.matrices)
+
+
 # ---------------------------------------------------------------------------------------------
 # Photometric operators (tiny pipelines on fixed images)
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +350,20 @@ def test_solarize_and_brightness(colour_images):
         assert ratio.std() < 0.03  # one factor per image
         factors.append(ratio.mean())
     assert all(0.58 < f < 1.42 for f in factors) and np.std(factors) > 0.01
+
+
+@needs_dali
+def test_contrast_pivots_on_the_mean_grey(colour_images):
+    """torchvision's contrast: y = m + f (x - m), m the image's mean grey level, one f per image."""
+    con = Photometric(jitter=(0.0, 0.4, 0.0, 0.0), jitter_p=1.0, gray_p=0.0)
+    dark = [(x // 3).astype(np.uint8) for x in colour_images]  # mean far from DALI's pivot, 128
+    for x, y in zip(dark, run_photometric(dark, con)):
+        x = x.astype(np.float64)
+        grey = (x @ np.array([0.299, 0.587, 0.114])).mean()
+        inside = (y > 0) & (y < 255)  # clipped pixels are off the line
+        f, offset = np.polyfit(x[inside], y[inside], 1)
+        assert 0.6 - 0.02 < f < 1.4 + 0.02 and abs(f - 1) > 0.01
+        assert abs(offset - grey * (1 - f)) < 1.0
 
 
 @needs_dali

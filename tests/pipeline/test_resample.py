@@ -40,17 +40,17 @@ def expected(matrices: np.ndarray, size: int) -> np.ndarray:
     return out[:, :2].reshape(len(matrices), 2, size, size)
 
 
-def check_views(sizes, recipe, scales=None, seed=0, interpolation="bilinear"):
+def check_views(sizes, recipe, scales=None, seed=0, interpolation="bilinear", device="cpu"):
     """Render every view of ``recipe`` for images of ``sizes``; return per-view errors and info."""
     rng = random.Random(seed)
     scales = scales or [1.0] * len(sizes)
     params = [sample_views(w, h, recipe, rng) for w, h in sizes]
     mats = torch.tensor(np.stack([p.matrices for p in params]), dtype=torch.float32)
-    images = [coord_image(w, h, s) for (w, h), s in zip(sizes, scales)]
+    images = [coord_image(w, h, s).to(device) for (w, h), s in zip(sizes, scales)]
     to_dec = scale_matrices(torch.tensor([[s, s] for s in scales]))
     atlas = build_atlas(images, mats, to_dec)
     size = recipe.views[0].size
-    out = render_views(atlas, mats, size, interpolation).double().numpy()  # [B, V, 2, S, S]
+    out = render_views(atlas, mats, size, interpolation).double().cpu().numpy()  # [B, V, 2, S, S]
     want = np.stack([expected(p.matrices, size) for p in params])
     levels = atlas.level_of(mats)
     return out, want, params, levels, atlas
@@ -117,6 +117,21 @@ def test_reduced_decode_scale_and_preshrink_fold_into_the_map():
     tol = tolerance_map(want, sizes, levels, atlas, "bilinear")
     err = np.abs(out - want).max(axis=2)
     assert np.all(err <= tol), f"worst excess {np.max(err - tol):.4f} px"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_views_match_inverse_matrices_on_cuda(interpolation):
+    sizes = [(97, 64), (640, 480), (200, 150)]
+    views = (spec(24, rotate=True), spec(24, flip_p=1.0), spec(8, (0.05, 0.3)))
+    for group in (views[:2], views[2:]):
+        recipe = Recipe("t", tuple(replace_interp(v, interpolation) for v in group))
+        out, want, params, levels, atlas = check_views(sizes, recipe, scales=[1.0, 0.5, 1.0],
+                                                       interpolation=interpolation, device="cuda")
+        tol = tolerance_map(want, sizes, levels, atlas, interpolation)
+        err = np.abs(out - want).max(axis=2)
+        assert np.all(err <= tol), f"worst excess {np.max(err - tol):.4f} px"
 
 
 def test_one_grid_sample_call_per_view_size(monkeypatch):
