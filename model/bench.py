@@ -59,45 +59,43 @@ def build(args: argparse.Namespace, batched: bool) -> CLoVE:
     return model
 
 
-def time_variant(args: argparse.Namespace, batched: bool, batch: ViewBatch) -> dict[str, float]:
-    """Seconds per full step and per loss-only step (objective forward + backward)."""
-    model = build(args, batched)
-    opt = torch.optim.SGD(model.student.parameters(), lr=1e-3, momentum=0.9)
-    amp = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
+class Variant:
+    """One model + optimizer, stepped on the same batch; ``name`` is batched or looped."""
 
-    def step(i: int) -> float:
-        model.update_teacher(model.teacher_momentum(i, 1000))
-        with amp:
-            out = model(batch)
-        opt.zero_grad(set_to_none=True)
+    def __init__(self, args: argparse.Namespace, name: str, batch: ViewBatch) -> None:
+        self.args, self.name, self.batch = args, name, batch
+        self.model = build(args, name == "batched")
+        self.opt = torch.optim.SGD(self.model.student.parameters(), lr=1e-3, momentum=0.9)
+        self.amp = lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
+        self.step_i, self.loss = 0, float("nan")
+        self.emb = None
+
+    def step(self) -> None:
+        self.model.update_teacher(self.model.teacher_momentum(self.step_i, 1000))
+        with self.amp():
+            out = self.model(self.batch)
+        self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        opt.step()
-        return out["loss"].item()
+        self.opt.step()
+        self.step_i += 1
+        self.loss = out["loss"].item()
 
-    for i in range(args.warmup):
-        step(i)
-    _sync(args.device)
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        loss = step(args.warmup + i)
-    _sync(args.device)
-    full = (time.perf_counter() - t0) / args.steps
+    def objective_step(self) -> None:
+        """The objective alone (forward + backward) on fixed embeddings: where batching matters."""
+        if self.emb is None:
+            with torch.no_grad(), self.amp():
+                self.emb = self.model.embed(self.batch)
+            for g in self.emb.student:
+                g.emb = g.emb.detach().requires_grad_(True)
+        self.model.objective(self.emb, self.batch.matrices)[0].backward()
 
-    # the objective alone, on fixed embeddings: where batching the pairs matters
-    with torch.no_grad(), amp:
-        emb = model.embed(batch)
-    for g in emb.student:
-        g.emb = g.emb.detach().requires_grad_(True)
-    reps = max(args.steps, 10)
-    for i in range(args.warmup + reps):
-        if i == args.warmup:
-            _sync(args.device)
-            t0 = time.perf_counter()
-        obj = model.objective(emb, batch.matrices)[0]
-        obj.backward()
-    _sync(args.device)
-    loss_only = (time.perf_counter() - t0) / reps
-    return {"step_s": full, "loss_s": loss_only, "loss": loss}
+    def timed(self, fn, reps: int) -> float:
+        _sync(self.args.device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        _sync(self.args.device)
+        return (time.perf_counter() - t0) / reps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backbone", default="resnet50", help="torchvision ResNet name (resnet18 for CPU)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (each gives 2 + N views)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first (compilation happens here)")
+    p.add_argument("--rounds", type=int, default=2, help="timing rounds, alternating variants; best round reported")
     p.add_argument("--global-size", type=int, default=224)
     p.add_argument("--local-size", type=int, default=96)
     p.add_argument("--num-local", type=int, default=6)
@@ -139,13 +138,22 @@ def main(argv: list[str] | None = None) -> None:
         + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
         + f", bf16={args.bf16}, channels_last={args.channels_last}, compile={args.compile}, torch {torch.__version__}"
     )
+    # warm every variant first (compilation, cudnn autotuning, clocks), then time them in
+    # alternating rounds and keep each one's best, so that the order of variants does not matter
+    runs = [Variant(args, v, batch) for v in variants]
+    for r in runs:
+        for _ in range(args.warmup):
+            r.step()
+            r.objective_step()
+    best = {r.name: [float("inf"), float("inf")] for r in runs}
+    for _ in range(args.rounds):
+        for r in runs:
+            best[r.name][0] = min(best[r.name][0], r.timed(r.step, args.steps))
+            best[r.name][1] = min(best[r.name][1], r.timed(r.objective_step, max(args.steps, 10)))
     print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10} {'loss ms (fwd+bwd)':>18}  loss")
-    for v in variants:
-        r = time_variant(args, v == "batched", batch)
-        print(
-            f"{v:<8} {args.batch_size / r['step_s']:>10.1f} {1e3 * r['step_s']:>10.1f} "
-            f"{1e3 * r['loss_s']:>18.2f}  {r['loss']:.4f}"
-        )
+    for r in runs:
+        step_s, loss_s = best[r.name]
+        print(f"{r.name:<8} {args.batch_size / step_s:>10.1f} {1e3 * step_s:>10.1f} {1e3 * loss_s:>18.2f}  {r.loss:.4f}")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")
 

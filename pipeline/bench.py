@@ -171,10 +171,13 @@ def run_backend(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: 
     counter = MaskCounter(recipe.sizes, recipe.num_global, device) if args.with_m else None
     batches = ((b.batch_size, b) for b in endless(loader))
     label = f"{cfg.backend}" + (f"/decode={cfg.decode}" if cfg.backend == "torch" else "")
-    return measure(label, batches, steps=args.steps, warmup=args.warmup, device=device,
-                   views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
-                   bad=lambda: loader.stats.get("bad_samples", 0), on_batch=counter,
-                   on_end=counter.result if counter else None)
+    try:
+        return measure(label, batches, steps=args.steps, warmup=args.warmup, device=device,
+                       views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
+                       bad=lambda: loader.stats.get("bad_samples", 0), on_batch=counter,
+                       on_end=counter.result if counter else None)
+    finally:
+        batches.close()  # stop this run's workers before the next run is measured
 
 
 def run_reference(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
@@ -183,9 +186,12 @@ def run_reference(args, cfg: LoaderConfig, device: torch.device, bytes_per_image
     recipe = recipe_from_config(cfg)
     loader = build_reference_loader(cfg.shards, recipe, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                     pin_memory=device.type == "cuda", seed=cfg.seed)
-    return measure("reference", iterate_reference(loader, device), steps=args.steps, warmup=args.warmup,
-                   device=device, views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
-                   bad=lambda: None)
+    batches = iterate_reference(loader, device)
+    try:
+        return measure("reference", batches, steps=args.steps, warmup=args.warmup, device=device,
+                       views_per_image=len(recipe.views), bytes_per_image=bytes_per_image, bad=lambda: None)
+    finally:
+        batches.close()
 
 
 @dataclass
@@ -223,8 +229,12 @@ def run_decode_only(args, cfg: LoaderConfig, device: torch.device, bytes_per_ima
                       shuffle_buffer=cfg.shuffle_buffer)
     loader = StreamLoader(plan, DecodeOnly(), lambda out: out, num_workers=cfg.num_workers)
     batches = ((b.batch_size, b) for b in endless(loader))
-    return measure("decode-only", batches, steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
-                   views_per_image=0, bytes_per_image=bytes_per_image, bad=lambda: loader.stats.get("bad_samples", 0))
+    try:
+        return measure("decode-only", batches, steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
+                       views_per_image=0, bytes_per_image=bytes_per_image,
+                       bad=lambda: loader.stats.get("bad_samples", 0))
+    finally:
+        batches.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--decode-only", action="store_true",
                     help="also measure full-size decoding of the same files with the same workers")
     ap.add_argument("--with-m", action="store_true",
-                    help="also compute CLoVE's correspondence masks M (stride 32) per batch on the device")
+                    help="also compute CLoVE's correspondence masks M (stride 32) per batch on the device (backend run only)")
     ap.add_argument("--no-photometric", action="store_true", help="geometry only (photometric augmentation off)")
     ap.add_argument("--no-normalize", action="store_true",
                     help="keep uint8 views (skip the float normalisation on --device; the reference always normalises)")
@@ -315,11 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         context["gpu"] = torch.cuda.get_device_name(device)
 
-    runs = [run_backend(args, cfg, device, bytes_per_image)]
-    if args.vs == "reference":
-        runs.append(run_reference(args, cfg, device, bytes_per_image))
-    if args.decode_only:
-        runs.append(run_decode_only(args, cfg, device, bytes_per_image))
+    try:
+        runs = [run_backend(args, cfg, device, bytes_per_image)]
+        if args.vs == "reference":
+            runs.append(run_reference(args, cfg, device, bytes_per_image))
+        if args.decode_only:
+            runs.append(run_decode_only(args, cfg, device, bytes_per_image))
+    except (ValueError, ImportError) as e:  # configuration errors (e.g. decode=gpu without CUDA, no DALI)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
 
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)

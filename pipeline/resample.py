@@ -18,7 +18,15 @@ How, and why:
   size, so there is still a single ``grid_sample`` per view size.
 * **Pre-shrink.** An image all of whose views shrink by >= 2x (a 12-Mpixel photo, say) is first
   reduced on its own by ``2**k``, the exact scale folded into its map, so that one huge image
-  cannot blow up the canvas of the whole batch.
+  cannot blow up the canvas of the whole batch. Portrait images are stored transposed (x and y
+  swapped in the map) so that mixed orientations share a landscape canvas.
+
+Quality, measured against torchvision's per-crop antialiased ``resized_crop`` (bicubic, CLoVE
+views of 16 opencv sample photos): mean PSNR 38.8 dB for the 224 px views and 39.7 dB for the
+96 px ones, against 36.5 / 31.7 dB for plain ``grid_sample`` without the mip levels.
+
+Memory: the atlas is ``B x (C + 1) x H0 x ~1.5 W0`` float32 (``H0 x W0`` the largest decoded image
+of the batch, landscape), about 1.2 GB for 256 ImageNet-size images.
 
 Coordinates follow the geometry contract: pixel-centre convention, ``align_corners=False``,
 normalisation from the atlas size. The result at view pixel centre ``c`` is the image
@@ -143,6 +151,11 @@ def build_atlas(
                                 align_corners=False)[0]
             base[i, 0] *= ow / w  # exact scale of an explicit-size resize, pixel-centre convention
             base[i, 1] *= oh / h
+        if img.shape[-2] > img.shape[-1]:
+            # Portrait: store it transposed, so that a batch of mixed orientations needs a
+            # W x H canvas rather than max(W, H)^2. The swap of x and y is folded into the map.
+            img = img.transpose(-1, -2)
+            base[i] = base[i, [1, 0, 2]]
         shrunk.append(img)
     max_level = int(mip_level(shrink_factor(base[:, None] @ inv)).max()) if antialias else 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +28,21 @@ PRECISIONS = ("no", "bf16", "fp16")
 
 class ConfigError(ValueError):
     """A config problem, always reported as one line."""
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -147,6 +163,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}: {value!r}")
         return tuple(_coerce(v, a, path) for v, a in zip(value, args))
+    if isinstance(value, dict):  # e.g. the override train.epochs.x=1
+        raise ConfigError(f"{path} is a value, not a section (got keys {', '.join(map(str, value))})")
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
@@ -209,7 +227,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = _yaml_load(value)
     except yaml.YAMLError:
         raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
     return [p.strip() for p in key.strip().split(".")], parsed
@@ -248,7 +266,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.exists() or path.is_dir():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = _yaml_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(raw, dict):

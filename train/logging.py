@@ -59,6 +59,9 @@ class RunLogger:
         self.is_main = accelerator.is_main_process
         self.path = Path(output_dir) / "log.jsonl"
         self.use_trackers = use_trackers
+        self.first: dict[str, Any] | None = None  # first and last logged window of this process's run
+        self.last: dict[str, Any] | None = None
+        self.steady = [0.0, 0.0, 0.0]  # images, seconds, seconds waiting for data: windows after the first
         self.bar = None
         if self.is_main and progress:
             from tqdm.auto import tqdm
@@ -100,7 +103,13 @@ class RunLogger:
         record["bad_samples"] = int(values[len(names) + 1])
         record["images_per_s"] = meter.micro_batches * images_per_micro / elapsed
         record.update(scalars)
+        if self.first is not None:  # the first window holds worker start-up: leave it out of the average
+            self.steady[0] += meter.micro_batches * images_per_micro
+            self.steady[1] += elapsed
+            self.steady[2] += meter.data_time
         meter.reset()
+        self.first = self.first or record
+        self.last = record
         if self.is_main:
             self._write({"time": time.time(), **record})
             if self.use_trackers:
@@ -111,6 +120,17 @@ class RunLogger:
                             data=f"{100 * record['data_wait']:.0f}%", bad=record["bad_samples"])
                 self.bar.set_postfix(post, refresh=False)
         return record
+
+    def summary(self) -> str:
+        """``loss 99.92 (step 5) -> 99.39 (step 60); 11.8 images/s, 4% of step time waiting for data``."""
+        if not self.first or "loss" not in self.first:
+            return "no step logged"
+        a, b = self.first, self.last
+        text = f"loss {a['loss']:.4f} (step {a['step']}) -> {b['loss']:.4f} (step {b['step']})"
+        images, seconds, wait = self.steady
+        if seconds > 0:  # main process's view, after the first logging window
+            text += f"; {images / seconds:.1f} images/s, {100 * wait / seconds:.0f}% of step time waiting for data"
+        return text
 
     def close(self) -> None:
         if self.bar is not None:

@@ -186,8 +186,8 @@ def train(cfg: Config, resume: str | None = None) -> RunResult:
         else:
             loader.load_state_dict(mine["loader"])
             mid_epoch = True
-        changed = {k: (v, flat_items(config_to_dict(cfg)).get(k)) for k, v in flat_items(state["config"]).items()
-                   if flat_items(config_to_dict(cfg)).get(k) != v}
+        now = flat_items(config_to_dict(cfg))
+        changed = {k: (v, now.get(k)) for k, v in flat_items(state["config"]).items() if now.get(k) != v}
         say(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
         if changed:
             say("config differs from the checkpoint's: " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
@@ -327,7 +327,7 @@ def train(cfg: Config, resume: str | None = None) -> RunResult:
     result = RunResult(step, last_saved, config_path, out_dir / "log.jsonl",
                        out_dir / "tensorboard" if use_tb else None, exported)
     if accelerator.is_main_process:
-        print(f"\ndone: step {step}/{plan.total_steps} in {time.perf_counter() - started:.0f} s")
+        print(f"\ndone: step {step}/{plan.total_steps} in {time.perf_counter() - started:.0f} s; {logger.summary()}")
         print(f"  checkpoint  {result.checkpoint}")
         print(f"  config      {result.config}")
         print(f"  log         {result.log}" + (f"   (TensorBoard: tensorboard --logdir {result.tensorboard})" if use_tb else ""))

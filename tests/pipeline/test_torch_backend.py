@@ -61,6 +61,12 @@ def photo_shards(tmp_path_factory, real_jpegs):
     return root, photos
 
 
+def as_chw(view) -> torch.Tensor:
+    """A cpu-backend view (CHW tensor, or HWC array in older versions) as a CHW tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(view)) if isinstance(view, np.ndarray) else view
+    return t.permute(2, 0, 1) if t.shape[0] != 3 else t
+
+
 def config(root, **kw) -> LoaderConfig:
     base = dict(shards=str(root), backend="torch", recipe="clove", global_size=32, local_size=16, num_local=2,
                 batch_size=4, num_workers=0, decode="cpu", shuffle_buffer=1)
@@ -101,7 +107,7 @@ def test_views_agree_with_the_cpu_backend_for_the_same_draws(photo_shards, real_
     for i in range(4):
         for v in range(2):
             ours = batch.views[v][i].float()
-            ref = torch.from_numpy(np.ascontiguousarray(cpu[i].views[v])).permute(2, 0, 1).float()
+            ref = as_chw(cpu[i].views[v]).float()
             mse = float(((ours - ref) ** 2).mean())
             assert 10 * math.log10(255**2 / max(mse, 1e-6)) > 24.0, (i, v)
         # The cpu backend rounds windows to decoded pixels (half a decoded pixel at most, per edge);
@@ -219,3 +225,19 @@ def test_draw_sample_ships_bytes_only_for_gpu_decodable_jpegs(photo_shards):
     d = draw_sample(s, recipe, random.Random(0), gpu_decode=False, reduced_decode=True)
     assert not d.encoded and d.data.dim() == 3 and d.scale in (0.125, 0.25, 0.5, 1.0)
     assert isinstance(collate_drawn([d], view_groups(recipe)), RawBatch)
+
+
+def test_resume_from_state_dict_continues_the_same_batches(photo_shards):
+    root, _ = photo_shards
+    cfg = config(root, recipe="two-view", samples_per_epoch=12, batch_size=3)
+    full = [(b.keys, b.views[0].clone()) for b in build_loader(cfg)]
+    first = build_loader(cfg)
+    it = iter(first)
+    next(it)
+    state = first.state_dict()
+    second = build_loader(cfg)
+    second.load_state_dict(state)
+    rest = [(b.keys, b.views[0]) for b in second]
+    assert len(full) == 4 and len(rest) == 3
+    for (k1, v1), (k2, v2) in zip(full[1:], rest):
+        assert k1 == k2 and torch.equal(v1, v2)

@@ -25,7 +25,7 @@ CONFIGS = REPO / "configs"
         ("train.epochs=many", "train.epochs: expected an integer, got 'many'"),
         ("optim.betas=[0.9]", "optim.betas: expected 2 values, got 1: [0.9]"),
         ("optim.name=sgdd", "optim.name must be one of ['lars', 'adamw'], got 'sgdd'"),
-        ("train.epochs.x=1", "override 'train.epochs.x=1': train.epochs is a value, not a section"),
+        ("train.epochs.x=1", "train.epochs is a value, not a section (got keys x)"),
         ("data.batch_size", "override 'data.batch_size' is not of the form key.sub=value"),
     ],
 )
