@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (the loss stays fp32)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and inputs")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks and the objective")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--variants", default="batched,looped", help="comma list of batched, looped")
     args = p.parse_args(argv)
     if args.device.startswith("cuda"):
@@ -128,8 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants or any(v not in ("batched", "looped") for v in variants):
         p.error(f"--variants takes batched and/or looped, got {args.variants!r}")
-    if args.device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    if min(args.batch_size, args.steps, args.rounds) < 1 or args.warmup < 0:
+        p.error("--batch-size, --steps and --rounds must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     batch = synthetic_batch(args.batch_size, args.global_size, args.local_size, args.num_local, args.device)
     print(
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         step_s, loss_s = best[r.name]
         print(f"{r.name:<8} {args.batch_size / step_s:>10.1f} {1e3 * step_s:>10.1f} {1e3 * loss_s:>18.2f}  {r.loss:.4f}")
     if args.device.startswith("cuda"):
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")
+        # both variants' models are alive at once: this is not one model's footprint
+        print(f"peak GPU memory (all variants): {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

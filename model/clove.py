@@ -167,6 +167,8 @@ class CLoVE(nn.Module):
         views, b = batch.views, batch.batch_size
         if len(views) != batch.num_views:
             raise ValueError(f"batch has {len(views)} views but matrices for {batch.num_views}")
+        if not all(v.is_floating_point() for v in views):
+            raise ValueError("CLoVE needs normalised float views; run pipeline.batch.normalize_views first")
         g = self.global_view_count(batch)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, v in enumerate(views):

@@ -13,6 +13,8 @@ batched helpers (:func:`inverse_coordinate_map`, :func:`view_to_view`,
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -58,6 +60,30 @@ def rot90_matrix(k: int, width: float, height: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+def full_precision(fn):
+    """Run ``fn`` with autocast off and floating tensor arguments in float32 at least.
+
+    Under bf16 autocast the matmul in :func:`apply_matrix` moves cell centres by pixels and
+    silently changes M, so geometry never follows the surrounding autocast.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        def up(x):
+            if isinstance(x, Tensor) and x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
+                return x.float()
+            return x
+
+        args = tuple(up(a) for a in args)
+        kwargs = {k: up(v) for k, v in kwargs.items()}
+        device_type = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device_type=device_type, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@full_precision
 def apply_matrix(matrices: Tensor, points: Tensor) -> Tensor:
     """Apply affine matrices to points.
 
@@ -79,15 +105,16 @@ def affine_inverse(matrices: Tensor) -> Tensor:
     a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
     d, e, f = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     det = a * e - b * d
-    inv = torch.zeros_like(m)
-    inv[..., 0, 0], inv[..., 0, 1] = e / det, -b / det
-    inv[..., 1, 0], inv[..., 1, 1] = -d / det, a / det
-    inv[..., 0, 2] = (b * f - c * e) / det
-    inv[..., 1, 2] = (c * d - a * f) / det
-    inv[..., 2, 2] = 1.0
-    return inv.to(matrices.dtype)
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    rows = [
+        torch.stack([e, -b, b * f - c * e], dim=-1) / det[..., None],
+        torch.stack([-d, a, c * d - a * f], dim=-1) / det[..., None],
+        torch.stack([zero, zero, one], dim=-1),
+    ]
+    return torch.stack(rows, dim=-2).to(matrices.dtype)
 
 
+@full_precision
 def view_to_view(matrices_a: Tensor, matrices_b: Tensor) -> Tensor:
     """Map from view a to view b, ``A_b A_a^-1``: ``[..., 3, 3]`` each, ``[..., 3, 3]`` out."""
     return matrices_b @ affine_inverse(matrices_a)
@@ -105,6 +132,7 @@ def cell_centres(grid_h: int, grid_w: int, stride: float, device=None, dtype=tor
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
 
 
+@full_precision
 def inverse_coordinate_map(matrices: Tensor, grid_h: int, grid_w: int, stride: float = 1.0) -> Tensor:
     """Original-image position of every cell centre of a view.
 
@@ -116,21 +144,30 @@ def inverse_coordinate_map(matrices: Tensor, grid_h: int, grid_w: int, stride: f
     Returns:
         ``[B, 2, grid_h, grid_w]``, channel 0 = x, channel 1 = y, in original-image pixels.
     """
-    centres = cell_centres(grid_h, grid_w, stride, matrices.device, matrices.dtype)
-    original = apply_matrix(affine_inverse(matrices), centres)  # [B, N, 2]
+    original = _original_centres(affine_inverse(matrices), (grid_h, grid_w), stride)  # [B, N, 2]
     return original.transpose(1, 2).reshape(matrices.shape[0], 2, grid_h, grid_w)
 
 
+def _original_centres(inverse: Tensor, grid: tuple[int, int], stride: float) -> Tensor:
+    """``[B, N, 2]`` original-image centres of a view's cells, from its inverse matrices."""
+    return apply_matrix(inverse, cell_centres(grid[0], grid[1], stride, inverse.device, inverse.dtype))
+
+
+def _diagonal(inverse: Tensor, stride: float) -> Tensor:
+    return stride * torch.sqrt((inverse[..., :2, :2] ** 2).sum(dim=(-1, -2)))
+
+
+@full_precision
 def cell_diagonal(matrices: Tensor, stride: float) -> Tensor:
     """Length in original-image pixels of the diagonal of one ``stride x stride`` view cell.
 
     ``matrices`` is ``[..., 3, 3]``; returns ``[...]``. Valid for any affine map (flips and quarter
     turns included): the cell's sides are the columns of the inverse linear part times ``stride``.
     """
-    inv = affine_inverse(matrices)[..., :2, :2]
-    return stride * torch.sqrt((inv**2).sum(dim=(-1, -2)))
+    return _diagonal(affine_inverse(matrices), stride)
 
 
+@full_precision
 def correspondence_mask(
     matrices_a: Tensor,
     matrices_b: Tensor,
@@ -155,13 +192,15 @@ def correspondence_mask(
     Returns:
         ``[B, N_a, N_b]`` bool, ``N = h * w`` in row-major order.
     """
-    pa = inverse_coordinate_map(matrices_a, *grid_a, stride_a).flatten(2).transpose(1, 2)
-    pb = inverse_coordinate_map(matrices_b, *grid_b, stride_b).flatten(2).transpose(1, 2)
+    inv_a, inv_b = affine_inverse(matrices_a), affine_inverse(matrices_b)
+    pa = _original_centres(inv_a, grid_a, stride_a)
+    pb = _original_centres(inv_b, grid_b, stride_b)
     dist = torch.cdist(pa, pb)  # [B, N_a, N_b]
-    radius = threshold * torch.maximum(cell_diagonal(matrices_a, stride_a), cell_diagonal(matrices_b, stride_b))
+    radius = threshold * torch.maximum(_diagonal(inv_a, stride_a), _diagonal(inv_b, stride_b))
     return dist < radius[:, None, None]
 
 
+@full_precision
 def sampling_grid(
     matrices_src: Tensor,
     matrices_dst: Tensor,

@@ -191,3 +191,7 @@ def test_global_views_from_sizes_or_config():
     wrong_order.views = wrong_order.views[::-1]
     with pytest.raises(ValueError, match="must come first"):
         model.global_view_count(wrong_order)
+    raw = make_batch(clove_recipe(64, 32, num_local=1), b=2)
+    raw.views = [v.to(torch.uint8) for v in raw.views]
+    with pytest.raises(ValueError, match="normalize_views"):
+        model(raw)
