@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torchvision
 from torch import Tensor, nn
