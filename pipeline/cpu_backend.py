@@ -7,8 +7,13 @@ scale, round each crop window to integer decoded pixels and recompute the view m
 the rounded window composed with ``scale_matrix(scale)``, resize the crop with antialiasing (torch
 uint8 ``interpolate`` on channels-last tensors: ~5x faster than PIL resize here), flip, rotate,
 apply the photometric part (:mod:`pipeline.photometric_cpu`). Batches are collated in the worker
-into a :class:`~pipeline.batch.ViewBatch` of uint8 views; the main process pins them, moves them to
-``device`` and normalises them there.
+into a :class:`~pipeline.batch.ViewBatch` of uint8 views in shared memory; the main process pins
+them, moves them to ``device`` and normalises them there. When ``device`` is the CPU itself the
+workers normalise instead (in parallel, and not in the main process that trains).
+
+Stats (``loader.stats``, also on every batch): ``samples`` (decoded), ``bad_samples``,
+``bad_shards`` (unreadable shards or tar members), ``dropped_batches`` (every sample bad), and
+``decode_M/8``: how many images were decoded at ``M/8`` of their size (8 = full size).
 
 Epochs, order and resumption (see :mod:`pipeline.source` for the stream itself):
 
@@ -29,7 +34,6 @@ Epochs, order and resumption (see :mod:`pipeline.source` for the stream itself):
 
 from __future__ import annotations
 
-import ctypes
 import random
 import warnings
 from collections.abc import Callable, Iterator
@@ -39,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
-from pipeline.batch import ViewBatch, normalize_views
+from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size, is_jpeg
 from pipeline.geometry import scale_matrix
@@ -50,7 +54,8 @@ from pipeline.source import BatchedStream, RawSample, StreamPlan, WorkerStart, l
 from pipeline.views import Recipe, build_recipe, sample_views, view_matrix
 
 STAT_KEYS = ("samples", "bad_samples", "bad_shards", "dropped_batches")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+_INV_STD = 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
 
 
 def recipe_from_config(cfg: LoaderConfig) -> Recipe:
@@ -126,17 +131,40 @@ def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_de
     return SampleViews(views, np.stack(matrices), (width, height), params.turns, sample.label, sample.key, num)
 
 
-def collate_views(items: list[SampleViews], channels_last: bool = False) -> ViewBatch:
-    """Stack per-sample views into a uint8 :class:`ViewBatch` (``stats`` left empty)."""
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """``[B, C, S, S]`` output buffer; in a DataLoader worker it lives in shared memory, so handing
+    the batch to the main process copies nothing (what torch's default collate does too)."""
+    b, c, h, w = shape
+    numel = b * c * h * w
+    if get_worker_info() is not None:
+        proto = torch.empty(0, dtype=dtype)
+        flat = proto.new(proto._typed_storage()._new_shared(numel)).view(numel)
+    else:
+        flat = torch.empty(numel, dtype=dtype)
+    if channels_last:
+        return flat.view(b, h, w, c).permute(0, 3, 1, 2)
+    return flat.view(b, c, h, w)
+
+
+def collate_views(items: list[SampleViews], channels_last: bool = False, normalize: bool = False) -> ViewBatch:
+    """Stack per-sample views into a :class:`ViewBatch` (``stats`` left empty).
+
+    uint8 views by default; ``normalize=True`` writes ImageNet-normalised float32 instead (used
+    when the training device is the CPU itself, so that the workers, not the main process, pay
+    for it).
+    """
     views = []
     for v in range(len(items[0].views)):
         size = items[0].views[v].shape[-1]
-        if channels_last:
-            buf = torch.empty((len(items), size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
-        else:
-            buf = torch.empty((len(items), 3, size, size), dtype=torch.uint8)
+        shape = (len(items), 3, size, size)
+        buf = _empty(shape, torch.uint8, channels_last) if not normalize else torch.empty(shape, dtype=torch.uint8)
         for i, item in enumerate(items):
             buf[i].copy_(item.views[v])
+        if normalize:
+            out = _empty(shape, torch.float32, channels_last)
+            out.copy_(buf)  # copy_ converts faster than .to(float32) on CPU
+            out.sub_(_MEAN).mul_(_INV_STD)
+            buf = out
         views.append(buf)
     return ViewBatch(
         views=views,
@@ -155,11 +183,13 @@ class CpuBatchMaker:
     good one) re-augmented with the bad position's RNG; otherwise drop it.
     """
 
-    def __init__(self, recipe: Recipe, *, reduced_decode: bool = True, fill_bad: bool = True, channels_last: bool = False):
+    def __init__(self, recipe: Recipe, *, reduced_decode: bool = True, fill_bad: bool = True, channels_last: bool = False,
+                 normalize: bool = False):
         self.recipe = recipe
         self.reduced_decode = reduced_decode
         self.fill_bad = fill_bad
         self.channels_last = channels_last
+        self.normalize = normalize
         self._last_good: RawSample | None = None
         self._warned = False
 
@@ -185,7 +215,7 @@ class CpuBatchMaker:
         if good:
             self._last_good = samples[good[-1]]
         if not self.fill_bad:
-            return collate_views([r for r in results if r is not None], self.channels_last) if good else None
+            return collate_views([r for r in results if r is not None], self.channels_last, self.normalize) if good else None
         for i, r in enumerate(results):
             if r is not None:
                 continue
@@ -200,7 +230,7 @@ class CpuBatchMaker:
                 results[i] = make_views(donor, self.recipe, rngs[i], self.reduced_decode)
             except Exception:
                 return None
-        return collate_views(results, self.channels_last)
+        return collate_views(results, self.channels_last, self.normalize)
 
 
 class StreamLoader:
@@ -229,10 +259,6 @@ class StreamLoader:
         self._totals = {k: 0 for k in STAT_KEYS}
         self._current: dict[int, dict[str, int]] = {}
         self._active: Iterator[ViewBatch] | None = None
-
-    @property
-    def logical_workers(self) -> int:
-        return self.plan.num_workers
 
     def _reset_position(self) -> None:
         self._starts = [WorkerStart() for _ in range(self.plan.num_workers)]
@@ -290,6 +316,10 @@ class StreamLoader:
 
     def _iterate(self) -> Iterator[ViewBatch]:
         self._fold_stats()
+        if self.plan.batches_per_rank is not None and self._consumed >= self.plan.batches_per_rank:
+            # the consumer took every batch but never exhausted the iterator: that epoch is over
+            self.epoch += 1
+            self._reset_position()
         plan = replace(self.plan, epoch=self.epoch)
         dataset = BatchedStream(plan, self.process_batch, [WorkerStart(s.positions, s.batches) for s in self._starts],
                                 self._next_worker)
@@ -301,7 +331,6 @@ class StreamLoader:
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=False,
-            worker_init_fn=_init_worker if workers > 0 else None,
         )
         for out, meta in loader:
             worker = meta["worker"]
@@ -315,26 +344,6 @@ class StreamLoader:
         self._fold_stats()
         self.epoch += 1
         self._reset_position()
-
-
-def keep_freed_memory() -> None:
-    """In a DataLoader worker: make glibc keep freed memory instead of returning it to the OS.
-
-    Views allocate many short-lived tensors of 0.1-1 MB; by default glibc serves those with fresh
-    ``mmap``s (or trims the heap), so every op page-faults on new memory. Measured: the hue op on a
-    224 px view took 1.4-2.8 ms with the defaults and 0.38 ms with these settings. The worker's
-    memory then stays at its peak, which is bounded by one batch. No-op where glibc is absent.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
-        libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
-    except (OSError, AttributeError):
-        pass
-
-
-def _init_worker(worker_id: int) -> None:
-    keep_freed_memory()
 
 
 def finish_on_device(device: torch.device | str, normalize: bool, channels_last: bool) -> Callable[[ViewBatch], ViewBatch]:
@@ -380,12 +389,16 @@ def build_cpu_loader(
         batches_per_rank=None if cfg.samples_per_epoch is None else cfg.samples_per_epoch // cfg.batch_size,
         shuffle_buffer=cfg.shuffle_buffer,
     )
-    maker = CpuBatchMaker(recipe, reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled, channels_last=cfg.channels_last)
     device = torch.device(device)
+    # On a CPU "device" the workers normalise (in parallel, single-threaded); elsewhere they ship
+    # uint8 (4x fewer bytes to pin and copy) and the device normalises.
+    in_workers = cfg.normalize and device.type == "cpu"
+    maker = CpuBatchMaker(recipe, reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled,
+                          channels_last=cfg.channels_last, normalize=in_workers)
     return StreamLoader(
         plan,
         maker,
-        finish_on_device(device, cfg.normalize, cfg.channels_last),
+        finish_on_device(device, cfg.normalize and not in_workers, cfg.channels_last),
         num_workers=cfg.num_workers,
         pin_memory=cfg.pin_memory and device.type == "cuda",
         prefetch_factor=cfg.prefetch_factor,

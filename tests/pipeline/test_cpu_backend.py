@@ -22,7 +22,15 @@ from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.cpu_backend import StreamLoader, build_cpu_loader
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size
 from pipeline.loader import build_loader
-from pipeline.photometric_cpu import PhotometricParams, apply_photometric, draw_photometric
+from pipeline.photometric_cpu import (
+    PhotometricParams,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    apply_photometric,
+    draw_photometric,
+)
 from pipeline.views import Photometric
 from tests.pipeline.test_source import run_with_timeout, small_jpegs, tiny_config, write_shards
 
@@ -178,6 +186,20 @@ def test_resume_continues_the_same_batches_without_decoding_the_skipped_ones(sha
         _assert_same(_signature(head) + rest, full)
 
 
+def test_taking_every_batch_without_exhausting_the_iterator_ends_the_epoch(shards):
+    """``for step in range(len(loader)): next(it)`` then a new ``iter()`` starts the next epoch."""
+    directory, _ = shards
+    cfg = tiny_config(directory, samples_per_epoch=8, batch_size=4, num_workers=1)
+    loader = build_cpu_loader(cfg)
+    it = iter(loader)
+    _ = [next(it) for _ in range(len(loader))]
+    second = run_with_timeout(lambda: [b.keys for b in loader])
+    fresh = build_cpu_loader(cfg)
+    fresh.set_epoch(1)
+    assert second == run_with_timeout(lambda: [b.keys for b in fresh]) and len(second) == 2
+    assert loader.state_dict()["epoch"] == 2
+
+
 def test_resume_rejects_another_worker_count(shards):
     directory, _ = shards
     state = build_cpu_loader(tiny_config(directory, samples_per_epoch=8)).state_dict()
@@ -221,7 +243,7 @@ def test_decoded_window_rounds_and_clips():
 
 
 def test_reduced_decoding_of_real_photos(real_jpegs):
-    for path in real_jpegs[:3]:
+    for path in sorted(real_jpegs, key=lambda p: p.stat().st_size)[:3]:
         data = path.read_bytes()
         full = np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
         height, width = full.shape[:2]
@@ -279,37 +301,64 @@ def test_draw_photometric_law():
     assert d.jitter_order == (0,) and d.contrast == 1.0
 
 
-def test_apply_photometric_matches_torchvision_on_pil(photo_bytes):
-    img = Image.open(io.BytesIO(photo_bytes[2])).convert("RGB").resize((64, 48))
-    arr = np.asarray(img)
+def _photo_tensor(photo: bytes, size: tuple[int, int]) -> torch.Tensor:
+    img = Image.open(io.BytesIO(photo)).convert("RGB").resize(size)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)  # [3, H, W] uint8
+
+
+def _close_to(out: torch.Tensor, ref01: torch.Tensor) -> None:
+    """uint8 ``out`` equals the float reference (in [0, 1]) up to the final rounding (1 level)."""
+    diff = (out.int() - (ref01 * 255).round().int()).abs()
+    assert diff.max() <= 1, diff.max()
+
+
+def test_apply_photometric_matches_torchvision(photo_bytes):
+    """Against torchvision's float ops applied in the drawn order (the semantics we promise)."""
+    x = _photo_tensor(photo_bytes[2], (64, 48))
+    f = x.float() / 255
     params = PhotometricParams(jitter_order=(3, 1, 0, 2), brightness=1.3, contrast=0.7, saturation=1.2, hue=-0.08,
-                               gray=False, solarize=True)
-    ref = TF.adjust_hue(img, -0.08)
-    ref = TF.adjust_contrast(ref, 0.7)
-    ref = TF.adjust_brightness(ref, 1.3)
-    ref = TF.adjust_saturation(ref, 1.2)
-    ref = TF.solarize(ref, 128)
-    assert np.array_equal(apply_photometric(arr, params), np.asarray(ref))
-    gray = apply_photometric(arr, PhotometricParams(gray=True))
-    assert np.array_equal(gray, np.asarray(TF.rgb_to_grayscale(img, num_output_channels=3)))
-    assert apply_photometric(arr, PhotometricParams()) is arr
+                               solarize=True)
+    ref = TF.adjust_saturation(TF.adjust_brightness(TF.adjust_contrast(TF.adjust_hue(f, -0.08), 0.7), 1.3), 1.2)
+    _close_to(apply_photometric(x, params), TF.solarize(ref, 128 / 255))
+    for hue in (0.5, -0.5, 0.31, 0.0):  # the whole hue circle, both directions
+        _close_to(apply_photometric(x, PhotometricParams(jitter_order=(3,), hue=hue)), TF.adjust_hue(f, hue))
+    _close_to(apply_photometric(x, PhotometricParams(gray=True)), TF.rgb_to_grayscale(f, num_output_channels=3))
+    for sigma in (0.3, 1.1, 2.0):
+        radius = math.ceil(3 * sigma)
+        ref = TF.gaussian_blur(f, [2 * radius + 1] * 2, [sigma, sigma])
+        _close_to(apply_photometric(x, PhotometricParams(blur_sigma=sigma)), ref)
+    assert apply_photometric(x, PhotometricParams()) is x
+    # a permuted channels-last view (what the backend passes) gives the same result
+    hwc = x.permute(1, 2, 0).contiguous()
+    assert torch.equal(apply_photometric(hwc.permute(2, 0, 1), params), apply_photometric(x, params))
+
+
+def test_photometric_ops_broadcast_over_a_batch(photo_bytes):
+    """The float ops take per-sample factors ``[N, 1, 1, 1]``: a batch equals one view at a time."""
+    xs = torch.stack([_photo_tensor(b, (40, 32)) for b in photo_bytes[:3]]).float()
+    factors = torch.tensor([0.7, 1.0, 1.35]).view(3, 1, 1, 1)
+    shifts = torch.tensor([-0.3, 0.0, 0.12]).view(3, 1, 1, 1)
+    for op, fs in [(adjust_brightness, factors), (adjust_contrast, factors), (adjust_saturation, factors),
+                   (adjust_hue, shifts)]:
+        batched = op(xs, fs)
+        single = torch.stack([op(xs[i], float(fs[i])) for i in range(3)])
+        torch.testing.assert_close(batched, single, rtol=0, atol=1e-3)
 
 
 def test_blur_is_a_gaussian_of_the_drawn_sigma(photo_bytes):
-    """PIL's blur (MoCo v2's) against a true Gaussian written here: close, and the sigma matters."""
-    img = np.asarray(Image.open(io.BytesIO(photo_bytes[3])).convert("RGB").resize((64, 64))).astype(np.float64)
+    """Blur against a Gaussian written here from the definition (reflected borders, radius ceil(3 sigma))."""
+    x = _photo_tensor(photo_bytes[3], (64, 64))
+    img = x.permute(1, 2, 0).numpy().astype(np.float64)
 
     def gaussian(a: np.ndarray, sigma: float) -> np.ndarray:
-        r = int(math.ceil(4 * sigma))
+        r = math.ceil(3 * sigma)
         k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma**2))
         k /= k.sum()
-        pad = np.pad(a, ((r, r), (r, r), (0, 0)), mode="edge")
+        pad = np.pad(a, ((r, r), (r, r), (0, 0)), mode="reflect")
         rows = sum(k[i] * pad[:, i : i + a.shape[1]] for i in range(2 * r + 1))
         return sum(k[i] * rows[i : i + a.shape[0]] for i in range(2 * r + 1))
 
     for sigma in (0.8, 2.0):
-        out = apply_photometric(img.astype(np.uint8), PhotometricParams(blur_sigma=sigma)).astype(np.float64)
-        inner = (slice(8, -8), slice(8, -8))
-        err_same = np.abs(out - gaussian(img, sigma))[inner].mean()
-        err_other = np.abs(out - gaussian(img, 2.8 - sigma))[inner].mean()
-        assert err_same < 1.5 and err_same < err_other
+        out = apply_photometric(x, PhotometricParams(blur_sigma=sigma)).permute(1, 2, 0).numpy().astype(np.float64)
+        assert np.abs(out - np.round(gaussian(img, sigma))).max() <= 1
+        assert np.abs(out - img).mean() > 1  # it did blur

@@ -44,7 +44,9 @@ def _to_original(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _centres(grid_h: int, grid_w: int, stride: float) -> np.ndarray:
-    return np.array([[(j + 0.5) * stride, (i + 0.5) * stride] for i in range(grid_h) for j in range(grid_w)])
+    """Cell centres ``((j + 0.5) s, (i + 0.5) s)``, row-major, ``[h * w, 2]``."""
+    jj, ii = np.meshgrid(np.arange(grid_w), np.arange(grid_h))
+    return np.stack([(jj.ravel() + 0.5) * stride, (ii.ravel() + 0.5) * stride], axis=1)
 
 
 @pytest.mark.parametrize("recipe", [clove_recipe(), gtsa_recipe()], ids=["clove", "gtsa"])

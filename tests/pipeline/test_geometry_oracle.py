@@ -27,7 +27,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import webdataset as wds
 from PIL import Image
 

@@ -125,6 +125,34 @@ def test_read_shard_groups_components_and_reads_pipes(shards):
     assert [s.key for s in piped] == [s.key for s in samples]
 
 
+@pytest.mark.parametrize("fmt, compression", [(tarfile.USTAR_FORMAT, ""), (tarfile.GNU_FORMAT, "gz"),
+                                               (tarfile.PAX_FORMAT, "xz"), (tarfile.GNU_FORMAT, "bz2")])
+def test_tar_reader_formats_long_names_and_compression(tmp_path, fmt, compression):
+    """Archives written by Python's tarfile (an independent writer) in every header format."""
+    deep = "d" * 60 + "/" + "e" * 60 if fmt != tarfile.USTAR_FORMAT else "dir/sub"  # > 100 chars: GNU L / pax path
+    files = [(f"{deep}/a.jpg", b"A" * 700), (f"{deep}/a.cls", b"7"), ("b.jpg", b"B" * 512), ("b.json", b"{}"),
+             ("c.png", b""), ("n\u00e9.jpg", b"N" * 3)]
+    if fmt == tarfile.PAX_FORMAT:
+        files.append(("x/" + "y" * 120 + ".jpg", b"Y" * 10))
+    path = tmp_path / f"t-000000.tar{'.' + compression if compression else ''}"
+    with tarfile.open(path, f"w:{compression}", format=fmt) as tar:
+        directory = tarfile.TarInfo("emptydir")  # not a regular file: skipped
+        directory.type = tarfile.DIRTYPE
+        tar.addfile(directory)
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        hidden = tarfile.TarInfo(".hidden.jpg")
+        hidden.size = 1
+        tar.addfile(hidden, io.BytesIO(b"h"))
+    counters: dict[str, int] = {}
+    got = {s.key: (s.image, s.label) for s in read_shard(str(path), counters)}
+    expected = {name.rsplit(".", 1)[0]: data for name, data in files if not name.endswith((".cls", ".json"))}
+    assert {k: v[0] for k, v in got.items()} == expected
+    assert got[f"{deep}/a"][1] == 7 and counters.get("bad_shards", 0) == 0
+
+
 def test_read_shard_counts_broken_shards_and_keeps_what_it_read(tmp_path, photo_bytes):
     path = tmp_path / "t-000000.tar"
     with wds.TarWriter(str(path)) as sink:
@@ -148,6 +176,9 @@ def test_read_shard_counts_broken_shards_and_keeps_what_it_read(tmp_path, photo_
     assert got == ["k0", "k1"] and counters["bad_shards"] == 1 and counters["bad_samples"] == 1
     counters = {}
     assert list(read_shard(str(tmp_path / "missing.tar"), counters)) == [] and counters["bad_shards"] == 1
+    (tmp_path / "garbage.tar").write_bytes(b"not a tar archive at all " * 100)
+    counters = {}
+    assert list(read_shard(str(tmp_path / "garbage.tar"), counters)) == [] and counters["bad_shards"] == 1
     counters = {}
     assert list(read_shard(f"pipe:cat {tmp_path}/missing.tar 2>/dev/null", counters)) == []
     assert counters["bad_shards"] >= 1
