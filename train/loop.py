@@ -181,10 +181,12 @@ def train(cfg: Config, resume: str | None = None) -> RunResult:
                           "streams continue approximately, not exactly", stacklevel=1)
         mine = ranks[rank % len(ranks)]
         pending_rng = mine["rng"]
+        # Always restore the data position: a reader with its own state (DALI) continues its stream
+        # from there; at an epoch's end set_epoch() below then moves every backend to the next one.
+        loader.load_state_dict(mine["loader"])
         if batch_in_epoch >= plan.batches_per_epoch // cfg.train.grad_accum * cfg.train.grad_accum:
             epoch, batch_in_epoch = epoch + 1, 0  # saved at the end of an epoch: start the next afresh
         else:
-            loader.load_state_dict(mine["loader"])
             mid_epoch = True
         now = flat_items(config_to_dict(cfg))
         changed = {k: (v, now.get(k)) for k, v in flat_items(state["config"]).items() if now.get(k) != v}
