@@ -35,7 +35,6 @@ Epochs, order and resumption (see :mod:`pipeline.source` for the stream itself):
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, get_worker_info
 
+from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size, is_jpeg
@@ -187,49 +187,20 @@ class CpuBatchMaker:
                  normalize: bool = False):
         self.recipe = recipe
         self.reduced_decode = reduced_decode
-        self.fill_bad = fill_bad
         self.channels_last = channels_last
         self.normalize = normalize
-        self._last_good: RawSample | None = None
-        self._warned = False
+        self.guard = BadSampleGuard(fill_bad)
 
-    def _try(self, sample: RawSample, rng: random.Random, counters: dict[str, int]) -> SampleViews | None:
-        try:
-            return make_views(sample, self.recipe, rng, self.reduced_decode)
-        except DecodeError:
-            pass
-        except Exception as e:  # never kill a worker over one sample, but say what happened once
-            if not self._warned:
-                warnings.warn(f"skipping sample {sample.key!r} of {sample.url}: {type(e).__name__}: {e}", stacklevel=2)
-                self._warned = True
-        counters["bad_samples"] = counters.get("bad_samples", 0) + 1
-        return None
+    def _make(self, sample: RawSample, rng: random.Random) -> SampleViews:
+        return make_views(sample, self.recipe, rng, self.reduced_decode)
 
     def __call__(self, samples: list[RawSample], rngs: list[random.Random], counters: dict[str, int]) -> ViewBatch | None:
-        results = [self._try(s, r, counters) for s, r in zip(samples, rngs)]
-        good = [i for i, r in enumerate(results) if r is not None]
-        counters["samples"] = counters.get("samples", 0) + len(good)
-        for i in good:  # how often reduced decoding kicks in (decode_8/8 = full size)
-            name = f"decode_{results[i].decode_num}/8"
+        results = self.guard.run(self._make, samples, rngs, counters)
+        if results is None:
+            return None
+        for r in results:  # how often reduced decoding kicks in (decode_8/8 = full size)
+            name = f"decode_{r.decode_num}/8"
             counters[name] = counters.get(name, 0) + 1
-        if good:
-            self._last_good = samples[good[-1]]
-        if not self.fill_bad:
-            return collate_views([r for r in results if r is not None], self.channels_last, self.normalize) if good else None
-        for i, r in enumerate(results):
-            if r is not None:
-                continue
-            # Substitutes were decoded once already: a failure here means a non-deterministic bug.
-            if good:
-                donor = samples[rngs[i].choice(good)]
-            elif self._last_good is not None:
-                donor = self._last_good
-            else:
-                return None
-            try:
-                results[i] = make_views(donor, self.recipe, rngs[i], self.reduced_decode)
-            except Exception:
-                return None
         return collate_views(results, self.channels_last, self.normalize)
 
 

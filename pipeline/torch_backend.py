@@ -40,6 +40,7 @@ import simplejpeg
 import torch
 from torch import Tensor
 
+from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch
 from pipeline.config import LoaderConfig
 from pipeline.cpu_backend import StreamLoader, recipe_from_config
@@ -156,45 +157,15 @@ class TorchBatchMaker:
         self.recipe = recipe
         self.gpu_decode = gpu_decode
         self.reduced_decode = reduced_decode
-        self.fill_bad = fill_bad
         self.groups = view_groups(recipe)
-        self._last_good: RawSample | None = None
-        self._warned = False
+        self.guard = BadSampleGuard(fill_bad)
 
     def _draw(self, sample: RawSample, rng: random.Random) -> Drawn:
         return draw_sample(sample, self.recipe, rng, self.gpu_decode, self.reduced_decode)
 
-    def _try(self, sample: RawSample, rng: random.Random, counters: dict[str, int]) -> Drawn | None:
-        try:
-            return self._draw(sample, rng)
-        except DecodeError:
-            pass
-        except Exception as e:  # never kill a worker over one sample, but say what happened once
-            if not self._warned:
-                warnings.warn(f"skipping sample {sample.key!r} of {sample.url}: {type(e).__name__}: {e}", stacklevel=2)
-                self._warned = True
-        counters["bad_samples"] = counters.get("bad_samples", 0) + 1
-        return None
-
     def __call__(self, samples: list[RawSample], rngs: list[random.Random], counters: dict[str, int]) -> RawBatch | None:
-        results = [self._try(s, r, counters) for s, r in zip(samples, rngs)]
-        good = [i for i, r in enumerate(results) if r is not None]
-        counters["samples"] = counters.get("samples", 0) + len(good)
-        if good:
-            self._last_good = samples[good[-1]]
-        if not self.fill_bad:
-            return collate_drawn([r for r in results if r is not None], self.groups) if good else None
-        for i, r in enumerate(results):
-            if r is not None:
-                continue
-            donor = samples[rngs[i].choice(good)] if good else self._last_good
-            if donor is None:
-                return None
-            try:
-                results[i] = self._draw(donor, rngs[i])
-            except Exception:
-                return None
-        return collate_drawn(results, self.groups)
+        results = self.guard.run(self._draw, samples, rngs, counters)
+        return None if results is None else collate_drawn(results, self.groups)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Skip-and-count for bad samples inside a worker's batch, shared by the cpu and torch backends."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.decode import DecodeError
+from pipeline.source import RawSample
+
+
+class BadSampleGuard:
+    """Runs ``make(sample, rng)`` over a batch; a sample that fails is counted in
+    ``counters["bad_samples"]`` and never kills the worker.
+
+    ``fill_bad``: replace a bad sample by another good sample of the batch (or the worker's last
+    good one) made again with the bad position's RNG, so batches keep their size; otherwise drop it.
+    """
+
+    def __init__(self, fill_bad: bool = True):
+        self.fill_bad = fill_bad
+        self._last_good: RawSample | None = None
+        self._warned = False
+
+    def _try(self, make: Callable, sample: RawSample, rng: random.Random, counters: dict[str, int]) -> Any | None:
+        try:
+            return make(sample, rng)
+        except DecodeError:
+            pass
+        except Exception as e:  # never kill a worker over one sample, but say what happened once
+            if not self._warned:
+                warnings.warn(f"skipping sample {sample.key!r} of {sample.url}: {type(e).__name__}: {e}", stacklevel=3)
+                self._warned = True
+        counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+        return None
+
+    def run(
+        self,
+        make: Callable[[RawSample, random.Random], Any],
+        samples: list[RawSample],
+        rngs: list[random.Random],
+        counters: dict[str, int],
+    ) -> list[Any] | None:
+        """Results in batch order, or None when nothing usable is left."""
+        results = [self._try(make, s, r, counters) for s, r in zip(samples, rngs)]
+        good = [i for i, r in enumerate(results) if r is not None]
+        counters["samples"] = counters.get("samples", 0) + len(good)
+        if good:
+            self._last_good = samples[good[-1]]
+        if not self.fill_bad:
+            return [r for r in results if r is not None] or None
+        for i, r in enumerate(results):
+            if r is not None:
+                continue
+            donor = samples[rngs[i].choice(good)] if good else self._last_good
+            if donor is None:
+                return None
+            try:  # the donor was made once already: a failure here is a non-deterministic bug
+                results[i] = make(donor, rngs[i])
+            except Exception:
+                return None
+        return results
