@@ -50,7 +50,7 @@ from pipeline.config import LoaderConfig
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size, is_jpeg
 from pipeline.geometry import scale_matrix
 from pipeline.photometric_cpu import apply_photometric, draw_photometric
-from pipeline.source import BatchedStream, RawSample, StreamPlan, WorkerStart, list_shards
+from pipeline.source import BatchedStream, RawSample, StreamPlan, WorkerStart, plan_from_config
 from pipeline.views import Recipe, build_recipe, sample_views, view_matrix
 
 STAT_KEYS = ("samples", "bad_samples", "bad_shards", "dropped_batches")
@@ -344,22 +344,11 @@ def build_cpu_loader(
     ``recipe`` overrides the one named by ``cfg`` (custom view sets, tests); ``cfg.photometric``
     still switches its photometric part off.
     """
-    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < cfg.batch_size:
-        raise ValueError(f"samples_per_epoch ({cfg.samples_per_epoch}) must be at least batch_size ({cfg.batch_size})")
     if recipe is None:
         recipe = recipe_from_config(cfg)
     elif not cfg.photometric:
         recipe = recipe.without_photometric()
-    plan = StreamPlan(
-        urls=tuple(list_shards(cfg.shards)),
-        seed=cfg.seed,
-        rank=rank,
-        world_size=world_size,
-        num_workers=max(1, cfg.num_workers),
-        batch_size=cfg.batch_size,
-        batches_per_rank=None if cfg.samples_per_epoch is None else cfg.samples_per_epoch // cfg.batch_size,
-        shuffle_buffer=cfg.shuffle_buffer,
-    )
+    plan = plan_from_config(cfg, rank, world_size)
     device = torch.device(device)
     # On a CPU "device" the workers normalise (in parallel, single-threaded); elsewhere they ship
     # uint8 (4x fewer bytes to pin and copy) and the device normalises.

@@ -47,6 +47,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset import gopen
 from webdataset.shardlists import expand_urls
 
+from pipeline.config import LoaderConfig
 from pipeline.tar_reader import TarReader
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif")
@@ -239,6 +240,22 @@ class StreamPlan:
             empty = 0 if got else empty + 1
             if empty > MAX_EMPTY_SHARD_ROUNDS * len(self.urls):
                 raise RuntimeError(f"no readable sample in {empty} shards drawn in a row from {self.urls[0]} ...")
+
+
+def plan_from_config(cfg: LoaderConfig, rank: int, world_size: int) -> StreamPlan:
+    """This rank's :class:`StreamPlan` for a loader config (shared by the cpu and torch backends)."""
+    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < cfg.batch_size:
+        raise ValueError(f"samples_per_epoch ({cfg.samples_per_epoch}) must be at least batch_size ({cfg.batch_size})")
+    return StreamPlan(
+        urls=tuple(list_shards(cfg.shards)),
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=max(1, cfg.num_workers),
+        batch_size=cfg.batch_size,
+        batches_per_rank=None if cfg.samples_per_epoch is None else cfg.samples_per_epoch // cfg.batch_size,
+        shuffle_buffer=cfg.shuffle_buffer,
+    )
 
 
 @dataclass

@@ -48,7 +48,7 @@ from pipeline.decode import DecodeError, choose_scale, decode_image, image_size,
 from pipeline.photometric_cpu import PhotometricParams, draw_photometric
 from pipeline.photometric_gpu import PhotometricArrays, augment
 from pipeline.resample import build_atlas, render_views, scale_matrices
-from pipeline.source import RawSample, StreamPlan, list_shards
+from pipeline.source import RawSample, plan_from_config
 from pipeline.views import Recipe, sample_views
 
 
@@ -332,21 +332,10 @@ def build_torch_loader(
     cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
 ) -> TorchLoader:
     """The torch backend's :class:`~pipeline.loader.ViewLoader` for one rank (module docstring)."""
-    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < cfg.batch_size:
-        raise ValueError(f"samples_per_epoch ({cfg.samples_per_epoch}) must be at least batch_size ({cfg.batch_size})")
     device = torch.device(device)
     mode = resolve_decode(cfg.decode, device)
     recipe = recipe_from_config(cfg)
-    plan = StreamPlan(
-        urls=tuple(list_shards(cfg.shards)),
-        seed=cfg.seed,
-        rank=rank,
-        world_size=world_size,
-        num_workers=max(1, cfg.num_workers),
-        batch_size=cfg.batch_size,
-        batches_per_rank=None if cfg.samples_per_epoch is None else cfg.samples_per_epoch // cfg.batch_size,
-        shuffle_buffer=cfg.shuffle_buffer,
-    )
+    plan = plan_from_config(cfg, rank, world_size)
     maker = TorchBatchMaker(recipe, gpu_decode=mode == "gpu", reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled)
     augmenter = DeviceAugmenter(recipe, device, normalize=cfg.normalize, channels_last=cfg.channels_last)
     stream = StreamLoader(
