@@ -6,10 +6,11 @@ leaves every crop at least its output size (:func:`pipeline.decode.choose_scale`
 scale, round each crop window to integer decoded pixels and recompute the view matrix exactly from
 the rounded window composed with ``scale_matrix(scale)``, resize the crop with antialiasing (torch
 uint8 ``interpolate`` on channels-last tensors: ~5x faster than PIL resize here), flip, rotate,
-apply the photometric part (:mod:`pipeline.photometric_cpu`). Batches are collated in the worker
-into a :class:`~pipeline.batch.ViewBatch` of uint8 views in shared memory; the main process pins
-them, moves them to ``device`` and normalises them there. When ``device`` is the CPU itself the
-workers normalise instead (in parallel, and not in the main process that trains).
+apply the photometric part (:mod:`pipeline.photometric_cpu`, OpenCV on HWC uint8 arrays). Batches
+are collated in the worker into a :class:`~pipeline.batch.ViewBatch` of uint8 views in shared
+memory; the main process pins them, moves them to ``device`` and normalises them there. When
+``device`` is the CPU itself the workers normalise instead (in parallel, and not in the main
+process that trains), by a lookup table while collating.
 
 Stats (``loader.stats``, also on every batch): ``samples`` (decoded), ``bad_samples``,
 ``bad_shards`` (unreadable shards or tar members), ``dropped_batches`` (every sample bad), and
@@ -39,6 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,13 +51,13 @@ from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch, normalize_vie
 from pipeline.config import LoaderConfig
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size, is_jpeg
 from pipeline.geometry import scale_matrix
-from pipeline.photometric_cpu import apply_photometric, draw_photometric
+from pipeline.photometric import draw_photometric
+from pipeline.photometric_cpu import apply_photometric
+from pipeline.shared_buffers import NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPool, allocate
 from pipeline.source import BatchedStream, RawSample, StreamPlan, WorkerStart, plan_from_config
 from pipeline.views import Recipe, build_recipe, sample_views, view_matrix
 
 STAT_KEYS = ("samples", "bad_samples", "bad_shards", "dropped_batches")
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
-_INV_STD = 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
 
 
 def recipe_from_config(cfg: LoaderConfig) -> Recipe:
@@ -74,7 +76,7 @@ def recipe_from_config(cfg: LoaderConfig) -> Recipe:
 class SampleViews:
     """Every view of one sample, as produced in a worker."""
 
-    views: list[torch.Tensor]  # V x [3, S_v, S_v] uint8 (any strides)
+    views: list[np.ndarray]  # V x [S_v, S_v, 3] uint8, C-contiguous (HWC)
     matrices: np.ndarray  # [V, 3, 3] float64, original -> view
     size: tuple[int, int]  # original (W, H)
     turns: np.ndarray  # [V] int64
@@ -83,19 +85,25 @@ class SampleViews:
     decode_num: int = 8  # decoded at decode_num / 8 of the original size
 
 
-def resize_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int, mode: str) -> torch.Tensor:
+# quarter turns counter-clockwise (torch.rot90 / np.rot90 over (H, W)) as OpenCV rotation codes
+_ROTATE = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def resize_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int, mode: str) -> np.ndarray:
     """Crop ``image`` ``[h, w, 3]`` uint8 to integer ``window`` ``(x0, y0, w, h)`` and resize it to
     ``size x size`` (antialiased when shrinking, half-pixel centres as the geometry contract wants).
 
-    Returns ``[size, size, 3]`` uint8 (a view of a channels-last tensor).
+    Returns ``[size, size, 3]`` uint8, C-contiguous.
     """
     x0, y0, w, h = window
-    crop = image[y0 : y0 + h, x0 : x0 + w].permute(2, 0, 1).unsqueeze(0)
-    if (h, w) != (size, size):
-        # uint8 channels-last is torch's fast (SIMD) path for antialiased bilinear/bicubic.
-        crop = crop.contiguous(memory_format=torch.channels_last)
-        crop = F.interpolate(crop, size=(size, size), mode=mode, antialias=True, align_corners=False)
-    return crop[0].permute(1, 2, 0)
+    crop = image[y0 : y0 + h, x0 : x0 + w]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(crop.numpy())
+    # uint8 channels-last is torch's fast (SIMD) path for antialiased bilinear/bicubic, and its
+    # output is channels-last too, i.e. an HWC array.
+    crop = crop.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(crop, size=(size, size), mode=mode, antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0).numpy()
 
 
 def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_decode: bool = True) -> SampleViews:
@@ -121,29 +129,36 @@ def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_de
         flip, turns = bool(params.flips[v]), int(params.turns[v])
         # Exact: the matrix of the window really cropped, composed with the decode scale.
         matrices.append(view_matrix(window, spec.size, flip, turns) @ to_decoded)
-        view = resize_crop(image, window, spec.size, spec.interpolation).permute(2, 0, 1)  # CHW view
+        view = resize_crop(image, window, spec.size, spec.interpolation)
         if flip:
-            view = view.flip(-1)
+            view = cv2.flip(view, 1)
         if turns:
-            view = torch.rot90(view, turns, dims=(-2, -1))
+            view = cv2.rotate(view, _ROTATE[turns])
         views.append(apply_photometric(view, photometric[v]))
     num = round(decoded.scale * 8)
     return SampleViews(views, np.stack(matrices), (width, height), params.turns, sample.label, sample.key, num)
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
-    """``[B, C, S, S]`` output buffer; in a DataLoader worker it lives in shared memory, so handing
-    the batch to the main process copies nothing (what torch's default collate does too)."""
-    b, c, h, w = shape
-    numel = b * c * h * w
-    if get_worker_info() is not None:
-        proto = torch.empty(0, dtype=dtype)
-        flat = proto.new(proto._typed_storage()._new_shared(numel)).view(numel)
-    else:
-        flat = torch.empty(numel, dtype=dtype)
+# uint8 level -> ImageNet-normalised float32, per channel: normalising is one table lookup.
+_NORMALIZE_LUT = ((np.arange(256, dtype=np.float64)[:, None] - np.array(IMAGENET_MEAN) * 255.0)
+                  / (np.array(IMAGENET_STD) * 255.0)).astype(np.float32)  # [256, 3]
+_NORMALIZE_LUT_HWC = _NORMALIZE_LUT.reshape(256, 1, 3)
+_NORMALIZE_LUT_PLANES = [np.ascontiguousarray(_NORMALIZE_LUT[:, c]) for c in range(3)]
+
+
+def _write_view(dst: np.ndarray, view: np.ndarray, channels_last: bool, normalize: bool) -> None:
+    """Write one HWC uint8 view into its batch slot: ``dst`` is ``[S, S, 3]`` (channels-last
+    buffer) or ``[3, S, S]``, uint8, or float32 normalised with ImageNet's mean/std."""
     if channels_last:
-        return flat.view(b, h, w, c).permute(0, 3, 1, 2)
-    return flat.view(b, c, h, w)
+        if normalize:
+            cv2.LUT(view, _NORMALIZE_LUT_HWC, dst=dst)
+        else:
+            np.copyto(dst, view)
+    elif normalize:
+        for c, plane in enumerate(cv2.split(view)):
+            cv2.LUT(plane, _NORMALIZE_LUT_PLANES[c], dst=dst[c])
+    else:
+        cv2.split(view, [dst[0], dst[1], dst[2]])
 
 
 def collate_views(items: list[SampleViews], channels_last: bool = False, normalize: bool = False) -> ViewBatch:
@@ -151,21 +166,19 @@ def collate_views(items: list[SampleViews], channels_last: bool = False, normali
 
     uint8 views by default; ``normalize=True`` writes ImageNet-normalised float32 instead (used
     when the training device is the CPU itself, so that the workers, not the main process, pay
-    for it).
+    for it). Each view is written into its slot by one OpenCV pass (a copy, a channel split or a
+    lookup table), straight into (recycled) shared memory in a worker.
     """
+    sizes = [view.shape[0] for view in items[0].views]
+    shapes = [(len(items), size, size, 3) if channels_last else (len(items), 3, size, size) for size in sizes]
+    # one buffer for every view of the batch: recycled shared memory in a worker (pipeline.shared_buffers)
+    buffers = allocate(shapes, torch.float32 if normalize else torch.uint8)
     views = []
-    for v in range(len(items[0].views)):
-        size = items[0].views[v].shape[-1]
-        shape = (len(items), 3, size, size)
-        buf = _empty(shape, torch.uint8, channels_last) if not normalize else torch.empty(shape, dtype=torch.uint8)
+    for v, buf in enumerate(buffers):
+        slots = buf.numpy()
         for i, item in enumerate(items):
-            buf[i].copy_(item.views[v])
-        if normalize:
-            out = _empty(shape, torch.float32, channels_last)
-            out.copy_(buf)  # copy_ converts faster than .to(float32) on CPU
-            out.sub_(_MEAN).mul_(_INV_STD)
-            buf = out
-        views.append(buf)
+            _write_view(slots[i], item.views[v], channels_last, normalize)
+        views.append(buf.permute(0, 3, 1, 2) if channels_last else buf)  # [B, 3, S, S] either way
     return ViewBatch(
         views=views,
         matrices=torch.from_numpy(np.stack([it.matrices for it in items])).float(),
@@ -292,9 +305,11 @@ class StreamLoader:
             self.epoch += 1
             self._reset_position()
         plan = replace(self.plan, epoch=self.epoch)
-        dataset = BatchedStream(plan, self.process_batch, [WorkerStart(s.positions, s.batches) for s in self._starts],
-                                self._next_worker)
         workers = self.num_workers
+        # batches in flight per worker: prefetch_factor queued + the one the consumer holds + one spare
+        pool = BufferPool(workers, self.prefetch_factor + 2) if workers > 0 and STORAGE_LIFETIME_TRACKED else None
+        dataset = BatchedStream(plan, self.process_batch, [WorkerStart(s.positions, s.batches) for s in self._starts],
+                                self._next_worker, pool)
         loader = DataLoader(
             dataset,
             batch_size=None,
@@ -309,6 +324,12 @@ class StreamLoader:
             self._current[worker] = meta["counters"]
             self._consumed += 1
             self._next_worker = (worker + 1) % plan.num_workers
+            physical, slot = meta["buffer"]
+            if pool is not None and slot != NO_SLOT:
+                if self.pin_memory:  # the DataLoader already copied the batch into pinned memory
+                    pool.release(physical, slot)
+                else:
+                    pool.release_when_freed(out.views[0].untyped_storage(), physical, slot)
             batch = self.finish(out)
             batch.stats = self.stats
             yield batch

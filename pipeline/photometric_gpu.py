@@ -5,8 +5,8 @@ the tests use as the per-sample reference): colour jitter (brightness, contrast,
 in a per-sample random order) -> grayscale -> Gaussian blur -> solarize. Images are float
 ``[N, 3, S, S]`` in ``[0, 255]`` (what :mod:`pipeline.resample` produces); every op clamps to that
 range as torchvision's do. The parameters are drawn by the shared law,
-:func:`pipeline.photometric_cpu.draw_photometric`, in the workers; the blur here is a true
-Gaussian of that sigma (the cpu backend runs PIL's box approximation of the same sigma).
+:func:`pipeline.photometric.draw_photometric`, in the workers. Values stay float between ops
+(the cpu backend, :mod:`pipeline.photometric_cpu`, rounds to uint8 after each op as PIL does).
 
 Why hand-written rather than Kornia: Kornia's ``ColorJitter`` draws its own parameters (we must
 use the shared law and the parameters drawn in the workers) and measured ~2.5x slower than the
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.photometric_cpu import PhotometricParams, params_to_tensors
+from pipeline.photometric import PhotometricParams, params_to_tensors
 
 GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
@@ -126,7 +126,7 @@ class PhotometricArrays:
         jitter: ``[N]`` bool, colour jitter applied.
         factors: ``[N, 4]`` float, brightness / contrast / saturation factors and hue shift (turns).
         order: ``[N, 4]`` long, the op applied at each step (0 brightness, 1 contrast,
-            2 saturation, 3 hue; -1 none), as :func:`pipeline.photometric_cpu.params_to_tensors`.
+            2 saturation, 3 hue; -1 none), as :func:`pipeline.photometric.params_to_tensors`.
         gray: ``[N]`` bool.
         blur_sigma: ``[N]`` float, 0 where no blur.
         solarize: ``[N]`` bool.
@@ -152,7 +152,7 @@ class PhotometricArrays:
 
     @staticmethod
     def from_params(params: list[PhotometricParams]) -> "PhotometricArrays":
-        """From the drawn parameters of :mod:`pipeline.photometric_cpu` (the shared law)."""
+        """From the drawn parameters of :mod:`pipeline.photometric` (the shared law)."""
         t = params_to_tensors(params)
         factors = torch.stack([t["brightness"], t["contrast"], t["saturation"], t["hue"]], dim=1)
         return PhotometricArrays(t["jitter"], factors, t["order"], t["gray"], t["blur_sigma"], t["solarize"])

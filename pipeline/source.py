@@ -48,6 +48,7 @@ from webdataset import gopen
 from webdataset.shardlists import expand_urls
 
 from pipeline.config import LoaderConfig
+from pipeline.shared_buffers import BufferPool, take_last_slot, use_pool
 from pipeline.tar_reader import TarReader
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif")
@@ -276,7 +277,7 @@ class BatchedStream(IterableDataset):
     """An IterableDataset that yields ``(batch, meta)``, batches formed inside each worker.
 
     ``meta`` = ``{"worker": logical worker, "position": positions consumed, "batches": batches
-    yielded so far, "counters": {...}}`` lets the main process track the data position exactly.
+    yielded so far, "counters": {...}, "buffer": (physical worker, pool slot)}`` lets the main process track the data position exactly.
     Physical DataLoader worker ``p`` plays logical worker ``(p + offset) % W``; a resumed epoch sets
     ``offset`` to the worker that was next, so the DataLoader's round robin continues the
     interrupted order. The loader sets ``epoch``, ``starts`` and ``offset`` before each iteration
@@ -287,10 +288,12 @@ class BatchedStream(IterableDataset):
     process_batch: ProcessBatch
     starts: list[WorkerStart] = field(default_factory=list)
     offset: int = 0
+    pool: BufferPool | None = None  # recycled batch buffers (pipeline.shared_buffers), workers only
 
     def __iter__(self) -> Iterator[tuple[Any, dict]]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
+        use_pool(self.pool if info is not None else None, physical)
         plan = self.plan
         worker = (physical + self.offset) % plan.num_workers
         start = self.starts[worker] if self.starts else WorkerStart()
@@ -311,6 +314,7 @@ class BatchedStream(IterableDataset):
             rngs = [sample_rng(plan.seed, plan.epoch, plan.rank, worker, position + i) for i in range(len(chunk))]
             position += len(chunk)
             out = self.process_batch(chunk, rngs, counters)
+            slot = take_last_slot()
             if out is None:
                 counters["dropped_batches"] = counters.get("dropped_batches", 0) + 1
                 dropped_in_a_row += 1
@@ -319,4 +323,5 @@ class BatchedStream(IterableDataset):
                 continue
             dropped_in_a_row = 0
             produced += 1
-            yield out, {"worker": worker, "position": position, "batches": produced, "counters": dict(counters)}
+            yield out, {"worker": worker, "position": position, "batches": produced, "counters": dict(counters),
+                        "buffer": (physical, slot)}

@@ -2,7 +2,7 @@
 
 Per sample, in a worker: original size from the header, every view's geometry drawn on it
 (:func:`pipeline.views.sample_views`), photometric parameters drawn by the shared law
-(:func:`pipeline.photometric_cpu.draw_photometric`), then
+(:func:`pipeline.photometric.draw_photometric`), then
 
 * ``decode="gpu"``: the raw JPEG bytes are shipped as they are; the main process decodes the whole
   batch with nvJPEG in one ``torchvision.io.decode_jpeg(list, device=...)`` call. Non-JPEG and
@@ -45,7 +45,7 @@ from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch
 from pipeline.config import LoaderConfig
 from pipeline.cpu_backend import StreamLoader, recipe_from_config
 from pipeline.decode import DecodeError, choose_scale, decode_image, image_size, is_jpeg
-from pipeline.photometric_cpu import PhotometricParams, draw_photometric
+from pipeline.photometric import PhotometricParams, draw_photometric
 from pipeline.photometric_gpu import PhotometricArrays, augment
 from pipeline.resample import build_atlas, render_views, scale_matrices
 from pipeline.source import RawSample, plan_from_config

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from pipeline.photometric_cpu import draw_photometric
+from pipeline.photometric import draw_photometric
 from pipeline.photometric_gpu import (
     PhotometricArrays,
     adjust_brightness,
@@ -109,7 +109,7 @@ def reference_chain(img: torch.Tensor, p: PhotometricArrays, i: int, radius: int
 
 
 def test_batched_chain_with_shared_law_matches_per_sample_reference():
-    # Parameters drawn by the shared law (pipeline.photometric_cpu), strong probabilities so
+    # Parameters drawn by the shared law (pipeline.photometric), strong probabilities so
     # that every op and many orders occur; each sample checked against the chain written out.
     rng = random.Random(0)
     spec = Photometric((0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.3, blur_p=0.5, solarize_p=0.3)

@@ -136,7 +136,7 @@ def test_coordinate_images_through_the_device_step_with_decode_scale():
     items = []
     for k in range(3):
         p = sample_views(orig_w, orig_h, recipe, rng)
-        from pipeline.photometric_cpu import IDENTITY
+        from pipeline.photometric import IDENTITY
         from pipeline.torch_backend import Drawn
 
         items.append(Drawn(torch.from_numpy(img), False, 0.5, p.matrices, p.turns, [IDENTITY], (orig_w, orig_h), -1,
