@@ -165,12 +165,18 @@ class MaskCounter:
 
 def run_backend(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
     from pipeline.loader import build_loader
+    from pipeline.torch_backend import build_torch_stream
 
-    loader = build_loader(cfg, device=device)
     recipe = recipe_from_config(cfg)
     counter = MaskCounter(recipe.sizes, recipe.num_global, device) if args.with_m else None
-    batches = ((b.batch_size, b) for b in endless(loader))
     label = f"{cfg.backend}" + (f"/decode={cfg.decode}" if cfg.backend == "torch" else "")
+    if args.stream_only:  # the torch backend's workers -> main process, without the device step
+        loader = build_torch_stream(cfg, gpu_decode=cfg.decode == "gpu", device=device)
+        batches = ((len(raw.spans), raw) for raw in endless(loader))
+        label += "/stream"
+    else:
+        loader = build_loader(cfg, device=device)
+        batches = ((b.batch_size, b) for b in endless(loader))
     try:
         return measure(label, batches, steps=args.steps, warmup=args.warmup, device=device,
                        views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
@@ -284,6 +290,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="also measure full-size decoding of the same files with the same workers")
     ap.add_argument("--with-m", action="store_true",
                     help="also compute CLoVE's correspondence masks M (stride 32) per batch on the device (backend run only)")
+    ap.add_argument("--stream-only", action="store_true",
+                    help="torch backend: measure only what the workers hand the main process (raw batches: JPEG "
+                    "bytes with --decode gpu, pixels with --decode cpu), i.e. how fast the CPU side can feed the "
+                    "device step; runs without a GPU")
     ap.add_argument("--no-photometric", action="store_true", help="geometry only (photometric augmentation off)")
     ap.add_argument("--no-normalize", action="store_true",
                     help="keep uint8 views (skip the float normalisation on --device; the reference always normalises)")
@@ -295,6 +305,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.workers < 0:
         ap.error("--warmup and --workers must not be negative")
+    if args.stream_only and (args.backend != "torch" or args.with_m):
+        ap.error("--stream-only measures the torch backend's workers: use it with --backend torch, without --with-m")
     return args
 
 

@@ -220,7 +220,12 @@ class CpuBatchMaker:
 class StreamLoader:
     """A :class:`~pipeline.loader.ViewLoader` over a :class:`BatchedStream`, for any backend whose
     workers build the batches (``finish`` turns a worker batch into the final :class:`ViewBatch` on
-    the device, e.g. normalising it)."""
+    the device, e.g. normalising it).
+
+    ``pooled``: for workers that allocate their batches with :func:`pipeline.shared_buffers.allocate`,
+    a function giving a tensor on that memory of a received batch, so the loader can hand the
+    buffer back to its worker once the batch is gone (None: no recycling).
+    """
 
     def __init__(
         self,
@@ -231,10 +236,12 @@ class StreamLoader:
         num_workers: int,
         pin_memory: bool = False,
         prefetch_factor: int = 2,
+        pooled: Callable[[Any], torch.Tensor] | None = None,
     ):
         self.plan = plan
         self.process_batch = process_batch
         self.finish = finish
+        self.pooled = pooled
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
@@ -307,7 +314,8 @@ class StreamLoader:
         plan = replace(self.plan, epoch=self.epoch)
         workers = self.num_workers
         # batches in flight per worker: prefetch_factor queued + the one the consumer holds + one spare
-        pool = BufferPool(workers, self.prefetch_factor + 2) if workers > 0 and STORAGE_LIFETIME_TRACKED else None
+        recycle = self.pooled is not None and workers > 0 and STORAGE_LIFETIME_TRACKED
+        pool = BufferPool(workers, self.prefetch_factor + 2) if recycle else None
         dataset = BatchedStream(plan, self.process_batch, [WorkerStart(s.positions, s.batches) for s in self._starts],
                                 self._next_worker, pool)
         loader = DataLoader(
@@ -329,7 +337,7 @@ class StreamLoader:
                 if self.pin_memory:  # the DataLoader already copied the batch into pinned memory
                     pool.release(physical, slot)
                 else:
-                    pool.release_when_freed(out.views[0].untyped_storage(), physical, slot)
+                    pool.release_when_freed(self.pooled(out).untyped_storage(), physical, slot)
             batch = self.finish(out)
             batch.stats = self.stats
             yield batch
@@ -383,4 +391,9 @@ def build_cpu_loader(
         num_workers=cfg.num_workers,
         pin_memory=cfg.pin_memory and device.type == "cuda",
         prefetch_factor=cfg.prefetch_factor,
+        pooled=_view_memory,
     )
+
+
+def _view_memory(batch: ViewBatch) -> torch.Tensor:
+    return batch.views[0]  # every view of a worker batch is carved from one buffer (collate_views)

@@ -48,6 +48,7 @@ from pipeline.decode import DecodeError, choose_scale, decode_image, image_size,
 from pipeline.photometric import PhotometricParams, draw_photometric
 from pipeline.photometric_gpu import PhotometricArrays, augment
 from pipeline.resample import build_atlas, render_views, scale_matrices
+from pipeline.shared_buffers import ALIGN, allocate
 from pipeline.source import RawSample, plan_from_config
 from pipeline.views import Recipe, sample_views
 
@@ -56,7 +57,7 @@ from pipeline.views import Recipe, sample_views
 class Drawn:
     """One sample as a worker ships it: pixels or bytes, plus everything drawn for its views."""
 
-    data: Tensor  # [h, w, 3] uint8 decoded pixels, or [n] uint8 encoded JPEG bytes
+    data: np.ndarray  # [h, w, 3] uint8 decoded pixels, or [n] uint8 encoded JPEG bytes
     encoded: bool
     scale: float  # decoded pixels per original pixel (1.0 for bytes: nvJPEG decodes full size)
     matrices: np.ndarray  # [V, 3, 3] float64
@@ -70,9 +71,11 @@ class Drawn:
 
 @dataclass
 class RawBatch:
-    """A worker's batch for the device: variable-size images, so not stacked."""
+    """A worker's batch for the device: variable-size images, so not stacked but packed back to
+    back in one buffer — one piece of (recycled) shared memory per batch, one copy to pin."""
 
-    data: list[Tensor]
+    buffer: Tensor  # [N] uint8
+    spans: list[tuple[int, tuple[int, ...]]]  # per sample: offset in ``buffer``, shape of its data
     encoded: list[bool]
     scales: Tensor  # [B] float64
     matrices: Tensor  # [B, V, 3, 3] float64
@@ -84,10 +87,15 @@ class RawBatch:
     nbytes: int
     extra: dict = field(default_factory=dict)
 
+    def item(self, i: int, buffer: Tensor | None = None) -> Tensor:
+        """Sample ``i``'s data, a view of ``buffer`` (default: this batch's): ``[n]`` uint8 JPEG
+        bytes or ``[h, w, 3]`` uint8 pixels."""
+        offset, shape = self.spans[i]
+        return (self.buffer if buffer is None else buffer)[offset : offset + int(np.prod(shape))].view(shape)
+
     def pin_memory(self) -> "RawBatch":
         """Called by DataLoader(pin_memory=True): pinned tensors copy to the GPU asynchronously."""
-        self.data = [t.pin_memory() for t in self.data]
-        for name in ("matrices", "turns", "image_size", "labels"):
+        for name in ("buffer", "matrices", "turns", "image_size", "labels"):
             setattr(self, name, getattr(self, name).pin_memory())
         return self
 
@@ -113,12 +121,11 @@ def draw_sample(sample: RawSample, recipe: Recipe, rng: random.Random, gpu_decod
     common = dict(matrices=params.matrices, turns=params.turns, photometric=photometric, size=(width, height),
                   label=sample.label, key=sample.key, nbytes=len(sample.image))
     if gpu_decode and _gpu_decodable(sample.image):
-        data = torch.frombuffer(bytearray(sample.image), dtype=torch.uint8)
-        return Drawn(data=data, encoded=True, scale=1.0, **common)
+        return Drawn(data=np.frombuffer(sample.image, dtype=np.uint8), encoded=True, scale=1.0, **common)
     sizes = [spec.size for spec in recipe.views]
     num = choose_scale(width, height, params.windows, sizes) if reduced_decode and is_jpeg(sample.image) else 8
     decoded = decode_image(sample.image, num)
-    return Drawn(data=torch.from_numpy(decoded.image), encoded=False, scale=decoded.scale, **common)
+    return Drawn(data=decoded.image, encoded=False, scale=decoded.scale, **common)
 
 
 def view_groups(recipe: Recipe) -> list[tuple[int, str, list[int]]]:
@@ -130,12 +137,22 @@ def view_groups(recipe: Recipe) -> list[tuple[int, str, list[int]]]:
 
 
 def collate_drawn(items: list[Drawn], groups: list[tuple[int, str, list[int]]]) -> RawBatch:
-    """Collate in the worker, packing the photometric parameters per view group (cheap there)."""
+    """Collate in the worker: every sample's data into one buffer (recycled shared memory in a
+    worker, :mod:`pipeline.shared_buffers`), photometric parameters packed per view group."""
     photometric = [
         PhotometricArrays.from_params([it.photometric[v] for it in items for v in idx]) for _, _, idx in groups
     ]
+    spans, total = [], 0
+    for it in items:
+        spans.append((total, it.data.shape))
+        total += -(-it.data.size // ALIGN) * ALIGN
+    (buffer,) = allocate([(total,)], torch.uint8)
+    flat = buffer.numpy()
+    for (offset, _), it in zip(spans, items):
+        flat[offset : offset + it.data.size] = it.data.reshape(-1)
     return RawBatch(
-        data=[it.data for it in items],
+        buffer=buffer,
+        spans=spans,
         encoded=[it.encoded for it in items],
         scales=torch.tensor([it.scale for it in items], dtype=torch.float64),
         matrices=torch.from_numpy(np.stack([it.matrices for it in items])),
@@ -185,20 +202,21 @@ def decode_on_device(batch: RawBatch, device: torch.device, counters: dict[str, 
     Encoded samples go through one batched nvJPEG call; if it fails, each is retried alone, then
     decoded on the CPU.
     """
-    out: list[Tensor | None] = [None] * len(batch.data)
+    out: list[Tensor | None] = [None] * len(batch.spans)
     enc = [i for i, e in enumerate(batch.encoded) if e]
+    if not enc:  # every sample is pixels decoded in a worker: one copy, then views on the device
+        on_device = batch.buffer.to(device, non_blocking=True)
+        return [batch.item(i, on_device).permute(2, 0, 1) for i in range(len(batch.spans))]
     for i, e in enumerate(batch.encoded):
         if not e:  # HWC pixels from a worker -> CHW view on the device
-            out[i] = batch.data[i].to(device, non_blocking=True).permute(2, 0, 1)
-    if not enc:
-        return out
+            out[i] = batch.item(i).to(device, non_blocking=True).permute(2, 0, 1)
     from torchvision.io import ImageReadMode, decode_jpeg
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision >= 0.29 points to TorchCodec
         warnings.simplefilter("ignore", UserWarning)  # e.g. nvjpeg leak warnings for old CUDA
         try:
-            decoded = decode_jpeg([batch.data[i] for i in enc], mode=ImageReadMode.RGB, device=device)
+            decoded = decode_jpeg([batch.item(i) for i in enc], mode=ImageReadMode.RGB, device=device)
             for i, img in zip(enc, decoded):
                 out[i] = img
             return out
@@ -206,12 +224,12 @@ def decode_on_device(batch: RawBatch, device: torch.device, counters: dict[str, 
             pass  # one bad JPEG fails the whole batched call: find it
         for i in enc:
             try:
-                out[i] = decode_jpeg(batch.data[i], mode=ImageReadMode.RGB, device=device)
+                out[i] = decode_jpeg(batch.item(i), mode=ImageReadMode.RGB, device=device)
                 continue
             except RuntimeError:
                 counters["gpu_decode_fallbacks"] = counters.get("gpu_decode_fallbacks", 0) + 1
             try:
-                out[i] = _cpu_decode_to(batch.data[i], device)
+                out[i] = _cpu_decode_to(batch.item(i), device)
             except DecodeError:
                 counters["bad_samples"] = counters.get("bad_samples", 0) + 1
     return out
@@ -273,7 +291,7 @@ def _select(raw: RawBatch, keep: list[int], groups: list[tuple[int, str, list[in
         rows = (idx[:, None] * len(views) + torch.arange(len(views))).flatten()
         photometric.append(PhotometricArrays(*(getattr(arrays, f)[rows] for f in PhotometricArrays.FIELDS)))
     return RawBatch(
-        data=[raw.data[i] for i in keep], encoded=[raw.encoded[i] for i in keep], scales=raw.scales[idx],
+        buffer=raw.buffer, spans=[raw.spans[i] for i in keep], encoded=[raw.encoded[i] for i in keep], scales=raw.scales[idx],
         matrices=raw.matrices[idx], turns=raw.turns[idx], photometric=photometric,
         image_size=raw.image_size[idx], labels=raw.labels[idx], keys=[raw.keys[i] for i in keep], nbytes=raw.nbytes,
     )
@@ -328,22 +346,36 @@ def resolve_decode(decode: str, device: torch.device) -> str:
     return decode
 
 
+def build_torch_stream(cfg: LoaderConfig, *, gpu_decode: bool, rank: int = 0, world_size: int = 1,
+                       device: torch.device | str = "cpu", finish=lambda raw: raw) -> StreamLoader:
+    """The workers' half of the torch backend: a stream of :class:`RawBatch` (bytes for nvJPEG when
+    ``gpu_decode``, else pixels), each passed through ``finish`` in the main process."""
+    device = torch.device(device)
+    plan = plan_from_config(cfg, rank, world_size)
+    maker = TorchBatchMaker(recipe_from_config(cfg), gpu_decode=gpu_decode, reduced_decode=cfg.reduced_decode,
+                            fill_bad=plan.resampled)
+    return StreamLoader(
+        plan,
+        maker,
+        finish,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory and device.type == "cuda",
+        prefetch_factor=cfg.prefetch_factor,
+        pooled=_raw_memory,
+    )
+
+
+def _raw_memory(batch: RawBatch) -> Tensor:
+    return batch.buffer
+
+
 def build_torch_loader(
     cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
 ) -> TorchLoader:
     """The torch backend's :class:`~pipeline.loader.ViewLoader` for one rank (module docstring)."""
     device = torch.device(device)
     mode = resolve_decode(cfg.decode, device)
-    recipe = recipe_from_config(cfg)
-    plan = plan_from_config(cfg, rank, world_size)
-    maker = TorchBatchMaker(recipe, gpu_decode=mode == "gpu", reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled)
-    augmenter = DeviceAugmenter(recipe, device, normalize=cfg.normalize, channels_last=cfg.channels_last)
-    stream = StreamLoader(
-        plan,
-        maker,
-        augmenter,
-        num_workers=cfg.num_workers,
-        pin_memory=cfg.pin_memory and device.type == "cuda",
-        prefetch_factor=cfg.prefetch_factor,
-    )
+    augmenter = DeviceAugmenter(recipe_from_config(cfg), device, normalize=cfg.normalize, channels_last=cfg.channels_last)
+    stream = build_torch_stream(cfg, gpu_decode=mode == "gpu", rank=rank, world_size=world_size, device=device,
+                                finish=augmenter)
     return TorchLoader(stream, augmenter)

@@ -16,6 +16,7 @@ from PIL import Image
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.config import LoaderConfig
 from pipeline.cpu_backend import make_views
+from pipeline.decode import decode_image
 from pipeline.loader import build_loader
 from pipeline.source import RawSample
 from pipeline.torch_backend import (
@@ -139,7 +140,7 @@ def test_coordinate_images_through_the_device_step_with_decode_scale():
         from pipeline.photometric import IDENTITY
         from pipeline.torch_backend import Drawn
 
-        items.append(Drawn(torch.from_numpy(img), False, 0.5, p.matrices, p.turns, [IDENTITY], (orig_w, orig_h), -1,
+        items.append(Drawn(img, False, 0.5, p.matrices, p.turns, [IDENTITY], (orig_w, orig_h), -1,
                            str(k), 0))
     raw = collate_drawn(items, view_groups(recipe))
     batch = DeviceAugmenter(recipe, CPU, normalize=True)(raw)
@@ -221,10 +222,30 @@ def test_draw_sample_ships_bytes_only_for_gpu_decodable_jpegs(photo_shards):
     recipe = Recipe("t", (ViewSpec(16, (0.3, 1.0), photometric=None),))
     s = RawSample("k", jpeg_bytes(photos[0]), "jpg")
     d = draw_sample(s, recipe, random.Random(0), gpu_decode=True, reduced_decode=True)
-    assert d.encoded and d.scale == 1.0 and d.data.dtype == torch.uint8 and d.data.dim() == 1
+    assert d.encoded and d.scale == 1.0 and d.data.dtype == np.uint8 and d.data.ndim == 1
     d = draw_sample(s, recipe, random.Random(0), gpu_decode=False, reduced_decode=True)
-    assert not d.encoded and d.data.dim() == 3 and d.scale in (0.125, 0.25, 0.5, 1.0)
+    assert not d.encoded and d.data.ndim == 3 and d.scale in (0.125, 0.25, 0.5, 1.0)
     assert isinstance(collate_drawn([d], view_groups(recipe)), RawBatch)
+
+
+def test_a_packed_batch_gives_back_every_sample_and_decodes_on_the_device(photo_shards):
+    """Bytes and pixels of several samples share one buffer; each comes back intact, and the
+    device step decodes both kinds (nvJPEG's code path, here on the CPU)."""
+    _, photos = photo_shards
+    recipe = Recipe("t", (ViewSpec(16, (0.3, 1.0), photometric=None),))
+    samples = [RawSample(f"k{i}", jpeg_bytes(p), "jpg") for i, p in enumerate(photos[:3])]
+    drawn = [draw_sample(s, recipe, random.Random(i), gpu_decode=i != 1, reduced_decode=False)
+             for i, s in enumerate(samples)]
+    raw = collate_drawn(drawn, view_groups(recipe))
+    assert [raw.item(i).shape for i in range(3)] == [d.data.shape for d in drawn] and raw.encoded == [True, False, True]
+    for i, d in enumerate(drawn):
+        assert np.array_equal(raw.item(i).numpy(), d.data)
+    images = decode_on_device(raw, CPU, {})
+    for img, s in zip(images, samples):
+        ref = torch.from_numpy(decode_image(s.image, 8).image).permute(2, 0, 1)
+        assert img.shape == ref.shape and (img.int() - ref.int()).abs().float().mean() < 1.0
+    pixels_only = collate_drawn([drawn[1], drawn[1]], view_groups(recipe))  # the one-copy path
+    assert all(torch.equal(img, images[1]) for img in decode_on_device(pixels_only, CPU, {}))
 
 
 def test_resume_from_state_dict_continues_the_same_batches(photo_shards):
