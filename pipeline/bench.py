@@ -33,9 +33,10 @@ import psutil
 import torch
 
 from pipeline.config import LoaderConfig
-from pipeline.cpu_backend import StreamLoader, recipe_from_config
+from pipeline.cpu_backend import recipe_from_config
 from pipeline.geometry import correspondence_mask
 from pipeline.source import IMAGE_EXTS, list_shards
+from pipeline.stream_loader import StreamLoader
 
 STRIDE = 32  # ResNet C5, CLoVE's correspondence stride
 T_POS = 0.7  # CLoVE's threshold

@@ -22,7 +22,7 @@ when ``cfg.normalize`` is off). The matrices are those the sampler drew: the vie
 from continuous maps, so no rounding of windows happens anywhere.
 
 Epochs, order, bad samples and resumption are those of the cpu backend (its
-:class:`~pipeline.cpu_backend.StreamLoader` and :mod:`pipeline.source`): with
+:class:`~pipeline.stream_loader.StreamLoader` and :mod:`pipeline.source`): with
 ``samples_per_epoch`` set a bad sample found in a worker is replaced by another sample of the batch
 re-augmented with the bad position's draws; one found only on the device (bytes that pass the
 header check but decode nowhere) is dropped from its batch.
@@ -43,13 +43,14 @@ from torch import Tensor
 from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch
 from pipeline.config import LoaderConfig
-from pipeline.cpu_backend import StreamLoader, recipe_from_config
+from pipeline.cpu_backend import recipe_from_config
 from pipeline.decode import DecodeError, choose_scale, decode_image, image_size, is_jpeg
 from pipeline.photometric import PhotometricParams, draw_photometric
 from pipeline.photometric_gpu import PhotometricArrays, augment
 from pipeline.resample import build_atlas, render_views, scale_matrices
 from pipeline.shared_buffers import ALIGN, allocate
 from pipeline.source import RawSample, plan_from_config
+from pipeline.stream_loader import StreamLoader
 from pipeline.views import Recipe, sample_views
 
 

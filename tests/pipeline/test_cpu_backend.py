@@ -19,9 +19,10 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.cpu_backend import StreamLoader, build_cpu_loader
+from pipeline.cpu_backend import build_cpu_loader
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size
 from pipeline.loader import build_loader
+from pipeline.stream_loader import StreamLoader
 from pipeline.photometric import PhotometricParams, draw_photometric
 from pipeline.photometric_cpu import apply_photometric
 from pipeline.views import Photometric

@@ -123,7 +123,7 @@ def test_flip_and_rot90_matrices_follow_the_pixels(turns, flip):
     """Where torch.flip / torch.rot90 put a pixel is where the matrix sends its centre."""
     height, width = 5, 7
     index = torch.arange(height * width).reshape(height, width)  # pixel value = its own index
-    img, m, w = index, np.eye(3), width
+    img, m = index, np.eye(3)
     if flip:
         img, m = img.flip(-1), hflip_matrix(width) @ m
     img, m = torch.rot90(img, turns, dims=(-2, -1)), rot90_matrix(turns, width, height) @ m

@@ -7,7 +7,7 @@ from collections import Counter
 
 import torch
 
-from pipeline import cpu_backend
+from pipeline import stream_loader
 from pipeline.config import LoaderConfig
 from pipeline.loader import build_loader
 from pipeline.shared_buffers import ALIGN, NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPool, allocate, take_last_slot, use_pool
@@ -75,7 +75,7 @@ def test_batches_held_by_the_consumer_are_never_overwritten(tmp_path, real_jpegs
         used[(worker, slot)] += 1
         return release_when_freed(self, storage, worker, slot)
 
-    monkeypatch.setattr(cpu_backend.BufferPool, "release_when_freed", spy)
+    monkeypatch.setattr(stream_loader.BufferPool, "release_when_freed", spy)
     write_shards(tmp_path, small_jpegs(real_jpegs, 24), n_shards=3)
     cfg = LoaderConfig(shards=str(tmp_path), recipe="two-view", global_size=64, batch_size=4, num_workers=2,
                        samples_per_epoch=4 * 24, photometric=False, pin_memory=False, normalize=False)
