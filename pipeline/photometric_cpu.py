@@ -3,8 +3,9 @@
 Applies parameters drawn by :func:`pipeline.photometric.draw_photometric` to an ``[S, S, 3]`` uint8
 RGB array (HWC, what the cpu backend's resize produces): colour jitter in the drawn order, then
 grayscale, Gaussian blur, solarize — torchvision's definitions, with the result rounded to uint8
-after every op, as the PIL pipeline of the public CLoVE/PixPro code does (so each op is exact up
-to one level, and a chain of four jitter ops within two levels of torchvision's float chain).
+after every op, as the PIL pipeline of the public CLoVE/PixPro code does. Each op is within one
+level of torchvision's float op; a whole chain within two levels of torchvision's ops rounded the
+same way (tests/pipeline/test_cpu_backend.py).
 
 How each op is done, and why:
 
