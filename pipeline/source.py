@@ -277,7 +277,8 @@ class BatchedStream(IterableDataset):
     """An IterableDataset that yields ``(batch, meta)``, batches formed inside each worker.
 
     ``meta`` = ``{"worker": logical worker, "position": positions consumed, "batches": batches
-    yielded so far, "counters": {...}, "buffer": (physical worker, pool slot)}`` lets the main process track the data position exactly.
+    yielded so far, "counters": {...}, "buffer": (physical worker, pool slot)}`` lets the main
+    process track the data position exactly and recycle the batch's buffer.
     Physical DataLoader worker ``p`` plays logical worker ``(p + offset) % W``; a resumed epoch sets
     ``offset`` to the worker that was next, so the DataLoader's round robin continues the
     interrupted order. The loader sets ``epoch``, ``starts`` and ``offset`` before each iteration
@@ -316,6 +317,8 @@ class BatchedStream(IterableDataset):
             out = self.process_batch(chunk, rngs, counters)
             slot = take_last_slot()
             if out is None:
+                if self.pool is not None:
+                    self.pool.release(physical, slot)  # nothing was shipped from it
                 counters["dropped_batches"] = counters.get("dropped_batches", 0) + 1
                 dropped_in_a_row += 1
                 if dropped_in_a_row > MAX_DROPPED_IN_A_ROW:
