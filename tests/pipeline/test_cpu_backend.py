@@ -375,3 +375,11 @@ def test_blur_is_a_gaussian_of_the_drawn_sigma(photo_bytes):
         out = apply_photometric(x, PhotometricParams(blur_sigma=sigma)).astype(np.float64)
         assert np.abs(out - np.round(gaussian(img, sigma))).max() <= 1
         assert np.abs(out - img).mean() > 1  # it did blur
+
+
+def test_photometric_timing_command_prints_every_op(capsys, real_jpegs):  # real_jpegs: skip without photos
+    from pipeline.photometric_cpu import main
+
+    main(["--sizes", "32", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "32 px" in out and all(op in out for op in ("hue", "blur sigma 2.0", "solarize"))
