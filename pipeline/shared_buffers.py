@@ -86,7 +86,7 @@ class BufferPool:
     def release_when_freed(self, storage: torch.UntypedStorage, worker: int, slot: int) -> None:
         """In the main process: release the slot when ``storage`` (the batch's memory) dies."""
         if slot != NO_SLOT:
-            weakref.finalize(storage, self.release, worker, slot)
+            weakref.finalize(storage, self.release, worker, slot).atexit = False  # nothing to hand back then
 
 
 def _new_shared(nbytes: int) -> torch.UntypedStorage:
