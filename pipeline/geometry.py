@@ -226,3 +226,58 @@ def sampling_grid(
     h, w = src_size
     scale = torch.tensor([2.0 / w, 2.0 / h], device=pts.device, dtype=pts.dtype)
     return (pts * scale - 1.0).unsqueeze(2)
+
+
+@full_precision
+def view_window(matrices: Tensor, size: tuple[int, int]) -> Tensor:
+    """Axis-aligned window ``[x0, y0, x1, y1]`` of the original image that a view shows.
+
+    Every view this project makes is a crop, resize, flip and quarter turn of the original, so the
+    view's rectangle maps to an axis-aligned rectangle. ``matrices [..., 3, 3]``, ``size`` the
+    view's ``(height, width)``; returns ``[..., 4]``.
+    """
+    h, w = size
+    corners = torch.tensor([[0.0, 0.0], [w, 0.0], [0.0, h], [w, h]], device=matrices.device, dtype=matrices.dtype)
+    pts = apply_matrix(affine_inverse(matrices), corners.expand(*matrices.shape[:-2], 4, 2))
+    return torch.cat([pts.amin(dim=-2), pts.amax(dim=-2)], dim=-1)
+
+
+@full_precision
+def shared_region_points(
+    matrices_student: Tensor,
+    matrices_teacher: Tensor,
+    student_size: tuple[int, int],
+    teacher_size: tuple[int, int],
+    cells: int,
+) -> tuple[Tensor, Tensor]:
+    """An ``cells x cells`` grid over the region two views share, in the student view's frame.
+
+    The shared region is the intersection of the two views' windows in the original image (see
+    :func:`view_window`). It is mapped into the student view (an axis-aligned rectangle there,
+    whatever the flips and quarter turns) and split into ``cells x cells`` bins; the bin centres
+    are listed row-major in the student's (rotated) frame. This is GTSA's RoIAlign with one sample
+    per bin, expressed through the view matrices: read the student's map at these points with
+    ``sampling_grid(ms, ms, points, student_size)`` and the teacher's with
+    ``sampling_grid(mt, ms, points, teacher_size)``.
+
+    Args:
+        matrices_student, matrices_teacher: ``[B, 3, 3]``.
+        student_size, teacher_size: ``(height, width)`` of each view in pixels.
+        cells: bins per side (GTSA: 10 for a global student, 4 for a local one).
+
+    Returns:
+        points ``[B, cells * cells, 2]`` in student-view pixels ``(x, y)``, and ``valid [B]`` bool
+        (False where the windows do not overlap; those points are meaningless).
+    """
+    ws, wt = view_window(matrices_student, student_size), view_window(matrices_teacher, teacher_size)
+    lo, hi = torch.maximum(ws[..., :2], wt[..., :2]), torch.minimum(ws[..., 2:], wt[..., 2:])
+    valid = (hi > lo).all(dim=-1)
+    hi = torch.where(valid[..., None], hi, lo + 1.0)
+    corners = torch.stack([lo, hi], dim=-2)  # [B, 2, 2] original-image corners of the region
+    in_student = apply_matrix(matrices_student, corners)
+    s_lo, s_hi = in_student.amin(dim=-2), in_student.amax(dim=-2)  # [B, 2] rectangle in the student view
+    t = (torch.arange(cells, device=s_lo.device, dtype=s_lo.dtype) + 0.5) / cells
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    unit = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)  # [cells^2, 2] row-major
+    points = s_lo[:, None, :] + unit[None] * (s_hi - s_lo)[:, None, :]
+    return points, valid
