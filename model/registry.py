@@ -12,14 +12,17 @@ from typing import Any
 
 from torch import nn
 
+from model.byol import BYOL_DEFAULTS, BYOL
 from model.clove import CLOVE_DEFAULTS, CLoVE
 
 METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "clove": lambda options: CLoVE(**(options or {})),
+    "byol": lambda options: BYOL(**(options or {})),  # the global-only baseline
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "clove": CLOVE_DEFAULTS,
+    "byol": BYOL_DEFAULTS,
 }
 
 
