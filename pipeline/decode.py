@@ -26,10 +26,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+# The one image-size limit of the project (shards and every backend): smaller or larger images are
+# bad samples here, skipped by the converter and failed by ``verify``.
+from shards.limits import MAX_PIXELS, MIN_SIDE
+
 # DCT scale numerators (over 8) that are worth using, smallest first (see module docstring).
 JPEG_SCALES = (1, 2, 4, 8)
-MIN_SIDE = 8  # smaller images are rejected as bad samples (a 1x1 "photo" is a broken file)
-MAX_PIXELS = 80_000_000  # larger images are rejected: decompression bombs / out-of-memory workers
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 

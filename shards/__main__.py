@@ -10,6 +10,7 @@ import re
 import sys
 
 from shards.convert import DEFAULT_SHARD_SIZE, ConversionError, ConvertOptions
+from shards.limits import MAX_PIXELS, MIN_SIDE
 from shards.parallel import default_workers
 from shards.probe import ProbeOptions
 
@@ -64,10 +65,12 @@ def _add_common(p: argparse.ArgumentParser, shard_size: int = DEFAULT_SHARD_SIZE
     q = p.add_argument_group("bad input (each file is kept with its real format, or skipped "
                              "and listed with its reason in manifest.json)")
     q.add_argument("--min-side", type=int, default=ProbeOptions.min_side, metavar="PX",
-                   help="skip images with a side below PX (default %(default)s)")
+                   help=f"skip images with a side below PX (default %(default)s; at least "
+                        f"{MIN_SIDE}, the loaders' limit)")
     q.add_argument("--max-pixels", type=int, default=ProbeOptions.max_pixels, metavar="N",
-                   help="skip images over N pixels, judged from the header without decoding "
-                        "(default %(default)s)")
+                   help=f"skip images over N pixels, judged from the header without decoding "
+                        f"(default and maximum {MAX_PIXELS}, the loaders' limit; files too large "
+                        f"to hold such an image are skipped unread)")
     q.add_argument("--no-decode-check", action="store_true",
                    help="trust headers and end markers instead of test-decoding every image at "
                         "reduced scale (faster; corrupt data inside a file goes unnoticed)")
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=not args.no_progress)
             print(f"verify: {'OK' if ok else 'FAILED'}: {message}")
             return 0 if ok else 1
+        options = _options(args)  # bad limits fail here, before a long scan
         if args.command == "imagenet":
             from shards.imagenet import scan_imagenet
 
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             source = scan_photos()
         from shards.convert import convert
 
-        convert(source, args.out, _options(args))
+        convert(source, args.out, options)
         return 0
     except KeyboardInterrupt:
         print("\nshards: interrupted; run the same command again to resume", file=sys.stderr)

@@ -35,7 +35,9 @@ from shards.manifest import (
     write_json_atomic,
 )
 from shards.plan import Item, ShardJob, Skip, assign, fingerprint
+from shards.limits import check_limits, max_file_bytes
 from shards.probe import UNREADABLE, ProbeOptions, probe
+from shards.source_file import SourceFileError, read_source_file
 from shards.writer import ShardWriter, is_tmp
 
 PROGRESS = ".progress"
@@ -70,6 +72,10 @@ class ConvertOptions:
     progress: bool = True
     pause_per_shard: float = 0.0  # testing aid: lets a test interrupt a run between shards
 
+    def __post_init__(self) -> None:
+        # never keep what a loader would refuse (ValueError with a one-line reason)
+        check_limits(self.probe.min_side, self.probe.max_pixels)
+
 
 def _sample_json(item: Item, width: int, height: int, fmt: str, mode: str,
                  notes: dict) -> tuple[bytes, bool]:
@@ -99,11 +105,16 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
     formats: Counter = Counter()
     modes: Counter = Counter()
     notes: Counter = Counter()
+    max_bytes = max_file_bytes(options.max_pixels)  # no image within the limits is larger
     try:
         for item in job.items:
             source = item.meta.get("source") or item.meta.get("file_name") or item.path
             try:
-                data = Path(item.path).read_bytes()
+                data = read_source_file(item.path, max_bytes)
+            except SourceFileError as exc:
+                skipped.append(Skip(source, exc.reason, exc.detail, job.split).as_dict())
+                parallel.tick(0)
+                continue
             except OSError as exc:
                 skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc),
                                     job.split).as_dict())

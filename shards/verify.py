@@ -21,11 +21,13 @@ from pathlib import Path
 from shards import parallel
 from shards.convert import SHARD_FILE
 from shards.index import read_index, scan_tar
+from shards.limits import MAX_PIXELS, MIN_SIDE
 from shards.manifest import MANIFEST, human_bytes, read_manifest
 from shards.probe import EXTENSIONS, IMAGE_EXTENSIONS, ProbeOptions, probe
 
-# Verify judges bytes that were already accepted: only "does it decode", not the size policy.
-_DECODE_ONLY = ProbeOptions(min_side=1, max_pixels=1 << 62, check_decode=True)
+# Verify judges bytes that were already accepted: does it decode, within the limits every loader
+# applies (a shard must not hold an image the loaders refuse), not the conversion's own policy.
+_DECODE_ONLY = ProbeOptions(min_side=MIN_SIDE, max_pixels=MAX_PIXELS, check_decode=True)
 
 
 @dataclass
