@@ -19,10 +19,13 @@ Every conversion writes, into OUT:
   {split}-{index:06d}.tar   shards of ~--shard-size bytes; samples shuffled across shards (--seed)
   {split}-{index:06d}.idx   DALI index of each shard (wds2idx text format)
   manifest.json             counts, bytes, sha256 per shard, classes, skipped files with reasons
+  _info.json                splits, shard names and lengths for timm's WebDataset reader
+                            (timm.data.create_dataset("wds/NAME", root=OUT, split="train"))
 Each sample is <key>.<jpg|png|webp> (the original bytes, extension from the real format),
 <key>.json (metadata) and, when the dataset has classes, <key>.cls.
 Interrupted (Ctrl-C, kill)? Run the same command again: finished shards are kept, the rest is
-rewritten, and the result is identical to an uninterrupted run. Then: python -m shards verify OUT
+rewritten, and the result is identical to an uninterrupted run. A file deleted from a finished
+OUT is restored the same way. Then: python -m shards verify OUT
 """
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
