@@ -299,8 +299,10 @@ def train(cfg: Config, resume: str | None = None) -> RunResult:
 
             last = step >= max_steps or (epoch == cfg.train.epochs - 1 and batch_in_epoch >= limit)
             if step % cfg.log.every_steps == 0 or last:
+                data_stats = getattr(loader, "stats", {})
                 logger.log(meter, step, epoch, {"lr": lr, "wd": wd, "momentum": momentum_at(step - 1)},
-                           plan.images_per_micro, int(getattr(loader, "stats", {}).get("bad_samples", 0)))
+                           plan.images_per_micro, int(data_stats.get("bad_samples", 0)),
+                           int(data_stats.get("recovered_samples", 0)))
             if step % cfg.checkpoint.every_steps == 0 or last:
                 t_save = time.perf_counter()
                 last_saved, last_saved_step = save(step, epoch, batch_in_epoch), step
