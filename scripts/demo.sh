@@ -5,9 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SHARDS=${SHARDS:-data/shards/photos}
-if [ ! -f "$SHARDS/manifest.json" ]; then
-  $PY -m shards photos "$SHARDS"
-fi
+# builds the shards once; later runs only restore what is missing (e.g. _info.json of older builds)
+$PY -m shards photos "$SHARDS"
 $PY -m shards verify "$SHARDS"
 $PY -m pipeline.bench --shards "$SHARDS" --backend cpu --recipe clove --batch-size 16 --steps 20 --workers 2
 $PY -m train --config configs/default.yaml "$@"
