@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SHARDS=${SHARDS:-data/shards/photos}
-# builds the shards once; later runs only restore what is missing (e.g. _info.json of older builds)
-$PY -m shards photos "$SHARDS"
+# built once; rerun (it only restores what is missing) for shards built before _info.json existed
+if [ ! -f "$SHARDS/manifest.json" ] || [ ! -f "$SHARDS/_info.json" ]; then
+  $PY -m shards photos "$SHARDS"
+fi
 $PY -m shards verify "$SHARDS"
 $PY -m pipeline.bench --shards "$SHARDS" --backend cpu --recipe clove --batch-size 16 --steps 20 --workers 2
 $PY -m train --config configs/default.yaml "$@"
