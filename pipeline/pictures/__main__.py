@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _draw(args: argparse.Namespace):
     if args.command == "throughput":
-        from pipeline.pictures.throughput import read_jsonl, throughput_figure, throughput_rows
+        from pipeline.pictures.jsonl import read_jsonl
+        from pipeline.pictures.throughput import throughput_figure, throughput_rows
 
         if not Path(args.bench).is_file():
             raise FileNotFoundError(f"{args.bench} not found: run `python -m pipeline.bench ...` first")

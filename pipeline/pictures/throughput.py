@@ -7,10 +7,8 @@ runs with that configuration, one dot per run.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.pictures.figure import pyplot
@@ -34,22 +32,6 @@ class ThroughputRow:
     @property
     def median(self) -> float:
         return statistics.median(self.images_per_s)
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file; blank lines skipped.
-
-    Raises:
-        ValueError: a line is not JSON (says which).
-    """
-    records = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n} is not a JSON line ({e.msg}); fix or delete that line") from None
-    return records
 
 
 def _mode(record: dict[str, Any]) -> str:
