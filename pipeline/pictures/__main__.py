@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        "device, from the JSON lines python -m pipeline.bench appends.")
     p.add_argument("--bench", default="runs/bench.jsonl", help="bench JSON-lines file")
     p.add_argument("--recipes", nargs="*", default=None, help="only these recipes (default: all)")
+    p.add_argument("--title", default="", help="figure title (e.g. where it was measured)")
     p.add_argument("--out", default="runs/pictures/throughput.png", help="PNG path")
 
     for p in sub.choices.values():
@@ -94,7 +95,7 @@ def _draw(args: argparse.Namespace):
 
         if not Path(args.bench).is_file():
             raise FileNotFoundError(f"{args.bench} not found: run `python -m pipeline.bench ...` first")
-        return throughput_figure(throughput_rows(read_jsonl(args.bench), args.recipes))
+        return throughput_figure(throughput_rows(read_jsonl(args.bench), args.recipes), args.title)
 
     from pipeline.pictures import draw_views
     from pipeline.pictures.batch_source import METHOD_STRIDE, picture_batch
