@@ -101,7 +101,7 @@ def panel_order(names: set[str]) -> list[str]:
 
 
 def curves_figure(runs: dict[str, Series], evals: dict[str, Series] | None = None, fields: list[str] | None = None,
-                  columns: int = 3) -> Any:
+                  columns: int = 3, title: str = "") -> Any:
     """One panel per field (every run overlaid) and per evaluation metric (every model), in a grid.
 
     Raises:
@@ -133,6 +133,7 @@ def curves_figure(runs: dict[str, Series], evals: dict[str, Series] | None = Non
             ax.legend(fontsize=7)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
+    fig.suptitle(title or "training curves: " + ", ".join(runs), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -147,17 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m train.curves",
         description="Training curves (loss and its terms, lr, momentum, throughput, data wait, collapse monitor) "
         "of one or more runs as one PNG, optionally with evaluation metrics against the training step.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: python -m train.curves runs/default --out runs/pictures/curves.png "
-        "[--eval runs/eval.jsonl --metrics knn_top1 miou_layer4]")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  python -m train.curves runs/default --out runs/pictures/curves.png \\\n"
+        "      [--eval runs/eval.jsonl --metrics knn_top1 miou_layer4]")
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run output directories (or their log.jsonl files)")
-    ap.add_argument("--out", default="runs/pictures/curves.png", help="PNG path")
+    ap.add_argument("--out", default="runs/pictures/curves.png", help="PNG path (default: %(default)s)")
     ap.add_argument("--fields", nargs="*", default=None, help="only these log fields (default: every numeric one)")
     ap.add_argument("--eval", default=None, metavar="EVAL.jsonl", help="evaluation JSON lines to plot against step")
     ap.add_argument("--metrics", nargs="*", default=None,
                     help="evaluation fields to plot (default: every numeric field but step/epoch/time)")
-    ap.add_argument("--columns", type=int, default=3, help="panels per row")
-    ap.add_argument("--dpi", type=int, default=100, help="resolution of the PNG")
+    ap.add_argument("--columns", type=int, default=3, help="panels per row (default: %(default)s)")
+    ap.add_argument("--title", default="", help="figure title (default: the runs' names)")
+    ap.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default: %(default)s)")
     args = ap.parse_args(argv)
     if args.columns < 1 or args.dpi < 1:
         ap.error("--columns and --dpi must be at least 1")
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 label += "'"
             runs[label] = run_series(read_jsonl(log_path(run)))
         evals = eval_series(read_jsonl(args.eval), args.metrics) if args.eval else None
-        path = save_figure(curves_figure(runs, evals, args.fields, args.columns), args.out, dpi=args.dpi)
+        path = save_figure(curves_figure(runs, evals, args.fields, args.columns, args.title), args.out, dpi=args.dpi)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
