@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  DIR                a method export (holds backbone.json)\n"
         "  ckpt-*.pt          a training checkpoint (method rebuilt from its config, then exported)\n"
         "  RUN_DIR            a run's newest checkpoint; with --all-steps every checkpoint (one row per step)\n\n"
+        "columns, per layer L: miou/L (linear per-pixel probe, test mIoU), knn/L (kNN top-1, pooled features),\n"
+        "  corr/L (cells matched within one cell under known homographies)\n\n"
         "build the data first:  python -m shards copy-paste data/shards/copy-paste\n"
         "example:  python -m train.evaluate --checkpoint random:resnet18 --checkpoint random-zero:resnet18 \\\n"
         "              --data data/shards/copy-paste --out runs/eval.jsonl")

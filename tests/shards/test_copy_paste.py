@@ -158,3 +158,16 @@ def test_rle_round_trip_and_image_label():
     anns = [{"category_id": 4, "area": 10}, {"category_id": 2, "area": 30}, {"category_id": 9, "area": 30}]
     assert image_label(anns) == 2  # the largest; the first of equals
     assert image_label([]) == 0
+
+
+def test_cli_builds_train_and_test_shards(tmp_path, real_stamps, real_photos, capsys):
+    from shards.__main__ import main
+
+    out = tmp_path / "cp"
+    assert main(["copy-paste", str(out), "--train", "2", "--test", "1", "--size", "48", "--workers", "1",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "train: 2 images" in printed and "test: 1 images" in printed
+    assert sorted(p.name for p in out.glob("*.tar")) == ["test-000000.tar", "train-000000.tar"]
+    assert (out / "source" / "instances_train.json").is_file()
+    assert main(["copy-paste", str(tmp_path / "bad"), "--size", "8"]) == 1
