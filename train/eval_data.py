@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from pipeline.source import list_shards
+from pipeline.tar_reader import TarReader
 from shards.coco_masks import image_label, semantic_mask
 from shards.manifest import read_manifest
 
@@ -65,11 +67,9 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> De
                       torch.from_numpy(np.stack(masks)).long(), torch.tensor(labels), keys)
 
 
-def _read_members(url: str):
+def _read_members(url: str) -> Iterator[tuple[str, bytes, dict]]:
     """``(key, image bytes, json meta)`` per sample; the json is read beside the image."""
     # read_shard hands out the image only, so read the tar directly for the metadata too.
-    from pipeline.tar_reader import TarReader
-
     with open(url, "rb") as f:
         parts: dict[str, dict[str, bytes]] = {}
         reader = TarReader(f)
