@@ -47,8 +47,12 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
     (export / "backbone.json").write_text(json.dumps({"family": "torchvision_resnet", "arch": "resnet18",
                                                       "weights": "resnet18_torchvision.pth", "method": "clove"}))
     out = tmp_path / "eval.jsonl"
-    rc = main(["--checkpoint", "random:resnet18", "--checkpoint", str(export), "--data", str(tiny_set),
-               "--quick", "--no-progress", "--out", str(out)])
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["--checkpoint", "random:resnet18", "--checkpoint", str(export), "--data", str(tiny_set),
+                   "--quick", "--no-progress", "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)  # --threads sets the process-wide count
     assert rc == 0
     printed = capsys.readouterr().out
     assert "random resnet18 (torchvision init)" in printed and "clove resnet18" in printed
@@ -74,7 +78,16 @@ def _export_through_contract(method, out_dir):
     return written
 
 
-def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Small models only: one intra-op thread is much faster on a CPU shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, monkeypatch, one_thread):
     from model.clove import CLoVE
     from model.registry import METHODS
     from train.config import config_to_dict, load_config
