@@ -148,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default %(default)s)")
     _add_common(p, shard_size=2 << 20)
 
+    p = sub.add_parser("copy-paste", formatter_class=fmt,
+                       help="dense evaluation set: real cut-outs on real photos -> COCO shards",
+                       description="Paste the real object cut-outs of tuxpaint-stamps-default (category "
+                       "= stamp folder) onto the real photos, 3-6 objects per image with occlusion, "
+                       "seeded; write images, semantic masks and COCO instances (RLE) per split into "
+                       "OUT/source/, then convert them with the COCO converter into OUT/train-*.tar and "
+                       "OUT/test-*.tar. Train and test use disjoint stamps and background photos. "
+                       "Same seed, same set.",
+                       epilog="example: python -m shards copy-paste data/shards/copy-paste\n"
+                       "then:    python -m train.evaluate --checkpoint random:resnet18 "
+                       "--data data/shards/copy-paste")
+    p.add_argument("out", metavar="OUT", help="output folder for shards, manifest.json and source/")
+    p.add_argument("--train", type=int, default=200, metavar="N", help="train images (default %(default)s)")
+    p.add_argument("--test", type=int, default=100, metavar="N", help="test images (default %(default)s)")
+    p.add_argument("--size", type=int, default=192, metavar="PX",
+                   help="side of the square images (default %(default)s)")
+    _add_common(p, shard_size=16 << 20)
+
     p = sub.add_parser("verify", help="check shards against manifest and index files",
                        description="Check every shard of OUT against manifest.json and its index: "
                        "sizes, sha256, member offsets, sample counts, and that every image "
@@ -179,6 +197,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"verify: {'OK' if ok else 'FAILED'}: {message}")
             return 0 if ok else 1
         options = _options(args)  # bad limits fail here, before a long scan
+        if args.command == "copy-paste":
+            from shards.copy_paste import build
+
+            if args.size < 32:
+                raise ValueError("--size must be at least 32 pixels")
+            manifest = build(args.out, args.train, args.test, args.size, args.seed, options)
+            for split, info in manifest["splits"].items():
+                print(f"  {split}: {info['count']} images in {len(info['shards'])} shard(s)")
+            print(f"  {len(manifest['categories'])} categories: "
+                  + ", ".join(c["name"] for c in manifest["categories"]))
+            print(f"  sources (images, semantic masks, instances_*.json): {args.out}/source")
+            return 0
         if args.command == "imagenet":
             from shards.imagenet import scan_imagenet
 

@@ -1,0 +1,151 @@
+"""Frozen dense feature extractors for evaluation: an exported backbone, or a random one.
+
+A method's ``export(out_dir)`` writes the student backbone plus ``backbone.json``, e.g.
+``{"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth",
+"method": "clove"}``. :func:`load_exported` reads it back through :data:`FAMILIES` (one entry per
+backbone family: a new family is one class and one dict line) into a :class:`DenseFeatures`,
+which is all the evaluator in ``train/`` talks to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+EXPORT_META = "backbone.json"
+INITS = {"default": "torchvision init", "zero_residual": "zero-residual init"}
+
+
+class DenseFeatures(nn.Module):
+    """A frozen backbone returning named feature maps.
+
+    ``forward(x)``: ``x`` ``[B, 3, H, W]`` ImageNet-normalised -> ``{layer: [B, C, ~H/s, ~W/s]}``
+    for the layers of ``.strides`` (``{layer: s}``). Always in eval mode, without gradients.
+    ``.name`` is a row label for tables; ``.info`` describes the source (family, arch, init or
+    method, checkpoint step) for JSON output.
+    """
+
+    def __init__(self, body: nn.Module, strides: dict[str, int], name: str, info: dict[str, Any]) -> None:
+        super().__init__()
+        self.body = body
+        self.strides = dict(strides)
+        self.name = name
+        self.info = dict(info)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> DenseFeatures:  # noqa: ARG002 - frozen: BN statistics never update
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out = self.body(x)
+        return {k: out[k] for k in self.strides}
+
+    def select(self, layers: list[str] | None) -> DenseFeatures:
+        """Restrict to ``layers`` (None: keep all); ValueError naming the available ones."""
+        if layers:
+            unknown = [l for l in layers if l not in self.body.strides]
+            if unknown:
+                raise ValueError(f"unknown layer(s) {unknown} for {self.name}; choose from {list(self.body.strides)}")
+            self.strides = {l: self.body.strides[l] for l in layers}
+        return self
+
+
+class _ResNetLayers(nn.Module):
+    """torchvision ResNet trunk returning its stage outputs (layer1..layer4, strides 4..32)."""
+
+    strides = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+
+    def __init__(self, resnet: torchvision.models.ResNet) -> None:
+        super().__init__()
+        self.resnet = resnet
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        r = self.resnet
+        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        out = {}
+        for name in self.strides:
+            x = getattr(r, name)(x)
+            out[name] = x
+        return out
+
+
+class Family(Protocol):
+    """How one backbone family is built from an export and at random."""
+
+    def handles(self, arch: str) -> bool: ...
+
+    def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures: ...
+
+    def random(self, arch: str, init: str) -> DenseFeatures: ...
+
+
+class TorchvisionResNet:
+    """``torchvision.models.resnetXX`` state dicts (``fc.*`` present, strict load); reports layer3, layer4."""
+
+    archs = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    default_layers = ("layer3", "layer4")
+
+    def handles(self, arch: str) -> bool:
+        return arch in self.archs
+
+    def _wrap(self, resnet: torchvision.models.ResNet, name: str, info: dict[str, Any]) -> DenseFeatures:
+        body = _ResNetLayers(resnet)
+        return DenseFeatures(body, {l: body.strides[l] for l in self.default_layers}, name, info)
+
+    def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures:
+        arch = meta.get("arch")
+        if not self.handles(arch):
+            raise ValueError(f"{directory / EXPORT_META}: arch {arch!r} is not one of {self.archs}")
+        path = directory / meta["weights"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (named in {EXPORT_META}) is missing")
+        resnet = getattr(torchvision.models, arch)(weights=None)
+        resnet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        name = f"{meta.get('method', 'exported')} {arch}" + (f" step {meta['step']}" if "step" in meta else "")
+        return self._wrap(resnet, name, {"family": "torchvision_resnet", **meta, "source": str(directory)})
+
+    def random(self, arch: str, init: str) -> DenseFeatures:
+        resnet = getattr(torchvision.models, arch)(weights=None, zero_init_residual=init == "zero_residual")
+        return self._wrap(resnet, f"random {arch} ({INITS[init]})",
+                          {"family": "torchvision_resnet", "arch": arch, "init": init})
+
+
+FAMILIES: dict[str, Family] = {"torchvision_resnet": TorchvisionResNet()}
+
+
+def load_exported(path: str | Path) -> DenseFeatures:
+    """The backbone of an export directory (one holding ``backbone.json``), frozen, on the CPU."""
+    directory = Path(path)
+    meta_path = directory / EXPORT_META
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no {EXPORT_META} in {directory}: pass a directory written by a method's export()")
+    meta = json.loads(meta_path.read_text())
+    family = meta.get("family")
+    if family not in FAMILIES:
+        raise ValueError(f"{meta_path}: unknown backbone family {family!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[family].from_export(meta, directory)
+
+
+def random_features(arch: str, init: str = "default", seed: int = 0) -> DenseFeatures:
+    """A randomly initialised backbone (drawn from torch's RNG seeded with ``seed``, the global RNG untouched).
+
+    ``init``: ``"default"`` (the library's own init) or ``"zero_residual"`` (last norm of every
+    residual block zeroed, CLoVE's step 0).
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITS)}")
+    for family in FAMILIES.values():
+        if family.handles(arch):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                features = family.random(arch, init)
+            features.info.update(seed=seed)
+            return features
+    raise ValueError(f"no backbone family knows arch {arch!r} (families: {sorted(FAMILIES)})")

@@ -1,0 +1,88 @@
+"""Frozen dense features: random inits named and distinct, exports loaded strictly and computing
+the same maps as torchvision's own network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from model.features import FAMILIES, load_exported, random_features
+
+
+def _stages(net: torchvision.models.ResNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """layer3 and layer4 of a torchvision ResNet, written out here."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    l3 = net.layer3(net.layer2(net.layer1(x)))
+    return {"layer3": l3, "layer4": net.layer4(l3)}
+
+
+def test_random_inits_are_named_seeded_and_differ():
+    default = random_features("resnet18", "default", seed=1)
+    zero = random_features("resnet18", "zero_residual", seed=1)
+    assert default.name == "random resnet18 (torchvision init)"
+    assert zero.name == "random resnet18 (zero-residual init)"
+    assert zero.info["init"] == "zero_residual" and default.info["seed"] == 1
+    r = zero.body.resnet
+    assert all(torch.count_nonzero(b.bn2.weight) == 0 for layer in (r.layer1, r.layer4) for b in layer)
+    assert torch.count_nonzero(default.body.resnet.layer1[0].bn2.weight) > 0
+    again = random_features("resnet18", "default", seed=1)
+    other = random_features("resnet18", "default", seed=2)
+    w = lambda f: f.body.resnet.conv1.weight  # noqa: E731
+    assert torch.equal(w(default), w(again)) and not torch.equal(w(default), w(other))
+    with pytest.raises(ValueError, match="choose one of"):
+        random_features("resnet18", "xavier")
+    with pytest.raises(ValueError, match="no backbone family"):
+        random_features("not_a_net")
+
+
+def test_features_are_frozen_with_strides_and_shapes():
+    f = random_features("resnet18")
+    f.train()  # must stay in eval mode: BN statistics never move
+    assert not f.training and not any(p.requires_grad for p in f.parameters())
+    x = torch.randn(2, 3, 96, 128)
+    before = f.body.resnet.bn1.running_mean.clone()
+    out = f(x)
+    assert torch.equal(before, f.body.resnet.bn1.running_mean)
+    assert f.strides == {"layer3": 16, "layer4": 32}
+    for layer, s in f.strides.items():
+        assert out[layer].shape[2:] == (96 // s, 128 // s) and not out[layer].requires_grad
+    assert set(f.select(["layer2", "layer4"])(x)) == {"layer2", "layer4"}
+    with pytest.raises(ValueError, match="choose from"):
+        f.select(["layer9"])
+
+
+def test_load_exported_matches_torchvision(tmp_path):
+    net = torchvision.models.resnet18()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights and BN statistics that a wrong mapping could not hide
+        for name, t in net.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5 if "running_var" in name else torch.randn(t.shape, generator=gen) * 0.1)
+    torch.save(net.state_dict(), tmp_path / "resnet18_torchvision.pth")
+    meta = {"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"}
+    (tmp_path / "backbone.json").write_text(json.dumps(meta))
+    f = load_exported(tmp_path)
+    assert f.name.startswith("clove resnet18") and f.info["method"] == "clove"
+    net.eval()
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        expected = _stages(net, x)
+    out = f(x)
+    for layer in ("layer3", "layer4"):
+        torch.testing.assert_close(out[layer], expected[layer])
+
+
+def test_bad_exports_are_refused_in_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="backbone.json"):
+        load_exported(tmp_path)
+    (tmp_path / "backbone.json").write_text(json.dumps({"family": "mystery", "arch": "x"}))
+    with pytest.raises(ValueError, match="unknown backbone family"):
+        load_exported(tmp_path)
+    (tmp_path / "backbone.json").write_text(json.dumps({"family": "torchvision_resnet", "arch": "resnet18",
+                                                        "weights": "missing.pth"}))
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_exported(tmp_path)
+    assert "torchvision_resnet" in FAMILIES
