@@ -66,18 +66,6 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "no-such-run"), "--data", str(tiny_set)]) == 2
 
 
-def _export_through_contract(method, out_dir):
-    """What the method contract's export writes for a torchvision ResNet (used when the CLoVE
-    module of this branch does not have export yet)."""
-    from train.export import export_backbone
-
-    written = export_backbone(method.student_backbone(), out_dir)
-    name = written["torchvision"].name
-    meta = {"family": "torchvision_resnet", "arch": name.split("_")[0], "weights": name, "method": "clove"}
-    (Path(out_dir) / "backbone.json").write_text(json.dumps(meta))
-    return written
-
-
 @pytest.fixture
 def one_thread():
     """Small models only: one intra-op thread is much faster on a CPU shared with other jobs."""
@@ -87,13 +75,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, monkeypatch, one_thread):
-    from model.clove import CLoVE
+def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, one_thread):
     from model.registry import METHODS
     from train.config import config_to_dict, load_config
 
-    if not callable(getattr(CLoVE, "export", None)):
-        monkeypatch.setattr(CLoVE, "export", _export_through_contract, raising=False)
     cfg = load_config(None, ["method.options.backbone=resnet18", "method.options.proj_hidden=64",
                              "method.options.proj_dim=32"])
     methods = {}
@@ -110,6 +95,6 @@ def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, monkeypatch, on
     for (_, build_features), step in zip(specs, (3, 7)):
         features = build_features()
         assert features.name == f"clove resnet18 step {step}" and features.info["step"] == step
-        trunk = methods[step].student_backbone().eval()
+        trunk = methods[step].student.backbone.eval()
         with torch.no_grad():
             torch.testing.assert_close(features(x)["layer4"], trunk(x))  # the trained C5 map
