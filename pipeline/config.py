@@ -65,6 +65,7 @@ class LoaderConfig:
     seed: int = setting(0, free=True)
     photometric: bool = True
     decode: str = setting("auto", choices=("auto", "gpu", "cpu"))  # torch backend: gpu (nvJPEG) | cpu (workers decode)
+    dali_sampler: str = setting("shared", choices=("shared", "dali"))  # dali backend: view parameters from pipeline.views, or DALI's own operators (no overlap rule)
     reduced_decode: bool = True  # cpu: libjpeg DCT scaling when the views allow it
     pin_memory: bool = True
     prefetch_factor: int = setting(2, min=1)  # batches queued per worker
