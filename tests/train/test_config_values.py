@@ -11,6 +11,7 @@ import typing
 import pytest
 
 from pipeline.config_fields import rule_of
+from pipeline.views import recipe_from_config
 from tests.train.helpers import PYTHON, REPO, subprocess_env
 from train.config import Config, ConfigError, load_config
 
@@ -149,3 +150,11 @@ def test_cli_refuses_the_issue_values_in_one_line_before_reading_shards(tmp_path
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"config error: {value.split('=')[0]} must be"), lines
+
+
+def test_the_training_config_carries_the_overrides():
+    cfg = load_config(None, ["data.samples_per_epoch=64", "data.augment.blur_p=[0.9, 0.3, 0.1]",
+                             "data.augment.interpolation=bilinear", "data.augment.global_scale=[0.4, 1]"])
+    views = recipe_from_config(cfg.data).views
+    assert [v.photometric.blur_p for v in views[:3]] == [0.9, 0.3, 0.1]
+    assert views[0].scale == (0.4, 1.0) and {v.interpolation for v in views} == {"bilinear"}
