@@ -1,9 +1,9 @@
 """The ``cpu`` backend: DataLoader workers decode, crop, resize and colour every view.
 
-Per sample (in a worker): read the original size from the header, draw every view's geometry on
-the *original* size (:func:`pipeline.views.sample_views`), pick the smallest DCT scale that still
-leaves every crop at least its output size (:func:`pipeline.decode.choose_scale`), decode at that
-scale, round each crop window to integer decoded pixels and recompute the view matrix exactly from
+Per sample (in a worker): the prologue shared with the torch backend (:mod:`pipeline.draw`: read
+the original size from the header, draw every view's geometry on the *original* size and its
+photometric parameters, decode at the smallest DCT scale that still leaves every crop at least its
+output size), round each crop window to integer decoded pixels and recompute the view matrix exactly from
 the rounded window composed with ``scale_matrix(scale)``, resize the crop with antialiasing (torch
 uint8 ``interpolate`` on channels-last tensors: ~5x faster than PIL resize here), flip, rotate,
 apply the photometric part (:mod:`pipeline.photometric_cpu`, OpenCV on HWC uint8 arrays). Batches

@@ -1,6 +1,8 @@
 """View recipes and the one sampler of view geometry that every backend shares.
 
-A recipe is N global + M local :class:`ViewSpec`; the sampler draws, per image, each view's crop
+A recipe is N global + M local :class:`ViewSpec`, built from the recipe's augmentation values
+(:data:`RECIPE_AUGMENT`, METHODS.md's numbers) with the config's ``data.augment`` overrides on top
+(:func:`recipe_from_config`, used by every backend and the benchmark). The sampler draws, per image, each view's crop
 window (random-resized-crop with torchvision's 10 attempts and centre fallback), horizontal flip
 and quarter turns, plus GTSA's overlap rule, and turns them into the view's 3x3 matrix
 (:mod:`pipeline.geometry`). Backends differ only in how they produce the pixels.
