@@ -27,19 +27,23 @@ class AugmentConfig:
     of METHODS.md); null keeps the recipe's value. ``data.photometric=false`` still turns every
     photometric op off."""
 
-    global_scale: tuple[float, float] | None = setting(None, above=0, max=1, ordered=True, null=RECIPE_VALUE)  # share of the image area
+    # crop area as a share of the image's, [low, high], for global and local views
+    global_scale: tuple[float, float] | None = setting(None, above=0, max=1, ordered=True, null=RECIPE_VALUE)
     local_scale: tuple[float, float] | None = setting(None, above=0, max=1, ordered=True, null=RECIPE_VALUE)
     ratio: tuple[float, float] | None = setting(None, above=0, ordered=True, null=RECIPE_VALUE)  # crop aspect w/h
     interpolation: str | None = setting(None, choices=INTERPOLATIONS, null=RECIPE_VALUE)
     flip_p: Probability | None = setting(None, min=0, max=1, null=RECIPE_VALUE)  # horizontal flip
     rotate: bool | None = setting(None, null=RECIPE_VALUE)  # uniform quarter turns (GTSA)
-    jitter: tuple[float, float, float, float] | None = setting(None, min=0, null=RECIPE_VALUE)  # brightness, contrast, saturation, hue (<= 0.5)
+    # colour jitter strengths: brightness, contrast, saturation, hue (hue at most 0.5)
+    jitter: tuple[float, float, float, float] | None = setting(None, min=0, null=RECIPE_VALUE)
     jitter_p: Probability | None = setting(None, min=0, max=1, null=RECIPE_VALUE)
     gray_p: Probability | None = setting(None, min=0, max=1, null=RECIPE_VALUE)
     blur_p: Probability | None = setting(None, min=0, max=1, null=RECIPE_VALUE)
     blur_sigma: tuple[float, float] | None = setting(None, above=0, ordered=True, null=RECIPE_VALUE)
     solarize_p: Probability | None = setting(None, min=0, max=1, null=RECIPE_VALUE)
-    min_overlap: tuple[float, float] | None = setting(None, min=0, below=1, null=RECIPE_VALUE)  # (global, local) share of the image a view must share with each global view (GTSA: 0.02, 0.01)
+    # (global, local): share of the image a view must share with every global view drawn before it
+    # (GTSA: 0.02, 0.01; 0: no rule)
+    min_overlap: tuple[float, float] | None = setting(None, min=0, below=1, null=RECIPE_VALUE)
 
 
 @dataclass
@@ -65,7 +69,8 @@ class LoaderConfig:
     seed: int = setting(0, free=True)
     photometric: bool = True
     decode: str = setting("auto", choices=("auto", "gpu", "cpu"))  # torch backend: gpu (nvJPEG) | cpu (workers decode)
-    dali_sampler: str = setting("shared", choices=("shared", "dali"))  # dali backend: view parameters from pipeline.views, or DALI's own operators (no overlap rule)
+    # dali backend: view parameters from pipeline.views (shared), or DALI's own operators (no overlap rule)
+    dali_sampler: str = setting("shared", choices=("shared", "dali"))
     reduced_decode: bool = True  # cpu: libjpeg DCT scaling when the views allow it
     pin_memory: bool = True
     prefetch_factor: int = setting(2, min=1)  # batches queued per worker
@@ -84,7 +89,9 @@ def check_loader_config(cfg: LoaderConfig, prefix: str = "") -> None:
             f"({cfg.batch_size}): an epoch would have no batch"
         )
     if cfg.recipe == "two-view" and cfg.num_local:
-        raise ValueError(f"{prefix}num_local must be null or 0 with {prefix}recipe=two-view (it has no local views), got {cfg.num_local}")
+        raise ValueError(
+            f"{prefix}num_local must be null or 0 with {prefix}recipe=two-view (it has no local views), got {cfg.num_local}"
+        )
     hue = cfg.augment.jitter[3] if cfg.augment.jitter is not None else 0.0
     if hue > 0.5:
         raise ValueError(f"{prefix}augment.jitter: the hue strength (4th value) must be in [0, 0.5], got {hue}")
