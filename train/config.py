@@ -23,7 +23,7 @@ import yaml
 from pipeline.config import LoaderConfig, check_loader_config
 from pipeline.config_fields import check_fields, rule_of, setting
 
-OPTIMIZERS = ("lars", "adamw")
+OPTIMIZERS = ("lars", "adamw", "sgd")  # sgd: plain SGD with momentum (baselines, linear updates in tests)
 PRECISIONS = ("no", "bf16", "fp16")
 MAX_SEED = 2**31 - 1
 
@@ -68,7 +68,7 @@ class MethodConfig:
 class OptimConfig:
     """Optimizer and the per-iteration lr / weight-decay schedules (``train/schedules.py``)."""
 
-    name: str = setting("lars", choices=OPTIMIZERS)  # lars (CLoVE) | adamw (GTSA)
+    name: str = setting("lars", choices=OPTIMIZERS)  # lars (CLoVE) | adamw (GTSA) | sgd
     base_lr: float = setting(1.0, above=0)  # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256
     warmup_epochs: float = setting(5.0, min=0)  # linear warm-up, then cosine down to the floor
     min_lr: float | None = setting(None, min=0, null="optim.min_lr_ratio x the peak lr")  # absolute floor of the cosine (GTSA: 1e-6)

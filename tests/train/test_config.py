@@ -24,7 +24,7 @@ CONFIGS = REPO / "configs"
          "unknown config key 'method.options.backbon'; did you mean 'method.options.backbone'?"),
         ("train.epochs=many", "train.epochs: expected an integer, got 'many'"),
         ("optim.betas=[0.9]", "optim.betas: expected 2 values, got 1: [0.9]"),
-        ("optim.name=sgdd", "optim.name must be one of ['lars', 'adamw'], got 'sgdd'"),
+        ("optim.name=sgdd", "optim.name must be one of ['lars', 'adamw', 'sgd'], got 'sgdd'"),
         ("train.epochs.x=1", "train.epochs is a value, not a section (got keys x)"),
         ("data.batch_size", "override 'data.batch_size' is not of the form key.sub=value"),
     ],
