@@ -141,8 +141,9 @@ def test_values_inside_the_bounds_are_accepted():
 
 
 def test_cli_refuses_the_issue_values_in_one_line_before_reading_shards(tmp_path):
-    """Before: a TypeError traceback from len(loader), or a minute of 'no decodable sample'."""
-    for value in ("data.samples_per_epoch=null", "data.global_size=0"):
+    """Before: a TypeError traceback from len(loader) (data.global_size=0: a minute of 'no decodable
+    sample'; its message is checked above, without a process)."""
+    for value in ("data.samples_per_epoch=null",):
         done = subprocess.run([PYTHON, "-m", "train", "--config", str(REPO / "configs" / "default.yaml"), value,
                                f"data.shards={tmp_path / 'none'}"], cwd=REPO, env=subprocess_env(),
                               capture_output=True, text=True, timeout=120)
