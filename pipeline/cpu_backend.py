@@ -1,9 +1,9 @@
 """The ``cpu`` backend: DataLoader workers decode, crop, resize and colour every view.
 
-Per sample (in a worker): read the original size from the header, draw every view's geometry on
-the *original* size (:func:`pipeline.views.sample_views`), pick the smallest DCT scale that still
-leaves every crop at least its output size (:func:`pipeline.decode.choose_scale`), decode at that
-scale, round each crop window to integer decoded pixels and recompute the view matrix exactly from
+Per sample (in a worker): the prologue shared with the torch backend (:mod:`pipeline.draw`: read
+the original size from the header, draw every view's geometry on the *original* size and its
+photometric parameters, decode at the smallest DCT scale that still leaves every crop at least its
+output size), round each crop window to integer decoded pixels and recompute the view matrix exactly from
 the rounded window composed with ``scale_matrix(scale)``, resize the crop with antialiasing (torch
 uint8 ``interpolate`` on channels-last tensors: ~5x faster than PIL resize here), flip, rotate,
 apply the photometric part (:mod:`pipeline.photometric_cpu`, OpenCV on HWC uint8 arrays). Batches
@@ -24,7 +24,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -34,26 +33,14 @@ import torch.nn.functional as F
 from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
-from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size, is_jpeg
+from pipeline.decode import decoded_window
+from pipeline.draw import decode_for_views, draw_views
 from pipeline.geometry import scale_matrix
-from pipeline.photometric import draw_photometric
 from pipeline.photometric_cpu import apply_photometric
 from pipeline.shared_buffers import allocate
 from pipeline.source import RawSample, plan_from_config
 from pipeline.stream_loader import StreamLoader
-from pipeline.views import Recipe, build_recipe, sample_views, view_matrix
-
-
-def recipe_from_config(cfg: LoaderConfig) -> Recipe:
-    """The view recipe a loader config asks for (photometrics stripped when ``cfg.photometric`` is off)."""
-    if cfg.recipe == "two-view":
-        recipe = build_recipe("two-view", size=cfg.global_size)
-    else:
-        kwargs: dict[str, Any] = dict(global_size=cfg.global_size, local_size=cfg.local_size)
-        if cfg.num_local is not None:
-            kwargs["num_local"] = cfg.num_local
-        recipe = build_recipe(cfg.recipe, **kwargs)
-    return recipe if cfg.photometric else recipe.without_photometric()
+from pipeline.views import Recipe, recipe_from_config, view_matrix
 
 
 @dataclass
@@ -96,16 +83,11 @@ def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_de
     Raises:
         DecodeError: the sample has no usable image (missing component, undecodable, bad size).
     """
-    if sample.image is None:
-        raise DecodeError(f"sample {sample.key!r} has no image component")
-    width, height = image_size(sample.image)
-    params = sample_views(width, height, recipe, rng)
-    photometric = [draw_photometric(spec.photometric, rng) for spec in recipe.views]
-    sizes = [spec.size for spec in recipe.views]
-    num = choose_scale(width, height, params.windows, sizes) if reduced_decode and is_jpeg(sample.image) else 8
-    decoded = decode_image(sample.image, num)
+    drawn = draw_views(sample, recipe, rng)
+    decoded = decode_for_views(drawn, recipe, reduced_decode)
     image = torch.from_numpy(decoded.image)
     dsize = (decoded.image.shape[1], decoded.image.shape[0])
+    params, photometric = drawn.params, drawn.photometric
     to_decoded = scale_matrix(decoded.scale)
     views, matrices = [], []
     for v, spec in enumerate(recipe.views):
@@ -120,7 +102,7 @@ def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_de
             view = cv2.rotate(view, _ROTATE[turns])
         views.append(apply_photometric(view, photometric[v]))
     num = round(decoded.scale * 8)
-    return SampleViews(views, np.stack(matrices), (width, height), params.turns, sample.label, sample.key, num)
+    return SampleViews(views, np.stack(matrices), drawn.size, params.turns, sample.label, sample.key, num)
 
 
 # uint8 level -> ImageNet-normalised float32, per channel: normalising is one table lookup.

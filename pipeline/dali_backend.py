@@ -33,9 +33,7 @@ Limits of DALI, stated plainly:
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +45,7 @@ from torch import Tensor
 from pipeline.batch import ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.geometry import hflip_matrix, rot90_matrix
-from pipeline.cpu_backend import recipe_from_config
-from pipeline.views import Recipe
+from pipeline.views import Recipe, recipe_from_config
 
 INSTALL_HINT = (
     "the dali backend needs NVIDIA DALI: pip install 'densessl[dali]' "
@@ -185,9 +182,11 @@ class DaliViewLoader:
         rank: int = 0,
         world_size: int = 1,
         device: torch.device | str = "cpu",
-        sampler: str = "shared",
+        sampler: str | None = None,
     ):
         from pipeline.dali_pipeline import GraphSpec, check_sampler
+
+        sampler = sampler or cfg.dali_sampler
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device = torch.device(device)
@@ -372,74 +371,3 @@ def build_dali_loader(
     if problem:
         raise ImportError(problem)
     return DaliViewLoader(cfg, rank=rank, world_size=world_size, device=device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Standalone throughput check (GPU machines without the full bench)
-# ---------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.dali_backend",
-        description="Run the DALI loader alone and print images/s (views + matrices on the device).",
-    )
-    parser.add_argument("shards", help="shard directory, glob or brace pattern (with .idx files beside)")
-    parser.add_argument("--recipe", default="two-view", choices=["two-view", "clove", "gtsa"])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=50, help="timed batches (after 5 warm-up)")
-    parser.add_argument("--threads", type=int, default=4, help="DALI CPU threads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sampler", default="shared", choices=["shared", "dali"],
-                        help="view parameters from pipeline.views (shared) or DALI's own operators")
-    parser.add_argument("--no-photometric", action="store_true", help="geometry only")
-    parser.add_argument("--with-m", action="store_true",
-                        help="also compute M (correspondence masks, stride 32, T=0.7) for every "
-                             "(global teacher view, other view) pair, as CLoVE's loss needs them")
-    args = parser.parse_args(argv)
-    cfg = LoaderConfig(
-        shards=args.shards, backend="dali", recipe=args.recipe, batch_size=args.batch_size,
-        num_workers=args.threads, samples_per_epoch=(args.batches + 5) * args.batch_size,
-        photometric=not args.no_photometric,
-    )
-    problem = dali_import_error()
-    if problem:
-        raise SystemExit(problem)
-    loader = DaliViewLoader(cfg, device=args.device, sampler=args.sampler)
-    it = iter(loader)
-    for _ in range(5):
-        next(it)
-    sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        batch = next(it)
-        if args.with_m:
-            _all_masks(batch, loader.recipe)
-    sync()
-    seconds = time.perf_counter() - start
-    images = args.batches * args.batch_size
-    print(
-        f"dali {args.recipe} sampler={args.sampler} device={loader.device} batch={args.batch_size}: "
-        f"{images / seconds:.0f} images/s ({batch.num_views} views, {seconds / args.batches * 1e3:.1f} ms/batch"
-        f"{', with M' if args.with_m else ''})"
-    )
-
-
-def _all_masks(batch: ViewBatch, recipe: Recipe, stride: int = 32, threshold: float = 0.7) -> list[Tensor]:
-    """M between each global (teacher) view and every other view, as the benchmark's extra load."""
-    from pipeline.geometry import correspondence_mask
-
-    grids = [(max(1, spec.size // stride),) * 2 for spec in recipe.views]
-    masks = []
-    for t in range(recipe.num_global):
-        for v in range(len(recipe.views)):
-            if v != t:
-                masks.append(correspondence_mask(
-                    batch.matrices[:, v], batch.matrices[:, t], grids[v], stride, grids[t], stride, threshold
-                ))
-    return masks
-
-
-if __name__ == "__main__":
-    main()

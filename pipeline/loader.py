@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 from pipeline.batch import ViewBatch
-from pipeline.config import LoaderConfig
+from pipeline.config import LoaderConfig, check_loader_config
 
 # name -> "module:function"; the function has the signature of :func:`build_loader`.
 BACKENDS = {
@@ -43,9 +43,8 @@ class ViewLoader(Protocol):
 def build_loader(
     cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
 ) -> ViewLoader:
-    """Build the configured backend's loader for this rank."""
-    if cfg.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")
+    """Build the configured backend's loader for this rank (one-line ValueError for a bad config value)."""
+    check_loader_config(cfg)
     module_name, func_name = BACKENDS[cfg.backend].split(":")
     module = importlib.import_module(module_name)
     return getattr(module, func_name)(cfg, rank=rank, world_size=world_size, device=device)

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import kornia.augmentation as K
     except ImportError:
-        print("  kornia not installed: no comparison")
+        print("  kornia not installed (an optional extra: pip install 'densessl[kornia]'): no comparison")
         return
     kj = K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8).to(dev)
     xs = x / 255

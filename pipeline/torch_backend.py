@@ -43,15 +43,15 @@ from torch import Tensor
 from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch
 from pipeline.config import LoaderConfig
-from pipeline.cpu_backend import recipe_from_config
-from pipeline.decode import DecodeError, choose_scale, decode_image, image_size, is_jpeg
-from pipeline.photometric import PhotometricParams, draw_photometric
+from pipeline.decode import DecodeError, decode_image, is_jpeg
+from pipeline.draw import decode_for_views, draw_views
+from pipeline.photometric import PhotometricParams
 from pipeline.photometric_gpu import PhotometricArrays, augment
 from pipeline.resample import build_atlas, render_views, scale_matrices
 from pipeline.shared_buffers import ALIGN, allocate
 from pipeline.source import RawSample, plan_from_config
 from pipeline.stream_loader import StreamLoader
-from pipeline.views import Recipe, sample_views
+from pipeline.views import Recipe, recipe_from_config
 
 
 @dataclass
@@ -114,18 +114,12 @@ def _gpu_decodable(data: bytes) -> bool:
 
 def draw_sample(sample: RawSample, recipe: Recipe, rng: random.Random, gpu_decode: bool, reduced_decode: bool) -> Drawn:
     """Draw one sample's views and decode it (or not) for the device. Raises :class:`DecodeError`."""
-    if sample.image is None:
-        raise DecodeError(f"sample {sample.key!r} has no image component")
-    width, height = image_size(sample.image)
-    params = sample_views(width, height, recipe, rng)
-    photometric = [draw_photometric(spec.photometric, rng) for spec in recipe.views]
-    common = dict(matrices=params.matrices, turns=params.turns, photometric=photometric, size=(width, height),
-                  label=sample.label, key=sample.key, nbytes=len(sample.image))
-    if gpu_decode and _gpu_decodable(sample.image):
-        return Drawn(data=np.frombuffer(sample.image, dtype=np.uint8), encoded=True, scale=1.0, **common)
-    sizes = [spec.size for spec in recipe.views]
-    num = choose_scale(width, height, params.windows, sizes) if reduced_decode and is_jpeg(sample.image) else 8
-    decoded = decode_image(sample.image, num)
+    drawn = draw_views(sample, recipe, rng)
+    common = dict(matrices=drawn.params.matrices, turns=drawn.params.turns, photometric=drawn.photometric,
+                  size=drawn.size, label=sample.label, key=sample.key, nbytes=len(drawn.image))
+    if gpu_decode and _gpu_decodable(drawn.image):
+        return Drawn(data=np.frombuffer(drawn.image, dtype=np.uint8), encoded=True, scale=1.0, **common)
+    decoded = decode_for_views(drawn, recipe, reduced_decode)
     return Drawn(data=decoded.image, encoded=False, scale=decoded.scale, **common)
 
 

@@ -1,6 +1,8 @@
 """View recipes and the one sampler of view geometry that every backend shares.
 
-A recipe is N global + M local :class:`ViewSpec`; the sampler draws, per image, each view's crop
+A recipe is N global + M local :class:`ViewSpec`, built from the recipe's augmentation values
+(:data:`RECIPE_AUGMENT`, METHODS.md's numbers) with the config's ``data.augment`` overrides on top
+(:func:`recipe_from_config`, used by every backend and the benchmark). The sampler draws, per image, each view's crop
 window (random-resized-crop with torchvision's 10 attempts and centre fallback), horizontal flip
 and quarter turns, plus GTSA's overlap rule, and turns them into the view's 3x3 matrix
 (:mod:`pipeline.geometry`). Backends differ only in how they produce the pixels.
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from pipeline.config import AugmentConfig, LoaderConfig
 from pipeline.geometry import crop_resize_matrix, hflip_matrix, rot90_matrix
 
 
@@ -68,34 +71,80 @@ class Recipe:
         return replace(self, views=tuple(replace(v, photometric=None) for v in self.views))
 
 
+# The augmentation of each recipe, as METHODS.md gives it: every value can be overridden from the
+# config (``data.augment``, :class:`pipeline.config.AugmentConfig`). Probabilities are one number for
+# every view or (first global view, other global views, local views).
+RECIPE_AUGMENT: dict[str, AugmentConfig] = {
+    "clove": AugmentConfig(
+        global_scale=(0.2, 1.0), local_scale=(0.08, 0.3), ratio=(3 / 4, 4 / 3), interpolation="bicubic",
+        flip_p=0.5, rotate=False, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2,
+        blur_p=(1.0, 0.1, 0.5), blur_sigma=(0.1, 2.0), solarize_p=(0.0, 0.2, 0.0), min_overlap=(0.0, 0.0),
+    ),
+    "gtsa": AugmentConfig(
+        global_scale=(0.3, 1.0), local_scale=(0.1, 0.3), ratio=(3 / 4, 4 / 3), interpolation="bilinear",
+        flip_p=0.0, rotate=True, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, gray_p=0.2,
+        blur_p=0.2, blur_sigma=(0.1, 2.0), solarize_p=0.0, min_overlap=(0.02, 0.01),
+    ),
+    # geometry only: the loader-throughput baseline (probabilities 0: no photometric stage at all)
+    "two-view": AugmentConfig(
+        global_scale=(0.2, 1.0), local_scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear",
+        flip_p=0.5, rotate=False, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.0, gray_p=0.0,
+        blur_p=0.0, blur_sigma=(0.1, 2.0), solarize_p=0.0, min_overlap=(0.0, 0.0),
+    ),
+}
+RECIPE_NUM_LOCAL = {"clove": 6, "gtsa": 8, "two-view": 0}
+NUM_GLOBAL = 2
+
+
+def resolve_augment(name: str, overrides: AugmentConfig | None = None) -> AugmentConfig:
+    """Recipe ``name``'s augmentation with the non-null fields of ``overrides`` on top."""
+    if name not in RECIPE_AUGMENT:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPE_AUGMENT)}")
+    changes = {} if overrides is None else {k: v for k, v in asdict(overrides).items() if v is not None}
+    return replace(RECIPE_AUGMENT[name], **changes)
+
+
+def _per_view(value: float | tuple[float, float, float], kind: int) -> float:
+    """A probability for view kind 0 (first global), 1 (other globals) or 2 (locals)."""
+    return float(value[kind]) if isinstance(value, tuple) else float(value)
+
+
+def recipe_from_augment(name: str, aug: AugmentConfig, global_size: int, local_size: int, num_local: int,
+                        num_global: int = NUM_GLOBAL) -> Recipe:
+    """The views of a recipe from its complete augmentation ``aug`` (no null field)."""
+    missing = [k for k, v in asdict(aug).items() if v is None]
+    if missing:
+        raise ValueError(f"augmentation of recipe {name!r} lacks {missing}; resolve it with resolve_augment")
+    views = []
+    for v in range(num_global + num_local):
+        is_global = v < num_global
+        kind = 0 if v == 0 else 1 if is_global else 2
+        pm = Photometric(
+            jitter=aug.jitter, jitter_p=_per_view(aug.jitter_p, kind), gray_p=_per_view(aug.gray_p, kind),
+            blur_p=_per_view(aug.blur_p, kind), blur_sigma=aug.blur_sigma, solarize_p=_per_view(aug.solarize_p, kind),
+        )
+        off = pm.jitter_p == pm.gray_p == pm.blur_p == pm.solarize_p == 0
+        views.append(ViewSpec(
+            size=global_size if is_global else local_size, scale=aug.global_scale if is_global else aug.local_scale,
+            ratio=aug.ratio, flip_p=_per_view(aug.flip_p, kind), rotate=aug.rotate, interpolation=aug.interpolation,
+            photometric=None if off else pm, is_global=is_global,
+        ))
+    return Recipe(name, tuple(views), min_overlap_global=aug.min_overlap[0], min_overlap_local=aug.min_overlap[1])
+
+
 def clove_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 6) -> Recipe:
     """CLoVE (METHODS.md): 2 x 224 (0.2-1.0) + 6 x 96 (0.08-0.3), bicubic, flip 0.5."""
-    jit = (0.4, 0.4, 0.2, 0.1)
-    g1 = Photometric(jit, 0.8, 0.2, blur_p=1.0)
-    g2 = Photometric(jit, 0.8, 0.2, blur_p=0.1, solarize_p=0.2)
-    loc = Photometric(jit, 0.8, 0.2, blur_p=0.5)
-    glob = dict(size=global_size, scale=(0.2, 1.0), interpolation="bicubic")
-    views = [ViewSpec(**glob, photometric=g1), ViewSpec(**glob, photometric=g2)]
-    views += [
-        ViewSpec(local_size, (0.08, 0.3), interpolation="bicubic", photometric=loc, is_global=False)
-        for _ in range(num_local)
-    ]
-    return Recipe("clove", tuple(views))
+    return recipe_from_augment("clove", RECIPE_AUGMENT["clove"], global_size, local_size, num_local)
 
 
 def gtsa_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 8) -> Recipe:
     """GTSA (METHODS.md): 2 x 224 (0.3-1.0) + 8 x 96 (0.1-0.3), bilinear, no flip, quarter turns."""
-    pm = Photometric((0.8, 0.8, 0.8, 0.2), 0.8, 0.2, blur_p=0.2)
-    common = dict(flip_p=0.0, rotate=True, interpolation="bilinear", photometric=pm)
-    views = [ViewSpec(global_size, (0.3, 1.0), **common) for _ in range(2)]
-    views += [ViewSpec(local_size, (0.1, 0.3), is_global=False, **common) for _ in range(num_local)]
-    return Recipe("gtsa", tuple(views), min_overlap_global=0.02, min_overlap_local=0.01)
+    return recipe_from_augment("gtsa", RECIPE_AUGMENT["gtsa"], global_size, local_size, num_local)
 
 
 def two_view_recipe(size: int = 224) -> Recipe:
     """Two global views, geometry only: the loader-throughput baseline."""
-    v = ViewSpec(size, (0.2, 1.0), photometric=None)
-    return Recipe("two-view", (v, v))
+    return recipe_from_augment("two-view", RECIPE_AUGMENT["two-view"], size, size, 0)
 
 
 RECIPES = {"clove": clove_recipe, "gtsa": gtsa_recipe, "two-view": two_view_recipe}
@@ -105,6 +154,15 @@ def build_recipe(name: str, **kwargs) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     return RECIPES[name](**kwargs)
+
+
+def recipe_from_config(cfg: LoaderConfig) -> Recipe:
+    """The view recipe a loader config asks for: the named recipe, sizes and local count, with
+    ``cfg.augment``'s overrides; photometrics stripped when ``cfg.photometric`` is off."""
+    aug = resolve_augment(cfg.recipe, cfg.augment)
+    num_local = RECIPE_NUM_LOCAL[cfg.recipe] if cfg.num_local is None else cfg.num_local
+    recipe = recipe_from_augment(cfg.recipe, aug, cfg.global_size, cfg.local_size, num_local)
+    return recipe if cfg.photometric else recipe.without_photometric()
 
 
 # ---------------------------------------------------------------------------------------------

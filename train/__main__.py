@@ -20,11 +20,14 @@ examples:
 overrides:
   Any config key, as section.key=value (value read as YAML: 3, 1e-3, true, null, [0.9, 0.999]).
   Sections: output_dir, data (the loader: shards, backend, recipe, sizes, batch_size per process,
-  samples_per_epoch per process, ...), method (name, options: the method's own settings such as
-  method.options.backbone=resnet18), optim (lars|adamw, base_lr per 256 images, warmup_epochs,
+  samples_per_epoch per process, ...; data.augment.* overrides the recipe's crop scales, ratio,
+  interpolation, rotation, jitter strengths and the flip/jitter/gray/blur/solarize probabilities, one
+  number or [global 1, global 2, locals]; null keeps the recipe's value), method (name, options:
+  the method's own settings such as method.options.backbone=resnet18), optim (lars|adamw, base_lr per 256 images, warmup_epochs,
   weight_decay, clipping), train (epochs, max_steps, grad_accum, mixed_precision no|bf16|fp16, seed,
   deterministic, cpu), checkpoint (every_steps, keep_last, export), log (every_steps, tensorboard).
-  Unknown keys are refused with the closest valid name.
+  Every value is checked when the config loads (type, range, choices; null only where it means
+  something); unknown keys are refused with the closest valid name.
 
 outputs (in output_dir):
   checkpoints/ckpt-NNNNNNNN.pt and config.yaml, log.jsonl (one JSON record per logging step),

@@ -12,6 +12,7 @@ Everything stored is plain data (dicts, lists, numbers, strings, tensors), so lo
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 TMP_SUFFIX = ".tmp"
@@ -83,26 +86,56 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        first_line = (str(e).splitlines() or ["no message"])[0][:200]  # an empty file raises with no message
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line})") from None
 
 
-def resolve_resume(resume: str | None, directory: str | Path) -> Path | None:
-    """``None`` -> no resume; ``"auto"`` -> the newest checkpoint in ``directory`` (None when there is
-    none); anything else -> that file, which must exist."""
+def newest_readable(found: list[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest of ``found`` (oldest first) that loads, with its state; each unreadable newer
+    one is reported as a warning naming the file and why. None when the list is empty; a
+    one-line ValueError when none of them loads."""
+    skipped: list[str] = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path)
+        except (OSError, ValueError) as e:
+            skipped.append(str(e))
+            log.warning("skipping unreadable checkpoint: %s", e)
+            continue
+        if skipped:
+            log.warning("resuming from %s, the newest readable checkpoint (%d newer one(s) unreadable)", path, len(skipped))
+        return path, state
+    if skipped:
+        raise ValueError(f"no readable checkpoint among {len(skipped)} in {found[0].parent} (newest: {skipped[0]}); "
+                         "remove them or start without --resume")
+    return None
+
+
+def load_resume(resume: str | None, directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """What to resume from, loaded: ``(path, state)`` or None (no resume, or nothing to resume yet).
+
+    ``None`` -> no resume; ``"auto"`` -> the newest *readable* checkpoint in ``directory`` (falls
+    back past unreadable newer ones, saying so; None when there is none); a run directory -> the
+    same within it; a file -> that checkpoint, which must exist and load.
+    """
     if resume is None:
         return None
     if resume == "auto":
-        found = list_checkpoints(directory)
-        return found[-1] if found else None
+        return newest_readable(list_checkpoints(directory))
     path = Path(resume)
     if path.is_dir():  # a run's output dir or its checkpoints dir
         found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
         if not found:
             raise FileNotFoundError(f"no checkpoint in {path}")
-        return found[-1]
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
+        return newest_readable(found)
+    return path, load_checkpoint(path)
+
+
+def resolve_resume(resume: str | None, directory: str | Path) -> Path | None:
+    """The path :func:`load_resume` would load (``"auto"`` and directories: the newest readable
+    checkpoint). It loads candidates to know; prefer :func:`load_resume`, which keeps the state."""
+    found = load_resume(resume, directory)
+    return None if found is None else found[0]
 
 
 # ---------------------------------------------------------------------------------------------

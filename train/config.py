@@ -20,10 +20,12 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import LoaderConfig
+from pipeline.config import LoaderConfig, check_loader_config
+from pipeline.config_fields import check_fields, rule_of, setting
 
-OPTIMIZERS = ("lars", "adamw")
+OPTIMIZERS = ("lars", "adamw", "sgd")  # sgd: plain SGD with momentum (baselines, linear updates in tests)
 PRECISIONS = ("no", "bf16", "fp16")
+MAX_SEED = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -31,9 +33,18 @@ class ConfigError(ValueError):
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+    """SafeLoader with YAML 1.2's scalars: ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``) and only
+    true/false are booleans (YAML 1.1 also reads yes/no/on/off, so ``train.mixed_precision=no``
+    would arrive as False)."""
 
 
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -49,55 +60,55 @@ def _yaml_load(text: str) -> Any:
 class MethodConfig:
     """Which method (``model.registry.METHODS``) and its options (``method_defaults(name)``)."""
 
-    name: str = "clove"
-    options: dict[str, Any] = field(default_factory=dict)  # missing keys take the method's defaults
+    name: str = setting("clove", free=True)  # checked against the registry
+    options: dict[str, Any] = setting(default_factory=dict, free=True)  # missing keys take the method's defaults
 
 
 @dataclass
 class OptimConfig:
     """Optimizer and the per-iteration lr / weight-decay schedules (``train/schedules.py``)."""
 
-    name: str = "lars"  # lars (CLoVE) | adamw (GTSA)
-    base_lr: float = 1.0  # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256
-    warmup_epochs: float = 5.0  # linear warm-up, then cosine down to the floor
-    min_lr: float | None = None  # absolute floor of the cosine (GTSA: 1e-6); None: min_lr_ratio * peak
-    min_lr_ratio: float = 0.01  # floor relative to the peak (CLoVE: 1 %)
-    weight_decay: float = 2e-5  # never applied to 1-D parameters (biases, norms)
-    weight_decay_end: float | None = None  # cosine from weight_decay to this (GTSA: 0.04 -> 0.4); None: constant
-    momentum: float = 0.9  # LARS
-    trust_coefficient: float = 1e-3  # LARS; 1-D parameters are not adapted
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
-    eps: float = 1e-8  # AdamW
-    clip_grad_norm: float | None = None  # global L2 norm over all parameters; None: off
-    clip_grad_per_param: float | None = None  # L2 norm of each parameter tensor (GTSA: 3.0); None: off
+    name: str = setting("lars", choices=OPTIMIZERS)  # lars (CLoVE) | adamw (GTSA) | sgd
+    base_lr: float = setting(1.0, above=0)  # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256
+    warmup_epochs: float = setting(5.0, min=0)  # linear warm-up, then cosine down to the floor
+    min_lr: float | None = setting(None, min=0, null="optim.min_lr_ratio x the peak lr")  # absolute floor of the cosine (GTSA: 1e-6)
+    min_lr_ratio: float = setting(0.01, min=0, max=1)  # floor relative to the peak (CLoVE: 1 %)
+    weight_decay: float = setting(2e-5, min=0)  # never applied to 1-D parameters (biases, norms)
+    weight_decay_end: float | None = setting(None, min=0, null="constant weight decay")  # cosine from weight_decay to this (GTSA: 0.04 -> 0.4)
+    momentum: float = setting(0.9, min=0, below=1)  # LARS
+    trust_coefficient: float = setting(1e-3, above=0)  # LARS; 1-D parameters are not adapted
+    betas: tuple[float, float] = setting((0.9, 0.999), min=0, below=1)  # AdamW
+    eps: float = setting(1e-8, above=0)  # AdamW
+    clip_grad_norm: float | None = setting(None, above=0, null="no clipping")  # global L2 norm over all parameters
+    clip_grad_per_param: float | None = setting(None, above=0, null="no clipping")  # L2 norm of each parameter tensor (GTSA: 3.0)
 
 
 @dataclass
 class TrainConfig:
     """Length, precision, distribution and reproducibility."""
 
-    epochs: int = 1  # schedules span this many epochs
-    max_steps: int | None = None  # stop after this many optimizer steps (schedules unchanged); None: all
-    grad_accum: int = 1  # micro-batches per optimizer step
-    mixed_precision: str = "no"  # no | bf16 | fp16 (through Accelerate's autocast and grad scaler)
-    seed: int = 0
+    epochs: int = setting(1, min=1)  # schedules span this many epochs
+    max_steps: int | None = setting(None, min=1, null="run every step of the schedule")  # stop after this many optimizer steps (schedules unchanged)
+    grad_accum: int = setting(1, min=1)  # micro-batches per optimizer step
+    mixed_precision: str = setting("no", choices=PRECISIONS)  # through Accelerate's autocast and grad scaler
+    seed: int = setting(0, min=0, max=MAX_SEED)  # NumPy takes seeds below 2**32; each rank adds its index
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume on CPU
     cpu: bool = False  # train on the CPU even when CUDA is available
-    threads: int | None = None  # torch intra-op threads per process; None: torch's default
+    threads: int | None = setting(None, min=1, null="torch's default")  # torch intra-op threads per process
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when distributed on GPUs
     find_unused_parameters: bool = False  # DDP option, for methods with branches unused on some steps
 
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = 500  # also written at the end of the run
-    keep_last: int = 3  # older checkpoints are deleted once a newer one is safely on disk
+    every_steps: int = setting(500, min=1)  # also written at the end of the run
+    keep_last: int = setting(3, min=1)  # older checkpoints are deleted once a newer one is safely on disk
     export: bool = True  # export the student backbone to ``output_dir/exported`` at the end
 
 
 @dataclass
 class LogConfig:
-    every_steps: int = 10  # the only steps that read values back from the device
+    every_steps: int = setting(10, min=1)  # the only steps that read values back from the device
     tensorboard: bool = True  # through Accelerate's trackers, when tensorboard is installed
     progress: bool = True  # tqdm bar on the main process
 
@@ -106,7 +117,7 @@ class LogConfig:
 class Config:
     """Everything one run needs; see ``python -m train --print-config`` for the resolved values."""
 
-    output_dir: str = "runs/default"  # checkpoints/, log.jsonl, tensorboard/, exported/
+    output_dir: str = setting("runs/default", free=True)  # checkpoints/, log.jsonl, tensorboard/, exported/
     data: LoaderConfig = field(default_factory=LoaderConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -128,23 +139,43 @@ def _unknown_key(path: str, key: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key {full!r}; did you mean {path + close[0]!r}?")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def _describe(tp: Any) -> str:
+    """A type in words, for errors: ``"an integer"``, ``"a list of 2 numbers"``, ..."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return "a list"
+        return f"a list of {len(args)} numbers" if all(a is float for a in args) else f"a list of {len(args)} values"
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
+    if tp in words or origin in words:
+        return words.get(tp) or words[origin]
+    return "a section of keys" if dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+def _coerce(value: Any, tp: Any, path: str, null: str | None = None) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples.
+
+    ``null`` says what null means for this key (named in the error when the value has the wrong type).
+    """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
         errors = []
-        for option in (a for a in args if a is not type(None)):
+        for option in options:
             try:
                 return _coerce(value, option, path)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: expected {_type_name(tp)}, got {value!r}")
+        if len(options) == 1 and type(None) not in args:
+            raise ConfigError(errors[0])
+        nullable = f" or null ({null})" if null else " or null" if type(None) in args else ""
+        raise ConfigError(f"{path}: expected {_describe(tp)}{nullable}, got {value!r}")
+    if value is None:
+        raise ConfigError(f"{path} cannot be null: expected {_describe(tp)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of keys, got {value!r}")
@@ -157,7 +188,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], path) for v in value)
         if len(value) != len(args):
@@ -181,39 +212,52 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
-    raise ConfigError(f"{path}: unsupported config type {_type_name(tp)}")  # a schema bug, not user error
+    raise ConfigError(f"{path}: unsupported config type {_describe(tp)}")  # a schema bug, not user error
 
 
 def _from_dict(cls: type, raw: dict[str, Any], path: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
-        if key not in names:
-            raise _unknown_key(path, str(key), names)
-    kwargs = {k: _coerce(v, hints[k], path + k) for k, v in raw.items()}
+        if key not in fields:
+            raise _unknown_key(path, str(key), list(fields))
+    kwargs = {}
+    for k, v in raw.items():
+        rule = rule_of(fields[k])
+        kwargs[k] = _coerce(v, hints[k], path + k, rule.null if rule else None)
     return cls(**kwargs)
 
 
 def _check_values(cfg: Config) -> None:
-    """Choices and ranges the types cannot express; the method's options against its defaults."""
+    """Choices, ranges and nulls the types cannot express (each field's rule), the rules between
+    fields, and the method's options against its defaults."""
     from model.registry import method_defaults  # lazy: the schema itself needs no torch
 
-    if cfg.optim.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name must be one of {list(OPTIMIZERS)}, got {cfg.optim.name!r}")
-    if cfg.train.mixed_precision not in PRECISIONS:
-        raise ConfigError(f"train.mixed_precision must be one of {list(PRECISIONS)}, got {cfg.train.mixed_precision!r}")
-    for key in ("train.epochs", "train.grad_accum", "data.batch_size", "checkpoint.every_steps",
-                "checkpoint.keep_last", "log.every_steps"):
-        section, name = key.split(".")
-        if getattr(getattr(cfg, section), name) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {getattr(getattr(cfg, section), name)}")
-    try:
+    try:  # unknown keys first, as for every other section
         defaults = method_defaults(cfg.method.name)
     except ValueError as e:
         raise ConfigError(f"method.name: {e}") from None
     for key in cfg.method.options:
         if key not in defaults:
             raise _unknown_key("method.options.", str(key), list(defaults))
+    try:
+        check_fields(cfg)
+        check_loader_config(cfg.data, "data.")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not cfg.output_dir.strip():
+        raise ConfigError("output_dir must be a directory path, got an empty string")
+    d, accum = cfg.data, cfg.train.grad_accum
+    if d.samples_per_epoch is None:
+        raise ConfigError(
+            "data.samples_per_epoch must be set for training (images per process per epoch, e.g. the dataset's "
+            "size / processes): null means one exact pass, whose batch count differs between ranks"
+        )
+    if d.samples_per_epoch // d.batch_size < accum:
+        raise ConfigError(
+            f"data.samples_per_epoch ({d.samples_per_epoch}) must hold at least data.batch_size x train.grad_accum "
+            f"({d.batch_size} x {accum} = {d.batch_size * accum}) images: an epoch would have no optimizer step"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

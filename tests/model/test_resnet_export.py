@@ -98,7 +98,7 @@ def test_detectron2_export_of_resnet50(tmp_path):
 
 
 def test_cli_exports_a_checkpoint(tmp_path, capsys):
-    cfg = load_config(None, ["method.options.backbone=resnet18", "method.options.proj_hidden=64",
+    cfg = load_config(None, ["data.samples_per_epoch=64", "method.options.backbone=resnet18", "method.options.proj_hidden=64",
                              "method.options.proj_dim=32"])
     method = METHODS["clove"](cfg.method.options)
     _perturb(method.student, seed=3)

@@ -94,6 +94,8 @@ def config(root: Path, **kw) -> LoaderConfig:
         shuffle_buffer=8, prefetch_factor=2,
     )
     base.update(kw)
+    if base["recipe"] == "two-view" and "num_local" not in kw:
+        base["num_local"] = None  # two-view has no local views
     return LoaderConfig(**base)
 
 

@@ -142,3 +142,17 @@ def test_from_params_packs_the_drawn_values():
         assert 2 not in p.order[i].tolist()  # saturation strength 0: never applied
         assert p.factors[i].tolist() == pytest.approx([q.brightness, q.contrast, q.saturation, q.hue])
         assert float(p.blur_sigma[i]) == pytest.approx(q.blur_sigma)
+
+
+def test_the_kornia_comparison_skips_in_one_line_without_kornia(monkeypatch, capsys):
+    """Kornia is an optional extra: ``python -m pipeline.photometric_gpu`` still times the fused ops."""
+    import sys
+
+    from pipeline.photometric_gpu import main
+
+    monkeypatch.setitem(sys.modules, "kornia", None)  # import kornia -> ImportError
+    monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
+    main(["--batch", "2", "--size", "16", "--repeats", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "fused full chain" in lines[-2]
+    assert lines[-1].strip().startswith("kornia not installed") and "densessl[kornia]" in lines[-1]

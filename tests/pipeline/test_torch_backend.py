@@ -72,6 +72,8 @@ def config(root, **kw) -> LoaderConfig:
     base = dict(shards=str(root), backend="torch", recipe="clove", global_size=32, local_size=16, num_local=2,
                 batch_size=4, num_workers=0, decode="cpu", shuffle_buffer=1)
     base.update(kw)
+    if base["recipe"] == "two-view" and "num_local" not in kw:
+        base["num_local"] = None  # two-view has no local views
     return LoaderConfig(**base)
 
 

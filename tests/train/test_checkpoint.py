@@ -91,3 +91,34 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     _draws()
     ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path / "ckpt-00000001.pt")["rng"])
     assert _draws() == expected
+
+
+def _corrupt(path) -> None:
+    """What a disk error or an interrupted copy leaves: the first half of the file."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_resume_auto_falls_back_past_unreadable_newest_checkpoints_and_says_so(tmp_path, caplog):
+    for step in (10, 20, 30):
+        ckpt.save_checkpoint(_state(step), tmp_path, step)
+    _corrupt(tmp_path / "ckpt-00000030.pt")
+    (tmp_path / "ckpt-00000040.pt").write_bytes(b"")  # e.g. a full disk
+    with caplog.at_level("WARNING", logger="train.checkpoint"):
+        path, state = ckpt.load_resume("auto", tmp_path)
+    assert path.name == "ckpt-00000020.pt" and state["model"]["w"][0, 0] == 20
+    said = caplog.text
+    assert "ckpt-00000040.pt" in said and "ckpt-00000030.pt" in said and "resuming from" in said
+    assert ckpt.resolve_resume("auto", tmp_path).name == "ckpt-00000020.pt"  # the loop's current call
+    assert ckpt.resolve_resume(str(tmp_path), tmp_path).name == "ckpt-00000020.pt"  # a run directory: the same
+    with pytest.raises(ValueError, match="not a readable checkpoint"):  # a file named explicitly: no fallback
+        ckpt.load_resume(str(tmp_path / "ckpt-00000030.pt"), tmp_path)
+
+
+def test_resume_auto_with_no_readable_checkpoint_is_one_line(tmp_path):
+    ckpt.save_checkpoint(_state(1), tmp_path, 1)
+    _corrupt(tmp_path / "ckpt-00000001.pt")
+    with pytest.raises(ValueError) as e:
+        ckpt.load_resume("auto", tmp_path)
+    assert str(e.value).startswith(f"no readable checkpoint among 1 in {tmp_path}") and "\n" not in str(e.value)
+    assert ckpt.load_resume("auto", tmp_path / "empty") is None  # nothing yet: a fresh start

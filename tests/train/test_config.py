@@ -24,7 +24,7 @@ CONFIGS = REPO / "configs"
          "unknown config key 'method.options.backbon'; did you mean 'method.options.backbone'?"),
         ("train.epochs=many", "train.epochs: expected an integer, got 'many'"),
         ("optim.betas=[0.9]", "optim.betas: expected 2 values, got 1: [0.9]"),
-        ("optim.name=sgdd", "optim.name must be one of ['lars', 'adamw'], got 'sgdd'"),
+        ("optim.name=sgdd", "optim.name must be one of ['lars', 'adamw', 'sgd'], got 'sgdd'"),
         ("train.epochs.x=1", "train.epochs is a value, not a section (got keys x)"),
         ("data.batch_size", "override 'data.batch_size' is not of the form key.sub=value"),
     ],
@@ -57,7 +57,8 @@ def test_overrides_are_read_as_yaml():
     assert parse_override("optim.min_lr=null") == (["optim", "min_lr"], None)
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
     cfg = load_config(None, ["optim.base_lr=2", "optim.betas=[0.9, 0.95]", "train.deterministic=true",
-                             "data.num_local=null", "method.options.backbone=resnet18", "output_dir=runs/x"])
+                             "data.num_local=null", "method.options.backbone=resnet18", "output_dir=runs/x",
+                             "data.samples_per_epoch=128"])
     assert cfg.optim.base_lr == 2.0 and isinstance(cfg.optim.base_lr, float)  # int accepted for a float
     assert cfg.optim.betas == (0.9, 0.95)
     assert cfg.train.deterministic is True and cfg.data.num_local is None
@@ -65,7 +66,8 @@ def test_overrides_are_read_as_yaml():
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path):
-    cfg = load_config(None, ["optim.name=adamw", "optim.weight_decay_end=0.4", "data.global_size=64"])
+    cfg = load_config(None, ["optim.name=adamw", "optim.weight_decay_end=0.4", "data.global_size=64",
+                             "data.samples_per_epoch=128", "data.augment.blur_p=[1.0, 0.1, 0.5]"])
     path = save_config(cfg, tmp_path / "config.yaml")
     assert load_config(path) == cfg
     assert yaml.safe_load(path.read_text())["optim"]["weight_decay_end"] == 0.4
