@@ -32,11 +32,10 @@ def method_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
 def export_checkpoint(path: str | Path, out_dir: str | Path) -> tuple[Path, dict[str, Path]]:
     """Export the student backbone of checkpoint ``path`` (a file, or a run directory: its newest
     checkpoint) into ``out_dir``; returns the checkpoint used and the written files by kind."""
-    from train.checkpoint import load_checkpoint, resolve_resume
+    from train.checkpoint import load_resume
 
-    ckpt_path = resolve_resume(str(path), Path(path))
-    method = method_from_checkpoint(load_checkpoint(ckpt_path))
-    return ckpt_path, method.export(out_dir)
+    ckpt_path, state = load_resume(str(path), Path(path))
+    return ckpt_path, method_from_checkpoint(state).export(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

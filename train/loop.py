@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.checkpoint import resolve_resume, rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import load_resume, rng_state, save_checkpoint, set_rng_state
 from train.config import Config, config_to_dict, flat_items, save_config
 from train.logging import RunLogger, StepMeter, tensorboard_available
 from train.monitor import collapse_stats
@@ -138,12 +138,13 @@ class Run:
 
     def resume(self, resume: str | None) -> None:
         """Continue from ``resume`` ("auto": the newest checkpoint, if any; or a path)."""
-        path = resolve_resume(resume, self.ckpt_dir) if resume else None
-        if resume == "auto" and path is None:
+        found = load_resume(resume, self.ckpt_dir) if resume else None
+        if resume == "auto" and found is None:
             self.say(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
-        if path is None:
+        if found is None:
             return
-        self.pos, changed = restore(path, self.core, self.optimizer, self.accelerator.scaler, self.loader, self.plan,
+        path, state = found
+        self.pos, changed = restore(state, self.core, self.optimizer, self.accelerator.scaler, self.loader, self.plan,
                                     self.cfg, self.rank, self.world)
         self.resumed_from = self.last_saved = path
         self.last_saved_step = self.pos.step

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from train.checkpoint import load_checkpoint
 from train.config import Config, config_to_dict, flat_items
 from train.plan import Plan
 
@@ -29,11 +27,10 @@ class Position:
     pending_rng: dict[str, Any] | None = None
 
 
-def restore(path: Path, core: nn.Module, optimizer, scaler, loader, plan: Plan, cfg: Config, rank: int,
+def restore(state: dict[str, Any], core: nn.Module, optimizer, scaler, loader, plan: Plan, cfg: Config, rank: int,
             world: int) -> tuple[Position, dict[str, tuple[Any, Any]]]:
-    """Load checkpoint ``path`` into the run; returns the position and the config keys that changed
-    (``{key: (saved, now)}``)."""
-    state = load_checkpoint(path)
+    """Put a loaded checkpoint ``state`` into the run; returns the position and the config keys that
+    changed (``{key: (saved, now)}``)."""
     core.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state.get("scaler"):

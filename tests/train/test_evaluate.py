@@ -80,7 +80,7 @@ def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, one_thread):
     from train.config import config_to_dict, load_config
 
     cfg = load_config(None, ["method.options.backbone=resnet18", "method.options.proj_hidden=64",
-                             "method.options.proj_dim=32"])
+                             "method.options.proj_dim=32", "data.samples_per_epoch=64"])
     methods = {}
     for step in (3, 7):
         torch.manual_seed(step)
