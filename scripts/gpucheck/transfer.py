@@ -118,7 +118,7 @@ def reassemble(folders: Iterable[Path], out: Path, manifest: dict | None = None)
     """Rebuild every file of the manifest whose pieces are all in ``folders`` with the right hash.
 
     Returns ``{file name: status}`` with status ``ok`` (written to ``out`` and its sha256 checked),
-    ``missing pieces N/M`` or ``bad hash``. A file already in ``out`` with the right hash is kept.
+    ``missing or damaged pieces N/M`` (a piece whose sha256 differs counts as missing) or ``bad hash``. A file already in ``out`` with the right hash is kept.
     """
     folders = [Path(f) for f in folders]
     manifest = manifest or find_manifest(folders)
@@ -139,7 +139,7 @@ def reassemble(folders: Iterable[Path], out: Path, manifest: dict | None = None)
             if good:
                 chosen.append(good[0])
         if len(chosen) < len(entry["pieces"]):
-            status[entry["name"]] = f"missing pieces {len(entry['pieces']) - len(chosen)}/{len(entry['pieces'])}"
+            status[entry["name"]] = f"missing or damaged pieces {len(entry['pieces']) - len(chosen)}/{len(entry['pieces'])}"
             continue
         partial = target.with_name(target.name + ".partial")
         with open(partial, "wb") as fo:
