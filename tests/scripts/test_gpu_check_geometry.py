@@ -32,12 +32,12 @@ def slow_mask(a_s: np.ndarray, a_t: np.ndarray, grid_s: int, size_s: int, grid_t
     return dist < t_pos * max(ds, dt)
 
 
-@pytest.mark.parametrize("size", [32, 64, 96, 100, 224])
-def test_feature_grid_is_the_resnet_c5_size(size):
+def test_feature_grid_is_the_resnet_c5_size():
     trunk = build_backbone("resnet18").eval()
-    with torch.no_grad():
-        out = trunk(torch.zeros(1, 3, size, size))
-    assert out.shape[-1] == out.shape[-2] == feature_grid(size)
+    for size in (32, 64, 96, 100, 224):
+        with torch.no_grad():
+            out = trunk(torch.zeros(1, 3, size, size))
+        assert out.shape[-1] == out.shape[-2] == feature_grid(size), size
 
 
 def test_masks_follow_the_definition_pair_by_pair():
@@ -59,10 +59,11 @@ def test_masks_follow_the_definition_pair_by_pair():
 
 
 def test_mean_matches_equal_what_clove_reports():
-    batch = synthetic_batch(2, 96, 64, 2, "cpu")
+    batch = synthetic_batch(2, 64, 32, 2, "cpu")
     torch.manual_seed(0)
     model = METHODS["clove"]({"backbone": "resnet18", "proj_hidden": 32, "proj_dim": 16, "heads": 2}).train()
     with torch.no_grad():
         reported = model(batch)["matches"].item()
-    geo = CLoVEGeometry([96, 96, 64, 64], 2, model.t_pos, torch.device("cpu"))
+    geo = CLoVEGeometry([64, 64, 32, 32], 2, model.t_pos, torch.device("cpu"))
+    assert reported > 0  # else the comparison says little
     assert mean_matches(geo(batch.matrices)) == pytest.approx(reported, rel=1e-6)
