@@ -84,7 +84,7 @@ def time_geometry(geometry: CLoVEGeometry, matrices: list[Tensor], reps: int, de
     return 1e3 * (time.perf_counter() - t0) / reps
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m gpucheck.geometry_share", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", required=True, help="shard directory, glob or URL")
@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.batch_size, args.batches, args.reps) < 1:
         ap.error("--batch-size, --batches and --reps must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     from pipeline.config import LoaderConfig
     from pipeline.loader import build_loader

@@ -106,8 +106,8 @@ def table(records: list[dict]) -> str:
     """The README "Measured" rows (``| what | command (above) | figure |``), one per step, then the goals."""
     steps: dict[str, list[dict]] = {}
     for r in records:
-        if r["figure"].startswith(("goal.", "setup.")):  # goals: their own table; setup: not a figure
-            continue
+        if r["figure"].startswith(("goal.", "setup.")) or r.get("reason") == "not in --only":
+            continue  # goals: their own table; setup: not a figure; steps left out on purpose: no row
         key = r["figure"].split(".vs_reference")[0].split(".reference")[0]
         for suffix in (".images_per_s", ".data_wait", ".step_ms", ".m_share"):
             key = key.removesuffix(suffix)
