@@ -76,21 +76,29 @@ def do_prepare(args: argparse.Namespace) -> int:
     glibc_minor = int(args.glibc.split(".")[1])
     manifest = prepare(args.prepare, args.python_version, glibc_minor, args.photos, args.trip_mb, not args.no_dali)
     trips: dict[int, dict] = {}
+    groups: dict[str, float] = {}
     for f in manifest["files"]:
+        groups[f["group"]] = groups.get(f["group"], 0) + f["size"] / 1e6
         for p in f["pieces"]:
             t = trips.setdefault(p["trip"], {"bytes": 0, "groups": set()})
             t["bytes"] += p["size"]
             t["groups"].add(f["group"])
-    print(f"{len(manifest['files'])} files in {manifest['trips']} trips under {args.prepare / 'trips'}:")
+    trip_dir = args.prepare / "trips"
+    print(f"{len(manifest['files'])} files in {manifest['trips']} trips under {trip_dir} ("
+          + ", ".join(f"{g} {mb:.0f} MB" for g, mb in groups.items()) + "):")
+    needed = [i for i, t in sorted(trips.items()) if t["groups"] - {"spare"}]
     for i, t in sorted(trips.items()):
-        print(f"  trip-{i:02d}  {t['bytes'] / 1e6:6.1f} MB  {', '.join(sorted(t['groups']))}")
-    last = max(trips)
-    trip = args.prepare / "trips"
-    print("\non the GPU machine, one call per trip, back to back (the machine must stay warm between them;\n"
-          "trips holding only 'spare' wheels can stay behind: the image already had those):")
-    for i in sorted(trips)[:-1]:
-        print(f"  bash scripts/gpu_check.sh --stash {trip}/trip-{i:02d}")
-    print(f"  bash scripts/gpu_check.sh --wheels {STASH} {trip}/trip-{last:02d} --copy-to \"$OUT\"")
+        note = "" if i in needed else "   (spare only: the GPU image had these; bring it if pip says one is missing)"
+        print(f"  trip-{i:02d}  {t['bytes'] / 1e6:6.1f} MB  {', '.join(sorted(t['groups']))}{note}")
+    print(f"\non the GPU machine: one call per trip, back to back so that it stays warm (carry the trip folder),\n"
+          f"the last one runs the check (about 8 minutes; run's timeout_s 600):")
+    for i in needed[:-1]:
+        print(f"  bash scripts/gpu_check.sh --stash {trip_dir}/trip-{i:02d}")
+    print(f"  bash scripts/gpu_check.sh --wheels {STASH} {trip_dir}/trip-{needed[-1]:02d} --copy-to \"$OUT\"")
+    first = sorted(trips[needed[0]]["groups"])
+    if "dali" in groups and {"base", "photos"} <= set(first):
+        print(f"a short window, without DALI (its steps skip): bash scripts/gpu_check.sh --wheels {trip_dir}/trip-"
+              f"{needed[0]:02d} --copy-to \"$OUT\"")
     return 0
 
 
@@ -154,7 +162,11 @@ def measure(args: argparse.Namespace) -> int:
     if args.wheels:
         from gpucheck.install import install_transfer
 
-        got = install_transfer(args.wheels, out / "transfer", dry_run=args.dry_run, say=print)
+        try:
+            got = install_transfer(args.wheels, out / "transfer", dry_run=args.dry_run, say=print)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         photos = photos or got
     flags = model_bench_flags(py, env)
     shards = out / "shards"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpucheck.requirements import base_requirements, dali_requirements, requirement_name
-from gpucheck.transfer import reassemble
+from gpucheck.transfer import find_manifest, reassemble
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,17 @@ def install_transfer(folders: list[Path], work: Path, dry_run: bool = False, say
     """Rebuild, check and install what arrived in ``folders``; returns the photo folder when the
     photos arrived (else None)."""
     files = work / "files"
-    status = reassemble(folders, files)
+    manifest = find_manifest(folders)
+    status = reassemble(folders, files, manifest)
+    group = {f["name"]: f["group"] for f in manifest["files"]}
     arrived = sorted(n for n, s in status.items() if s == "ok")
     say(f"transfer: {len(arrived)} of {len(status)} files complete and verified in {files}")
+    spare = [n for n, s in status.items() if s != "ok" and group[n] == "spare"]
+    if spare:
+        say(f"transfer: {len(spare)} spare files did not come (the GPU image had them; pip says if one is needed)")
     for n, s in sorted(status.items()):
-        if s != "ok":
-            say(f"transfer: {n}: {s} (bring its trip to use it)")
+        if s != "ok" and group[n] != "spare":
+            say(f"transfer: {n} ({group[n]}): {s}; bring its trip to use it")
     install_group("base", base_requirements(), files, dry_run, say)
     dali = dali_requirements()
     if any(requirement_name(n.split("-")[0]) in {requirement_name(r) for r in dali} for n in arrived):

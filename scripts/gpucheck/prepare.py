@@ -18,6 +18,7 @@ with theirs: pip would otherwise fetch a whole PyTorch.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -154,4 +155,5 @@ def prepare(dest: Path, python_version: str = "3.12", glibc_minor: int = 39, pho
         pack_photos(photos, work / "photos" / "photos.tar")
     else:
         log.warning("no real photos here: the GPU machine will build its shards from --photos or scikit-image's")
+    shutil.rmtree(dest / "trips", ignore_errors=True)  # no piece of an earlier preparation stays
     return cut_into_trips(grouped_files(work), dest / "trips", trip_mb * MB)

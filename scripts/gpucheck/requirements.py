@@ -25,10 +25,21 @@ def requirement_name(req: str) -> str:
 
 
 def _pyproject(root: Path = ROOT) -> dict:
-    import tomllib
-
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the two lists this module reads, by pattern
+        return _pyproject_lists((root / "pyproject.toml").read_text())
     with open(root / "pyproject.toml", "rb") as f:
         return tomllib.load(f)
+
+
+def _pyproject_lists(text: str) -> dict:
+    """``project.dependencies`` and ``optional-dependencies.dali`` of a pyproject.toml text."""
+    def strings(key: str) -> list[str]:
+        m = re.search(rf"^{key}\s*=\s*\[(.*?)\]", text, re.S | re.M)
+        return re.findall(r'"([^"]+)"', m.group(1)) if m else []
+
+    return {"project": {"dependencies": strings("dependencies"), "optional-dependencies": {"dali": strings("dali")}}}
 
 
 def base_requirements(root: Path = ROOT) -> list[str]:

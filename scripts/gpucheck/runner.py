@@ -139,7 +139,8 @@ def run_plan(steps: list[Step], figures: FigureLog, logs: Path, env: dict, cwd: 
             reason = f"only {max(left, 0):.0f} s left of the budget"
         if reason:
             figures.add({**base, "status": "skipped", "reason": reason})
-            on_line(f"skip  {step.name}: {reason}")
+            if reason != "not in --only":
+                on_line(f"skip  {step.name}: {reason}")
         else:
             out = run_capped(step.argv, logs / f"{step.name}.log", min(step.cap_s, left), env, cwd)
             recs: list[dict] = []

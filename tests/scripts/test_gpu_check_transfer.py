@@ -73,3 +73,17 @@ def test_bad_input_says_what_to_do(tmp_path):
         cut_into_trips([(src / "a.whl", "base"), (tmp_path / "other" / "a.whl", "base")], tmp_path / "t", 100)
     with pytest.raises(FileNotFoundError, match="transfer folder"):
         reassemble([tmp_path / "nothing"], tmp_path / "out")
+
+
+def test_requirements_come_from_pyproject_also_without_tomllib():
+    import tomllib
+
+    from gpucheck.requirements import ROOT, _pyproject, _pyproject_lists, base_requirements, dali_requirements
+
+    text = (ROOT / "pyproject.toml").read_text()
+    full = tomllib.loads(text)["project"]
+    assert _pyproject_lists(text)["project"]["dependencies"] == full["dependencies"]
+    assert _pyproject_lists(text)["project"]["optional-dependencies"]["dali"] == full["optional-dependencies"]["dali"]
+    assert _pyproject()["project"]["dependencies"] == full["dependencies"]
+    assert not any(r.startswith(("torch", "torchvision")) for r in base_requirements())
+    assert dali_requirements() == full["optional-dependencies"]["dali"]
