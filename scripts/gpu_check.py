@@ -171,6 +171,11 @@ def measure(args: argparse.Namespace) -> int:
     flags = model_bench_flags(py, env)
     shards = out / "shards"
     steps = build_plan(py, sz, out, shards, flags, ROOT)
+    unknown = set(args.only or []) - {s.name for s in steps}
+    if unknown:
+        print(f"error: no step {', '.join(sorted(unknown))}; the steps are: {', '.join(s.name for s in steps)}",
+              file=sys.stderr)
+        return 2
     if args.list:
         for s in steps:
             print(f"{s.name:<22} cap {s.cap_s:>4.0f} s  {' '.join(s.argv[1:])}")

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import time
@@ -77,6 +78,16 @@ def run_capped(argv: list[str], log_path: Path, cap_s: float, env: dict, cwd: Pa
     return Outcome(status, time.perf_counter() - t0, reason, text, rc)
 
 
+def clear_output(step: Step) -> None:
+    """Remove what an earlier run of the step left (the entry points append to their logs)."""
+    if step.output is None:
+        return
+    if step.kind == "train":
+        shutil.rmtree(step.output.parent, ignore_errors=True)  # its output_dir: log, checkpoints
+    else:
+        step.output.unlink(missing_ok=True)
+
+
 def parse(step: Step, outcome: Outcome) -> list[dict]:
     """The figures of a finished step (raises ValueError when its output lacks them)."""
     if step.kind == "bench":
@@ -142,6 +153,7 @@ def run_plan(steps: list[Step], figures: FigureLog, logs: Path, env: dict, cwd: 
             if reason != "not in --only":
                 on_line(f"skip  {step.name}: {reason}")
         else:
+            clear_output(step)
             out = run_capped(step.argv, logs / f"{step.name}.log", min(step.cap_s, left), env, cwd)
             recs: list[dict] = []
             if out.status == "ok" or (step.kind == "pytest" and out.status == "failed"):  # failures are its figure
