@@ -36,6 +36,7 @@ class Sizes:
     train_sizes: tuple[str, ...] = ()  # extra train overrides (view sizes, widths)
     geometry_sizes: tuple[str, ...] = ()
     geometry_reps: int = 50
+    cap_scale: float = 1.0  # the dry run's CPU steps are slow and this machine is shared: longer caps
 
 
 GPU = Sizes(
@@ -52,7 +53,7 @@ DRY = Sizes(
     train_sizes=("data.global_size=64", "data.local_size=32", "data.num_local=2", "method.options.proj_hidden=64",
                  "data.shuffle_buffer=8"),
     geometry_sizes=("--global-size", "64", "--local-size", "32", "--num-local", "2"),
-    geometry_reps=3,
+    geometry_reps=3, cap_scale=5.0,
 )
 
 
@@ -164,4 +165,6 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
                           [*py, "-m", "model.bench", "--method", "gtsa",
                            *supported(model_common + list(sz.model_bench), model_flags)],
                           150, "model", batch=sz.model_batch))
+    for s in steps:
+        s.cap_s *= sz.cap_scale
     return steps
