@@ -169,7 +169,9 @@ def measure(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         photos = photos or got
-    flags = model_bench_flags(py, env)
+    # the plan adapts to model.bench's options (GTSA joins with --method); not needed when --only leaves it out
+    need_flags = not args.only or any(n.startswith("model.") for n in args.only)
+    flags = model_bench_flags(py, env) if need_flags else set()
     shards = out / "shards"
     steps = build_plan(py, sz, out, shards, flags, ROOT)
     unknown = set(args.only or []) - {s.name for s in steps}
@@ -181,7 +183,7 @@ def measure(args: argparse.Namespace) -> int:
         for s in steps:
             print(f"{s.name:<22} cap {s.cap_s:>4.0f} s  {' '.join(s.argv[1:])}")
         return 0
-    if "--method" not in flags:
+    if need_flags and "--method" not in flags:
         print("skip  model.gtsa_vits16: `python -m model.bench --help` lists no --method yet (GTSA not merged)")
 
     figures = FigureLog(out / "figures.jsonl", {**context(mode)})

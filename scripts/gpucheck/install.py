@@ -37,7 +37,8 @@ def install_group(name: str, reqs: list[str], find_links: Path, dry_run: bool, s
     return not failed
 
 
-def install_transfer(folders: list[Path], work: Path, dry_run: bool = False, say: Callable[[str], None] = print) -> Path | None:
+def install_transfer(folders: list[Path], work: Path, dry_run: bool = False,
+                     say: Callable[[str], None] = log.info) -> Path | None:
     """Rebuild, check and install what arrived in ``folders``; returns the photo folder when the
     photos arrived (else None)."""
     files = work / "files"

@@ -93,7 +93,8 @@ def _step_text(name: str, recs: list[dict]) -> str:
         m = by.get(f"{name}.m_share")
         return text + (f", {fmt(m['value'], 'fraction')} on M" if m else "")
     if kind == "geometry":
-        return f"{fmt(first['value'], 'ms')} per step ({first['details'].get('pairs')} pairs, batch {first['details'].get('batch_size')})"
+        d = first["details"]
+        return f"{fmt(first['value'], 'ms')} per step ({d.get('pairs')} pairs, batch {d.get('batch_size')})"
     if kind == "model":
         return f"{fmt(first['value'], 'images/s')} ({first['details'].get('ms_per_step')} ms/step)"
     text = fmt(by[name]["value"], "images/s")

@@ -130,7 +130,7 @@ class FigureLog:
 
 
 def run_plan(steps: list[Step], figures: FigureLog, logs: Path, env: dict, cwd: Path, deadline: float,
-             only: set[str] | None = None, on_line: Callable[[str], None] = print, progress=None) -> None:
+             only: set[str] | None = None, on_line: Callable[[str], None] = log.info, progress=None) -> None:
     """Run every step (or those named in ``only``) in order, within the ``deadline`` (a
     ``time.monotonic()`` value), turning each into figure records."""
     for step in steps:

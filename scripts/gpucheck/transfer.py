@@ -118,7 +118,8 @@ def reassemble(folders: Iterable[Path], out: Path, manifest: dict | None = None)
     """Rebuild every file of the manifest whose pieces are all in ``folders`` with the right hash.
 
     Returns ``{file name: status}`` with status ``ok`` (written to ``out`` and its sha256 checked),
-    ``missing or damaged pieces N/M`` (a piece whose sha256 differs counts as missing) or ``bad hash``. A file already in ``out`` with the right hash is kept.
+    ``missing or damaged pieces N/M`` (a piece whose sha256 differs counts as missing) or ``bad hash``.
+    A file already in ``out`` with the right hash is kept.
     """
     folders = [Path(f) for f in folders]
     manifest = manifest or find_manifest(folders)

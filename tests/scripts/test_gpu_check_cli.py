@@ -64,8 +64,9 @@ def _fake_wheel(folder: Path) -> Path:
     w = folder / "gpucheck_probe-0.1-py3-none-any.whl"
     with zipfile.ZipFile(w, "w") as z:
         z.writestr("gpucheck_probe/__init__.py", "")
-        z.writestr("gpucheck_probe-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: gpucheck-probe\nVersion: 0.1\n")
-        z.writestr("gpucheck_probe-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        info = "gpucheck_probe-0.1.dist-info"
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: gpucheck-probe\nVersion: 0.1\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr("gpucheck_probe-0.1.dist-info/RECORD", "")
     return w
 
