@@ -99,8 +99,8 @@ def _step_text(name: str, recs: list[dict]) -> str:
         return f"{fmt(first['value'], 'images/s')} ({first['details'].get('ms_per_step')} ms/step)"
     text = fmt(by[name]["value"], "images/s")
     if f"{name}.reference" in by:
-        text = (f"{by[name]['value']:,.0f} vs {by[name + '.reference']['value']:,.0f} images/s: "
-                f"{by[name + '.vs_reference']['value']:.2f}×")
+        mine, ref = (fmt(by[k]["value"], "images/s").split()[0] for k in (name, name + ".reference"))
+        text = f"{mine} vs {ref} images/s: {by[name + '.vs_reference']['value']:.2f}×"
     return text
 
 
