@@ -26,11 +26,18 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000, help="number of JPEGs to write (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quality", type=int, default=95)
+    ap.add_argument("--photos", type=Path, default=None,
+                    help="take the JPEG/PNG photos under this folder instead of the installed ones (a machine "
+                    "without the Debian photo packages, e.g. the photos that scripts/gpu_check.py --prepare packs)")
     args = ap.parse_args()
 
-    photos = [p for p in available_photos() if Image.open(p).mode in ("RGB", "RGBA", "P")]
+    if args.photos is not None:
+        candidates = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    else:
+        candidates = available_photos()
+    photos = [p for p in candidates if Image.open(p).mode in ("RGB", "RGBA", "P")]
     if not photos:
-        raise SystemExit(MISSING_HINT)
+        raise SystemExit(f"no photos under {args.photos}" if args.photos is not None else MISSING_HINT)
     sources = [Image.open(p).convert("RGB") for p in photos]
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
