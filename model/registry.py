@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from model.clove import CLoVE
+from model.gtsa import GTSA, GTSA_DEFAULTS
 
 CLOVE_DEFAULTS: dict[str, Any] = {
     "backbone": "resnet50",  # torchvision name: resnet18 (CPU runs), resnet50 (paper), ...
@@ -33,7 +34,7 @@ CLOVE_DEFAULTS: dict[str, Any] = {
     "batched_pairs": True,  # False loops over the (student, teacher) pairs in Python (baseline)
 }
 
-_DEFAULTS = {"clove": CLOVE_DEFAULTS}
+_DEFAULTS = {"clove": CLOVE_DEFAULTS, "gtsa": GTSA_DEFAULTS}
 
 
 def resolve_options(name: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,7 +53,10 @@ def build_clove(cfg: dict[str, Any] | None = None) -> nn.Module:
     return CLoVE(**resolve_options("clove", cfg))
 
 
-METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"clove": build_clove}
+METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "clove": build_clove,
+    "gtsa": lambda cfg=None: GTSA(**(cfg or {})),  # GTSA resolves its options against GTSA_DEFAULTS
+}
 
 
 def method_defaults(name: str) -> dict[str, Any]:

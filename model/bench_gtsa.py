@@ -1,0 +1,150 @@
+"""Microbenchmark of one full GTSA step, the 18 pairs batched vs looped in Python.
+
+A step is what training does: EMA update of the teacher, student forward on every view (one ViT
+call per resolution), teacher forward on the global views, the three losses, backward, AdamW step.
+Inputs are synthetic (random normalised views; real GTSA view geometry with quarter turns from the
+shared sampler), so the figures measure the model and the objective, not the loader.
+
+    python -m model.bench --method gtsa --device cpu --arch vit_tiny_patch16_224 --batch-size 4 --steps 3
+    python -m model.bench --method gtsa --device cuda --batch-size 64 --bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+import torch
+
+from model.gtsa import GTSA
+from model.registry import METHODS
+from pipeline.batch import ViewBatch
+from pipeline.views import gtsa_recipe, sample_views
+
+
+def gtsa_synthetic_batch(batch_size: int, global_size: int, local_size: int, num_local: int, device: str = "cpu",
+                         seed: int = 0) -> ViewBatch:
+    """Random normalised views with GTSA geometry (overlap rule, quarter turns) from
+    :func:`pipeline.views.sample_views`; ``rotation`` holds the sampled quarter turns."""
+    recipe = gtsa_recipe(global_size, local_size, num_local)
+    rng = random.Random(seed)
+    sizes = [(rng.randint(300, 640), rng.randint(300, 640)) for _ in range(batch_size)]
+    draws = [sample_views(w, h, recipe, rng) for w, h in sizes]
+    gen = torch.Generator().manual_seed(seed)
+    views = [torch.randn(batch_size, 3, s, s, generator=gen).to(device) for s in recipe.sizes]
+    return ViewBatch(
+        views=views,
+        matrices=torch.tensor(np.stack([d.matrices for d in draws]), dtype=torch.float32, device=device),
+        image_size=torch.tensor(sizes, device=device),
+        rotation=torch.tensor(np.stack([np.asarray(d.turns) for d in draws]), dtype=torch.long, device=device),
+    )
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class Variant:
+    """One model + AdamW, stepped on the same batch; ``name`` is batched or looped."""
+
+    def __init__(self, args: argparse.Namespace, name: str, batch: ViewBatch) -> None:
+        torch.manual_seed(0)
+        opts = {"arch": args.arch, "img_size": args.global_size, "batched_pairs": name == "batched",
+                "pc_warmup_epochs": 0}
+        if args.patch_size:
+            opts["model_kwargs"] = {"patch_size": args.patch_size}
+        self.model: GTSA = METHODS["gtsa"](opts).to(args.device).train()
+        if args.compile:
+            self.model.student.compile()
+            self.model.teacher.compile()
+        groups = self.model.parameter_groups()
+        self.opt = torch.optim.AdamW(
+            [{"params": g["params"], "weight_decay": 0.04 if g["decay"] else 0.0} for g in groups], lr=1e-4
+        )
+        self.args, self.name, self.batch = args, name, batch
+        self.amp = lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
+        self.step_i, self.out = 0, {}
+
+    def step(self) -> None:
+        self.model.update_teacher(self.model.teacher_momentum(self.step_i, 1000))
+        with self.amp():
+            out = self.model(self.batch)
+        self.opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.opt.step()
+        self.step_i += 1
+        self.out = out
+
+    def timed(self, reps: int) -> float:
+        _sync(self.args.device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            self.step()
+        _sync(self.args.device)
+        return (time.perf_counter() - t0) / reps
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m model.bench --method gtsa",
+        description="Time one full GTSA training step (ViT student + EMA teacher, 2 global + N local views, "
+        "aligned + patch-correspondence + rotation losses), with the 18 (teacher, student) pairs batched vs "
+        "looped in Python. Synthetic inputs; prints images/s.",
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--arch", default="vit_small_patch16_224", help="timm ViT name (vit_tiny_patch16_224 for CPU)")
+    p.add_argument("--patch-size", type=int, default=0, help="override the ViT's patch size (0: the arch's)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (each gives 2 + N views)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    p.add_argument("--rounds", type=int, default=2, help="timing rounds, alternating variants; best round reported")
+    p.add_argument("--global-size", type=int, default=224)
+    p.add_argument("--local-size", type=int, default=96)
+    p.add_argument("--num-local", type=int, default=8)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (geometry and losses stay fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student and the teacher")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--variants", default="batched,looped", help="comma list of batched, looped")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda but no CUDA device is available")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in ("batched", "looped") for v in variants):
+        p.error(f"--variants takes batched and/or looped, got {args.variants!r}")
+    if min(args.batch_size, args.steps, args.rounds) < 1 or args.warmup < 0:
+        p.error("--batch-size, --steps and --rounds must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    batch = gtsa_synthetic_batch(args.batch_size, args.global_size, args.local_size, args.num_local, args.device)
+    print(
+        f"GTSA step: {args.arch}" + (f" patch {args.patch_size}" if args.patch_size else "")
+        + f", batch {args.batch_size}, views 2x{args.global_size} + {args.num_local}x{args.local_size}, "
+        f"device {args.device}" + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
+        + f", bf16={args.bf16}, compile={args.compile}, torch {torch.__version__}"
+    )
+    runs = [Variant(args, v, batch) for v in variants]
+    for r in runs:
+        for _ in range(args.warmup):
+            r.step()
+    best = {r.name: float("inf") for r in runs}
+    for _ in range(args.rounds):  # alternate variants so that their order does not matter
+        for r in runs:
+            best[r.name] = min(best[r.name], r.timed(args.steps))
+    print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10}  loss (aligned / pc / rot)")
+    for r in runs:
+        o = r.out
+        print(f"{r.name:<8} {args.batch_size / best[r.name]:>10.1f} {1e3 * best[r.name]:>10.1f}  "
+              f"{o['loss'].item():.4f} ({o['aligned'].item():.4f} / {o['pc'].item():.4f} / {o['rot'].item():.4f})")
+    if args.device.startswith("cuda"):
+        print(f"peak GPU memory (all variants): {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
