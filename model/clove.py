@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from model.backbones import build_backbone
-from model.clove_loss import clove_pair_loss, clove_pairs
+from model.clove_loss import clove_pair_loss
+from model.contract import split_decay
 from model.contextual import ContextualAttention
-from model.ema import cosine_momentum, ema_update
+from model.ema import ema_update
 from model.heads import DenseProjector
+from model.options import resolve_options
+from model.pairs import student_teacher_pairs
+from model.resnet_export import export_resnet
+from model.schedule import cosine
 from pipeline.batch import ViewBatch
 from pipeline.geometry import correspondence_mask
 
@@ -75,43 +82,49 @@ def _stride(view: Tensor, grid: tuple[int, int]) -> float:
     return sh
 
 
-class CLoVE(nn.Module):
-    """CLoVE (METHODS.md). Build it through ``model.registry.METHODS["clove"](cfg)``."""
+CLOVE_DEFAULTS: dict[str, Any] = {
+    "backbone": "resnet50",  # torchvision name: resnet18 (CPU runs), resnet50 (paper), ...
+    "weights": None,  # local path to torchvision-named ResNet weights; never downloaded
+    "zero_init_residual": True,  # last BN gamma of every residual block starts at 0 (CLoVE, BYOL)
+    "proj_hidden": 4096,
+    "proj_dim": 256,
+    "heads": 8,
+    "attention": "dot",  # dot (reference code) | cosine (paper's normalized attention)
+    "attention_temperature": 0.2,  # used by attention=cosine only
+    "t_pos": 0.7,  # M: centre distance < t_pos * max(cell diagonals) in original-image pixels
+    "gamma": 2.0,
+    "margin": 100.0,
+    "neg_rank_first": 2,  # hard negatives: ranks first..last among keys not in M(i)
+    "neg_rank_last": 10,
+    "momentum_base": 0.99,  # EMA momentum, cosine from this ...
+    "momentum_final": 1.0,  # ... to this at the last step
+    "num_global": None,  # None: the leading views of the largest size are the global ones
+    "channels_last": False,
+    "batched_pairs": True,  # False loops over the (student, teacher) pairs in Python (baseline)
+}
 
-    def __init__(
-        self,
-        backbone: str = "resnet50",
-        weights: str | None = None,
-        proj_hidden: int = 4096,
-        proj_dim: int = 256,
-        heads: int = 8,
-        attention: str = "dot",
-        attention_temperature: float = 0.2,
-        t_pos: float = 0.7,
-        gamma: float = 2.0,
-        margin: float = 100.0,
-        neg_rank_first: int = 2,
-        neg_rank_last: int = 10,
-        momentum_base: float = 0.99,
-        num_global: int | None = None,
-        channels_last: bool = False,
-        batched_pairs: bool = True,
-    ) -> None:
+
+class CLoVE(nn.Module):
+    """CLoVE (the method contract of ``model/contract.py``). ``CLoVE(**options)`` with the keys of
+    :data:`CLOVE_DEFAULTS`; built by the registry as ``METHODS["clove"](options)``."""
+
+    def __init__(self, **options: Any) -> None:
         super().__init__()
-        trunk = build_backbone(backbone, weights)
-        projector = DenseProjector(trunk.out_channels, proj_hidden, proj_dim)
-        attn = ContextualAttention(proj_dim, heads, attention, attention_temperature)
+        o = resolve_options("clove", CLOVE_DEFAULTS, options)
+        self.options = o
+        trunk = build_backbone(o["backbone"], o["weights"], zero_init_residual=o["zero_init_residual"])
+        projector = DenseProjector(trunk.out_channels, o["proj_hidden"], o["proj_dim"])
+        attn = ContextualAttention(o["proj_dim"], o["heads"], o["attention"], o["attention_temperature"])
         self.student = CLoVEStudent(trunk, projector, attn)
         self.teacher = CLoVETeacher(copy.deepcopy(trunk), copy.deepcopy(projector))
         self.teacher.requires_grad_(False)
-        if not 1 <= neg_rank_first <= neg_rank_last:
-            raise ValueError(f"need 1 <= neg_rank_first <= neg_rank_last, got {neg_rank_first}, {neg_rank_last}")
-        self.t_pos, self.gamma, self.margin = float(t_pos), float(gamma), float(margin)
-        self.neg_ranks = (int(neg_rank_first), int(neg_rank_last))
-        self.momentum_base = float(momentum_base)
-        self.num_global = num_global
-        self.channels_last = bool(channels_last)
-        self.batched_pairs = bool(batched_pairs)
+        if not 1 <= o["neg_rank_first"] <= o["neg_rank_last"]:
+            raise ValueError(f"need 1 <= neg_rank_first <= neg_rank_last, got {o['neg_rank_first']}, {o['neg_rank_last']}")
+        self.t_pos, self.gamma, self.margin = float(o["t_pos"]), float(o["gamma"]), float(o["margin"])
+        self.neg_ranks = (int(o["neg_rank_first"]), int(o["neg_rank_last"]))
+        self.num_global = o["num_global"]
+        self.channels_last = bool(o["channels_last"])
+        self.batched_pairs = bool(o["batched_pairs"])
         self._index_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._rows_fn = None  # set by compile_objective()
         if self.channels_last:
@@ -119,27 +132,36 @@ class CLoVE(nn.Module):
 
     # --- what the training loop calls -----------------------------------------------------------
 
-    def student_backbone(self) -> nn.Module:
-        """The trained trunk, with torchvision ResNet parameter names (for export)."""
-        return self.student.backbone
-
     def teacher_momentum(self, step: int, total_steps: int) -> float:
-        """Cosine EMA momentum, ``momentum_base`` at step 0 up to 1 at ``total_steps``."""
-        return cosine_momentum(step, total_steps, self.momentum_base, 1.0)
+        """Cosine EMA momentum, ``momentum_base`` at step 0 up to ``momentum_final`` at ``total_steps``."""
+        return cosine(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
 
     def update_teacher(self, momentum: float) -> None:
         """EMA step of the teacher (backbone + projector); call before forward, optimizer steps only."""
         ema_update(self.teacher, self.student, momentum)
 
+    def set_epoch(self, epoch: int) -> None:
+        """CLoVE's objective does not change with the epoch."""
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The student's parameters (the teacher has none trainable), split by :func:`split_decay`."""
+        return split_decay(self.student)
+
+    def export(self, out_dir: str | Path) -> dict[str, Path]:
+        """The student trunk in torchvision (and for bottleneck ResNets detectron2) format."""
+        return export_resnet(self.student.backbone, out_dir, method="clove")
+
     def forward(self, batch: ViewBatch) -> dict[str, Tensor]:
-        """``{"loss": scalar fp32 with grad, "positive", "negative", "matches": detached scalars}``.
+        """``{"loss": scalar fp32 with grad, "positive", "negative", "matches": detached scalars,
+        "embeddings": [B * h * w, D] the teacher's unit embeddings of global view 0}``.
 
         ``positive``/``negative`` are the mean P and N terms, ``matches`` the mean size of M per
-        (pair, image).
+        (pair, image); ``embeddings`` feed the loop's collapse monitor on logging steps.
         """
         emb = self.embed(batch)
         loss, pos, neg, matches = self.objective(emb, batch.matrices)
-        return {"loss": loss, "positive": pos.detach(), "negative": neg.detach(), "matches": matches}
+        return {"loss": loss, "positive": pos.detach(), "negative": neg.detach(), "matches": matches,
+                "embeddings": emb.teacher.emb[0].flatten(0, 1)}
 
     # --- pieces -----------------------------------------------------------------------------------
 
@@ -184,7 +206,7 @@ class CLoVE(nn.Module):
 
     def objective(self, emb: Embeddings, matrices: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Mean loss, P, N and |M| over every (pair, image); ``matrices [B, V, 3, 3]``."""
-        pairs = clove_pairs(emb.num_global, matrices.shape[1])
+        pairs = student_teacher_pairs(emb.num_global, matrices.shape[1])
         if not pairs:
             raise ValueError("CLoVE needs at least two views")
         run = self._group_losses if self.batched_pairs else self._looped_losses

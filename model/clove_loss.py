@@ -10,7 +10,7 @@ contextualised embeddings, ``k_j`` the teacher's and ``l_ij = -2 <z_i, k_j>``:
   mean (0 when no query has any); with fewer than ``last`` it uses those it has;
 - ``L = max(0, gamma * P - N + margin)``.
 
-The total is the mean of ``L`` over images and over the pairs of :func:`clove_pairs` (14 for
+The total is the mean of ``L`` over images and over the pairs of :func:`model.pairs.student_teacher_pairs` (14 for
 2 global + 6 local views). Everything here runs in fp32, also under autocast.
 
 Shapes: ``R`` rows = (pair, image) items stacked, ``Nq`` student cells, ``Nk`` teacher cells,
@@ -21,14 +21,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-def clove_pairs(num_global: int, num_views: int) -> list[tuple[int, int]]:
-    """``(student view, teacher view)`` pairs: every teacher global against every other view.
-
-    Views ``0..num_global-1`` are global. 2 global + 6 local give 2 * (1 + 6) = 14 pairs.
-    """
-    return [(s, t) for t in range(num_global) for s in range(num_views) if s != t]
 
 
 def pair_logits(z: Tensor, k: Tensor) -> Tensor:

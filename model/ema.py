@@ -1,22 +1,9 @@
-"""EMA teacher: the update and the cosine momentum schedule, as plain functions."""
+"""EMA teacher update as a plain function (the momentum schedule is :func:`model.schedule.cosine`)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-
-
-def cosine_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:
-    """Momentum at optimizer step ``step`` of ``total_steps``: ``base`` at 0, cosine up to ``final``.
-
-    ``m = final - (final - base) * (cos(pi * step / total_steps) + 1) / 2``; clamped past the end.
-    """
-    if total_steps <= 0:
-        return final
-    t = min(max(step / total_steps, 0.0), 1.0)
-    return final - (final - base) * (math.cos(math.pi * t) + 1.0) / 2.0
 
 
 @torch.no_grad()

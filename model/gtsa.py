@@ -12,8 +12,6 @@ Build it through ``model.registry.METHODS["gtsa"](options)``; options and defaul
 from __future__ import annotations
 
 import copy
-import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,17 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from model.contract import split_decay
-from model.ema import cosine_momentum, ema_update
+from model.ema import ema_update
 from model.gtsa_heads import DensePredictor, DenseProjector, RotationHead
-from model.gtsa_loss import (
-    aligned_loss,
-    aligned_samples,
-    gtsa_pairs,
-    patch_correspondence_loss,
-    pc_keep,
-    rotation_loss,
-)
-from model.vit import ViTEncoder, disable_drop_path, vit_model_kwargs
+from model.gtsa_loss import aligned_loss, aligned_samples, patch_correspondence_loss, pc_keep, rotation_loss
+from model.options import resolve_options
+from model.pairs import student_teacher_pairs
+from model.schedule import cosine
+from model.vit import ViTEncoder, disable_drop_path, export_timm_vit, vit_model_kwargs
 from pipeline.batch import ViewBatch
 
 # The one place GTSA's defaults live (the paper's values, METHODS.md).
@@ -59,15 +53,6 @@ GTSA_DEFAULTS: dict[str, Any] = {
     "num_global": None,  # None: the leading views of the largest size
     "batched_pairs": True,  # False: a Python loop over the 18 pairs (the benchmark's baseline)
 }
-
-
-def resolve_gtsa_options(options: dict[str, Any]) -> dict[str, Any]:
-    """:data:`GTSA_DEFAULTS` updated with ``options``; ValueError naming the closest key otherwise."""
-    for key in options:
-        if key not in GTSA_DEFAULTS:
-            close = difflib.get_close_matches(key, list(GTSA_DEFAULTS), n=1, cutoff=0.0)
-            raise ValueError(f"unknown gtsa option {key!r}; did you mean {close[0]!r}?")
-    return {**GTSA_DEFAULTS, **options}
 
 
 class GTSAStudent(nn.Module):
@@ -109,7 +94,7 @@ class GTSA(nn.Module):
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
-        o = resolve_gtsa_options(options)
+        o = resolve_options("gtsa", GTSA_DEFAULTS, options)
         self.options = o
         kwargs = vit_model_kwargs(o["img_size"], o["model_kwargs"])
         encoder = ViTEncoder(o["arch"], kwargs, o["drop_path_rate"])
@@ -126,7 +111,7 @@ class GTSA(nn.Module):
 
     def teacher_momentum(self, step: int, total_steps: int) -> float:
         """Cosine EMA momentum from ``momentum_base`` at step 0 to ``momentum_final``."""
-        return cosine_momentum(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
+        return cosine(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
 
     def update_teacher(self, momentum: float) -> None:
         """EMA step of the teacher's encoder and projector; before forward, optimizer steps only."""
@@ -149,22 +134,8 @@ class GTSA(nn.Module):
         return self.student.encoder.vit
 
     def export(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write the student ViT as a timm state dict and ``backbone.json``; returns both paths.
-
-        ``timm.create_model(arch, **model_kwargs).load_state_dict(torch.load(weights), strict=True)``
-        rebuilds it (no classifier; position embeddings for ``img_size``, interpolated otherwise).
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        enc = self.student.encoder
-        weights = out / f"{enc.arch}_timm.pth"
-        state = {k: v.detach().cpu().clone() for k, v in enc.vit.state_dict().items()}
-        torch.save(state, weights)
-        meta = {"family": "timm_vit", "arch": enc.arch, "weights": weights.name, "model_kwargs": enc.model_kwargs,
-                "method": "gtsa"}
-        meta_path = out / "backbone.json"
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-        return {"timm": weights, "backbone_json": meta_path}
+        """The student ViT as a timm state dict plus ``backbone.json`` (:func:`model.vit.export_timm_vit`)."""
+        return export_timm_vit(self.student.encoder, out_dir, method="gtsa")
 
     def forward(self, batch: ViewBatch) -> dict[str, Tensor]:
         """``{"loss", "aligned", "pc", "rot", "rot_acc", "embeddings"}``: the fp32 loss with grad,
@@ -215,7 +186,7 @@ class GTSA(nn.Module):
     def objective(self, groups: list[StudentGroup], teacher: Tensor, teacher_size: tuple[int, int], matrices: Tensor):
         """Per-row aligned loss, its validity and pc loss over all pairs x images; ``teacher
         [G, B, C, ht, wt]``, ``matrices [B, V, 3, 3]``. pc rows are detached during warm-up."""
-        pairs = gtsa_pairs(teacher.shape[0], matrices.shape[1])
+        pairs = [(t, v) for v, t in student_teacher_pairs(teacher.shape[0], matrices.shape[1])]
         run = self._group_rows if self.options["batched_pairs"] else self._looped_rows
         parts = [run(grp, teacher, teacher_size, [p for p in pairs if p[1] in grp.views], matrices) for grp in groups]
         parts = [p for p in parts if p is not None]

@@ -1,5 +1,5 @@
-"""GTSA's objective as pure functions (METHODS.md, "GTSA"): pairs, aligned dense loss, patch
-correspondence, rotation prediction.
+"""GTSA's objective as pure functions (METHODS.md, "GTSA"): aligned dense loss, patch
+correspondence, rotation prediction (the pairs are :func:`model.pairs.student_teacher_pairs`).
 
 Everything works on rows: one row is one (teacher global view t, student view v, image) triple, so
 the module stacks all pairs of one student resolution into one call. Losses come back per row,
@@ -13,12 +13,6 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from pipeline.geometry import sampling_grid, shared_region_points
-
-
-def gtsa_pairs(num_global: int, num_views: int) -> list[tuple[int, int]]:
-    """(teacher global view t, student view v) for every t < ``num_global`` and v != t: 18 pairs
-    for 2 global + 8 local views."""
-    return [(t, v) for t in range(num_global) for v in range(num_views) if v != t]
 
 
 def negative_cosine(a: Tensor, b: Tensor, dim: int = 1) -> Tensor:

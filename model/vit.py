@@ -8,9 +8,12 @@ than ``img_size`` (GTSA's 96-px crops). Nothing is ever downloaded (``pretrained
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from timm.layers import DropPath
 from torch import Tensor, nn
 
@@ -64,3 +67,18 @@ def disable_drop_path(module: nn.Module) -> nn.Module:
         if isinstance(m, DropPath):
             m.drop_prob = 0.0
     return module
+
+
+def export_timm_vit(encoder: ViTEncoder, out_dir: str | Path, method: str) -> dict[str, Path]:
+    """Write ``{arch}_timm.pth`` (the ViT's state dict) and ``backbone.json``
+    (``family: timm_vit``, ``arch``, ``weights``, ``model_kwargs``, ``method``); returns the paths
+    by kind. ``timm.create_model(arch, **model_kwargs)`` loads the weights with ``strict=True``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"timm": out / f"{encoder.arch}_timm.pth", "backbone": out / "backbone.json"}
+    state = {k.removeprefix("module."): v.detach().cpu().clone() for k, v in encoder.vit.state_dict().items()}
+    torch.save(state, written["timm"])
+    info = {"family": "timm_vit", "arch": encoder.arch, "weights": written["timm"].name,
+            "model_kwargs": encoder.model_kwargs, "method": method}
+    written["backbone"].write_text(json.dumps(info, indent=2) + "\n")
+    return written

@@ -5,13 +5,16 @@ One code path for one CPU core, one GPU or many nodes. What it guarantees:
 - The loader is built per rank (``accelerator.process_index`` / ``num_processes``) and is *not*
   passed through ``accelerator.prepare``: iterable shards must not be dispatched from rank 0.
   Its batches arrive on the device, normalised.
+- It knows no particular method: it calls only the method contract (``model/contract.py``):
+  forward, the teacher's schedule and update, ``set_epoch``, parameter groups, export.
 - Peak lr = ``base_lr * batch_size * num_processes * grad_accum / 256``; lr, weight decay and
-  teacher momentum are pure functions of the optimizer step (``train/schedules.py``).
+  teacher momentum are pure functions of the optimizer step (``train/plan.py``).
 - Gradient accumulation: DDP's all-reduce is skipped (``no_sync``) on all but the last
   micro-batch. The teacher's EMA update runs once per optimizer step, before the forward of the
   first micro-batch of the cycle, so every micro-batch of one step sees the same teacher and no
   micro-step ever moves it.
-- No value is read back from the device except on logging steps (and checkpoint steps).
+- No value is read back from the device except on logging steps (and checkpoint steps); the
+  collapse monitor (``train/monitor.py``) runs on logging steps only.
 - Checkpoints hold model (student + teacher), optimizer, grad scaler, step, every rank's RNG
   states and data position, and the config; a resumed run repeats the uninterrupted run's
   trajectory (bit-identical on CPU with ``train.deterministic``).
@@ -31,30 +34,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.checkpoint import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import resolve_resume, rng_state, save_checkpoint, set_rng_state
 from train.config import Config, config_to_dict, flat_items, save_config
 from train.logging import RunLogger, StepMeter, tensorboard_available
-from train.optim import build_optimizer, clip_global_, clip_per_parameter_, grads_of, set_lr_wd
-from train.schedules import cosine, scaled_lr, teacher_momentum, warmup_cosine
+from train.monitor import collapse_stats
+from train.optim import build_optimizer, clip_per_parameter_, params_with_grad, set_lr_wd
+from train.plan import Plan, make_plan
+from train.resume import Position, restore
 
-DEFAULT_TEACHER_MOMENTUM = 0.996  # only for methods that do not define teacher_momentum()
-
-
-@dataclass
-class Plan:
-    """The run's length and schedule constants, derived from the config and the loader."""
-
-    batches_per_epoch: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    peak_lr: float
-    min_lr: float
-    images_per_micro: int  # global images per micro-batch
-
-    def lr(self, step: int) -> float:
-        return warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
-
+__all__ = ["Plan", "RunResult", "make_plan", "parameter_digest", "setup_reproducibility", "train"]
 
 @dataclass
 class RunResult:
@@ -78,21 +66,6 @@ def setup_reproducibility(cfg: Config) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def make_plan(cfg: Config, loader_len: int, num_processes: int) -> Plan:
-    accum = cfg.train.grad_accum
-    steps_per_epoch = loader_len // accum
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"an epoch has {loader_len} batches per rank, fewer than train.grad_accum={accum}: "
-            f"raise data.samples_per_epoch or lower data.batch_size"
-        )
-    peak = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, num_processes, accum)
-    floor = cfg.optim.min_lr if cfg.optim.min_lr is not None else cfg.optim.min_lr_ratio * peak
-    total = cfg.train.epochs * steps_per_epoch
-    warmup = min(int(round(cfg.optim.warmup_epochs * steps_per_epoch)), total)
-    return Plan(loader_len, steps_per_epoch, total, warmup, peak, floor, cfg.data.batch_size * num_processes)
-
-
 def parameter_digest(model: nn.Module) -> str:
     """Hash of every parameter's bytes: equal across ranks iff the weights are bit-identical."""
     h = hashlib.blake2b(digest_size=16)
@@ -113,226 +86,256 @@ def _scalar_terms(out: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
 
 
-def train(cfg: Config, resume: str | None = None) -> RunResult:
-    """Run (or continue, with ``resume="auto"`` or a checkpoint path) the configured pretraining."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, gather_object, set_seed
+class Run:
+    """One training run: built from the config, then ``resume`` (optional), ``loop``, ``finish``."""
 
-    from model.registry import METHODS
-    from pipeline.loader import build_loader
+    def __init__(self, cfg: Config) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 
-    setup_reproducibility(cfg)
-    out_dir = Path(cfg.output_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    use_tb = cfg.log.tensorboard and tensorboard_available()
-    accelerator = Accelerator(
-        cpu=cfg.train.cpu,
-        mixed_precision=cfg.train.mixed_precision,
-        log_with=["tensorboard"] if use_tb else None,
-        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard")),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.train.find_unused_parameters)],
-    )
-    rank, world = accelerator.process_index, accelerator.num_processes
-    say = accelerator.print
+        from model.contract import check_method
+        from model.registry import METHODS
+        from pipeline.loader import build_loader
 
-    # --- model: identical initial weights on every rank --------------------------------------
-    set_seed(cfg.train.seed)
-    method = METHODS[cfg.method.name](dict(cfg.method.options))
-    if world > 1 and cfg.train.sync_bn:
-        if accelerator.device.type == "cuda":
-            # student and teacher alike: both see per-rank slices of the same global batch
-            method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-        else:
-            say("note: SyncBatchNorm needs GPUs; BatchNorm statistics stay per process on CPU")
-    set_seed(cfg.train.seed + rank)  # ranks differ from here on (e.g. drop-path masks)
+        setup_reproducibility(cfg)
+        self.cfg = cfg
+        self.out_dir = Path(cfg.output_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.use_tb = cfg.log.tensorboard and tensorboard_available()
+        self.accelerator = acc = Accelerator(
+            cpu=cfg.train.cpu,
+            mixed_precision=cfg.train.mixed_precision,
+            log_with=["tensorboard"] if self.use_tb else None,
+            project_config=ProjectConfiguration(project_dir=str(self.out_dir), logging_dir=str(self.out_dir / "tensorboard")),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.train.find_unused_parameters)],
+        )
+        self.rank, self.world = acc.process_index, acc.num_processes
+        self.say = acc.print
 
-    loader = build_loader(cfg.data, rank=rank, world_size=world, device=accelerator.device)
-    plan = make_plan(cfg, len(loader), world)
-    optimizer = build_optimizer(cfg.optim, method, plan.peak_lr)
-    model, optimizer = accelerator.prepare(method, optimizer)
-    core = accelerator.unwrap_model(model)
+        set_seed(cfg.train.seed)  # identical initial weights on every rank
+        method = METHODS[cfg.method.name](dict(cfg.method.options))
+        check_method(method)
+        if self.world > 1 and cfg.train.sync_bn:
+            if acc.device.type == "cuda":
+                # student and teacher alike: both see per-rank slices of the same global batch
+                method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+            else:
+                self.say("note: SyncBatchNorm needs GPUs; BatchNorm statistics stay per process on CPU")
+        set_seed(cfg.train.seed + self.rank)  # ranks differ from here on (e.g. drop-path masks)
 
-    def momentum_at(step: int) -> float:
-        if hasattr(core, "teacher_momentum"):
-            return float(core.teacher_momentum(step, plan.total_steps))
-        return teacher_momentum(step, plan.total_steps, DEFAULT_TEACHER_MOMENTUM)
-
-    def wd_at(step: int) -> float:
-        o = cfg.optim
-        return o.weight_decay if o.weight_decay_end is None else cosine(step, plan.total_steps, o.weight_decay, o.weight_decay_end)
+        self.loader = build_loader(cfg.data, rank=self.rank, world_size=self.world, device=acc.device)
+        self.plan = make_plan(cfg, len(self.loader), self.world)
+        optimizer = build_optimizer(cfg.optim, method, self.plan.peak_lr)
+        self.model, self.optimizer = acc.prepare(method, optimizer)
+        self.core = acc.unwrap_model(self.model)
+        self.pos = Position()
+        self.resumed_from: Path | None = None
+        self.last_saved: Path | None = None
+        self.last_saved_step = -1
+        self.logger: RunLogger | None = None
 
     # --- resume ----------------------------------------------------------------------------------
-    step, epoch, batch_in_epoch = 0, 0, 0
-    pending_rng: dict | None = None
-    mid_epoch = False
-    ckpt_path = resolve_resume(resume, ckpt_dir) if resume else None
-    if resume == "auto" and ckpt_path is None:
-        say(f"--resume auto: no checkpoint in {ckpt_dir}, starting from scratch")
-    if ckpt_path is not None:
-        state = load_checkpoint(ckpt_path)
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if accelerator.scaler is not None and state.get("scaler"):
-            accelerator.scaler.load_state_dict(state["scaler"])
-        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-        ranks = state["ranks"]
-        if len(ranks) != world:
-            warnings.warn(f"checkpoint from {len(ranks)} processes resumed on {world}: data order and RNG "
-                          "streams continue approximately, not exactly", stacklevel=1)
-        mine = ranks[rank % len(ranks)]
-        pending_rng = mine["rng"]
-        # Always restore the data position: a reader with its own state (DALI) continues its stream
-        # from there; at an epoch's end set_epoch() below then moves every backend to the next one.
-        loader.load_state_dict(mine["loader"])
-        if batch_in_epoch >= plan.batches_per_epoch // cfg.train.grad_accum * cfg.train.grad_accum:
-            epoch, batch_in_epoch = epoch + 1, 0  # saved at the end of an epoch: start the next afresh
-        else:
-            mid_epoch = True
-        now = flat_items(config_to_dict(cfg))
-        changed = {k: (v, now.get(k)) for k, v in flat_items(state["config"]).items() if now.get(k) != v}
-        say(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+
+    def resume(self, resume: str | None) -> None:
+        """Continue from ``resume`` ("auto": the newest checkpoint, if any; or a path)."""
+        path = resolve_resume(resume, self.ckpt_dir) if resume else None
+        if resume == "auto" and path is None:
+            self.say(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
+        if path is None:
+            return
+        self.pos, changed = restore(path, self.core, self.optimizer, self.accelerator.scaler, self.loader, self.plan,
+                                    self.cfg, self.rank, self.world)
+        self.resumed_from = self.last_saved = path
+        self.last_saved_step = self.pos.step
+        self.say(f"resumed from {path} at step {self.pos.step} (epoch {self.pos.epoch}, batch {self.pos.batch_in_epoch})")
         if changed:
-            say("config differs from the checkpoint's: " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+            self.say("config differs from the checkpoint's: " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
 
-    # --- output, logging ----------------------------------------------------------------------
-    if accelerator.is_main_process:
-        config_path = save_config(cfg, ckpt_dir / "config.yaml")
-    else:
-        config_path = ckpt_dir / "config.yaml"
-    if use_tb:
-        accelerator.init_trackers("densessl", config=_tracker_config(cfg))
-    max_steps = plan.total_steps if cfg.train.max_steps is None else min(cfg.train.max_steps, plan.total_steps)
-    logger = RunLogger(accelerator, out_dir, max_steps, step, cfg.log.progress, use_tb)
-    logger.event(event="resume" if ckpt_path else "start", step=step, checkpoint=str(ckpt_path) if ckpt_path else None,
-                 processes=world, device=str(accelerator.device), steps_per_epoch=plan.steps_per_epoch,
-                 total_steps=plan.total_steps, peak_lr=plan.peak_lr)
-    say(f"{cfg.method.name}: {world} process(es) on {accelerator.device}, {plan.steps_per_epoch} steps/epoch x "
-        f"{cfg.train.epochs} epochs = {plan.total_steps} steps (stop at {max_steps}), global batch "
-        f"{plan.images_per_micro * cfg.train.grad_accum}, peak lr {plan.peak_lr:.4g}")
+    # --- save ------------------------------------------------------------------------------------
 
-    last_saved: Path | None = ckpt_path
-    last_saved_step = step if ckpt_path else -1
-
-    def save(step: int, epoch: int, batch_in_epoch: int) -> Path | None:
+    def save(self) -> Path | None:
         """Collective: every rank contributes its RNG and data position; the main process writes."""
-        mine = {"rank": rank, "step": step, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
-                "loader": loader.state_dict(), "param_digest": parameter_digest(core) if world > 1 else None}
-        ranks = gather_object([mine]) if world > 1 else [mine]
+        from accelerate.utils import gather_object
+
+        acc, pos = self.accelerator, self.pos
+        mine = {"rank": self.rank, "step": pos.step, "batch_in_epoch": pos.batch_in_epoch, "rng": rng_state(),
+                "loader": self.loader.state_dict(), "param_digest": parameter_digest(self.core) if self.world > 1 else None}
+        ranks = gather_object([mine]) if self.world > 1 else [mine]
         path = None
-        if accelerator.is_main_process:
+        if acc.is_main_process:
             digests = {r["param_digest"] for r in ranks}
             if len(digests) > 1:
-                warnings.warn(f"step {step}: weights differ between ranks ({len(digests)} distinct digests)", stacklevel=1)
+                warnings.warn(f"step {pos.step}: weights differ between ranks ({len(digests)} distinct digests)", stacklevel=1)
             state = {
-                "format": 1, "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "config": config_to_dict(cfg), "ranks": ranks, "world_size": world,
+                "format": 1, "step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch,
+                "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+                "config": config_to_dict(self.cfg), "ranks": ranks, "world_size": self.world,
             }
-            path = save_checkpoint(state, ckpt_dir, step, cfg.checkpoint.keep_last)
-            save_config(cfg, ckpt_dir / "config.yaml")
-            logger.event(event="checkpoint", step=step, path=str(path))
-        accelerator.wait_for_everyone()
+            path = save_checkpoint(state, self.ckpt_dir, pos.step, self.cfg.checkpoint.keep_last)
+            save_config(self.cfg, self.ckpt_dir / "config.yaml")
+            self.logger.event(event="checkpoint", step=pos.step, path=str(path))
+        acc.wait_for_everyone()
+        self.last_saved, self.last_saved_step = path or self.last_saved, pos.step
         return path
 
+    # --- steps -----------------------------------------------------------------------------------
+
+    def micro_step(self, batch, micro: int) -> dict[str, Any]:
+        """Forward and backward of one micro-batch; the teacher moves before the first of a cycle."""
+        accum, plan = self.plan.grad_accum, self.plan
+        if micro == 0:
+            self.core.update_teacher(float(self.core.teacher_momentum(self.pos.step, plan.total_steps)))
+        sync = micro == accum - 1
+        with nullcontext() if sync or self.world == 1 else self.accelerator.no_sync(self.model):
+            out = self.model(batch)
+            self.accelerator.backward(out["loss"] / accum if accum > 1 else out["loss"])
+        return out
+
+    def optimizer_step(self, step_terms: dict[str, torch.Tensor]) -> tuple[float, float]:
+        """Schedules, clipping and the optimizer step; returns this step's (lr, wd)."""
+        o, step = self.cfg.optim, self.pos.step
+        lr, wd = self.plan.lr(step), self.plan.wd(step)
+        set_lr_wd(self.optimizer, lr, wd)
+        if o.clip_grad_norm is not None or o.clip_grad_per_param is not None:
+            self.accelerator.unscale_gradients(self.optimizer)
+            params = params_with_grad(self.optimizer)
+            if o.clip_grad_per_param is not None:
+                clip_per_parameter_([p.grad for p in params], o.clip_grad_per_param)
+            if o.clip_grad_norm is not None:
+                step_terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, o.clip_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lr, wd
+
     # --- the loop --------------------------------------------------------------------------------
-    accum = cfg.train.grad_accum
-    limit = plan.steps_per_epoch * accum  # micro-batches used per epoch (a remainder < accum is left)
-    meter = StepMeter()
-    step_terms: dict[str, torch.Tensor] = {}
-    clip = cfg.optim.clip_grad_norm is not None or cfg.optim.clip_grad_per_param is not None
-    started = time.perf_counter()
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    while step < max_steps and epoch < cfg.train.epochs:
-        if not mid_epoch:
-            if pending_rng is not None:  # state as it was right before this epoch's iter() in the first run
-                set_rng_state(pending_rng)
-                pending_rng = None
-            loader.set_epoch(epoch)
-            batch_in_epoch = 0
-        batches = iter(loader)
-        if pending_rng is not None:  # mid-epoch: the first run's iter() happened before the checkpoint
-            set_rng_state(pending_rng)
-            pending_rng = None
-        mid_epoch = False
-        while batch_in_epoch < limit and step < max_steps:
-            t0 = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                raise RuntimeError(
-                    f"rank {rank}: the loader ended after {batch_in_epoch} batches of epoch {epoch}, "
-                    f"but its len() promised {plan.batches_per_epoch}"
-                ) from None
-            meter.data_time += time.perf_counter() - t0
-            micro = batch_in_epoch % accum
-            if micro == 0:
-                core.update_teacher(momentum_at(step))
-            sync = micro == accum - 1
-            with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                out = model(batch)
-                accelerator.backward(out["loss"] / accum if accum > 1 else out["loss"])
-            for k, v in _scalar_terms(out).items():
-                v = v.float() / accum
-                step_terms[k] = step_terms[k] + v if k in step_terms else v
-            batch_in_epoch += 1
-            meter.micro_batches += 1
-            if not sync:
-                continue
 
-            lr, wd = plan.lr(step), wd_at(step)
-            set_lr_wd(optimizer, lr, wd)
-            if clip:
-                accelerator.unscale_gradients(optimizer)
-                grads = grads_of(optimizer)
-                if cfg.optim.clip_grad_per_param is not None:
-                    clip_per_parameter_(grads, cfg.optim.clip_grad_per_param)
-                if cfg.optim.clip_grad_norm is not None:
-                    step_terms["grad_norm"] = clip_global_(grads, cfg.optim.clip_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            meter.add_terms(step_terms)
-            step_terms = {}
-            logger.step_done()
+    def start_logging(self) -> Path:
+        """Config beside the checkpoints, trackers, the JSON log's start record and the banner."""
+        cfg, plan, acc = self.cfg, self.plan, self.accelerator
+        config_path = self.ckpt_dir / "config.yaml"
+        if acc.is_main_process:
+            save_config(cfg, config_path)
+        if self.use_tb:
+            acc.init_trackers("densessl", config=_tracker_config(cfg))
+        self.logger = RunLogger(acc, self.out_dir, plan.max_steps, self.pos.step, cfg.log.progress, self.use_tb)
+        self.logger.event(event="resume" if self.resumed_from else "start", step=self.pos.step,
+                          checkpoint=str(self.resumed_from) if self.resumed_from else None, processes=self.world,
+                          device=str(acc.device), steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
+                          peak_lr=plan.peak_lr)
+        self.say(f"{cfg.method.name}: {self.world} process(es) on {acc.device}, {plan.steps_per_epoch} steps/epoch x "
+                 f"{cfg.train.epochs} epochs = {plan.total_steps} steps (stop at {plan.max_steps}), global batch "
+                 f"{plan.images_per_micro * plan.grad_accum}, peak lr {plan.peak_lr:.4g}")
+        return config_path
 
-            last = step >= max_steps or (epoch == cfg.train.epochs - 1 and batch_in_epoch >= limit)
-            if step % cfg.log.every_steps == 0 or last:
-                logger.log(meter, step, epoch, {"lr": lr, "wd": wd, "momentum": momentum_at(step - 1)},
-                           plan.images_per_micro, int(getattr(loader, "stats", {}).get("bad_samples", 0)))
-            if step % cfg.checkpoint.every_steps == 0 or last:
-                t_save = time.perf_counter()
-                last_saved, last_saved_step = save(step, epoch, batch_in_epoch), step
-                meter.start += time.perf_counter() - t_save  # checkpoint time is not training throughput
-        if batch_in_epoch >= limit:
-            epoch += 1
-        if hasattr(batches, "close"):
-            batches.close()  # stop this iteration's workers now (max_steps reached mid-epoch)
+    def loop(self) -> None:
+        """Epochs of micro-batches until ``plan.max_steps`` optimizer steps or the last epoch."""
+        cfg, plan, pos = self.cfg, self.plan, self.pos
+        meter = StepMeter()
+        step_terms: dict[str, torch.Tensor] = {}
+        self.started = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        while pos.step < plan.max_steps and pos.epoch < cfg.train.epochs:
+            batches = self.start_epoch()
+            while pos.batch_in_epoch < plan.micro_batches_per_epoch and pos.step < plan.max_steps:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    raise RuntimeError(
+                        f"rank {self.rank}: the loader ended after {pos.batch_in_epoch} batches of epoch {pos.epoch}, "
+                        f"but its len() promised {plan.batches_per_epoch}"
+                    ) from None
+                meter.data_time += time.perf_counter() - t0
+                micro = pos.batch_in_epoch % plan.grad_accum
+                out = self.micro_step(batch, micro)
+                for k, v in _scalar_terms(out).items():
+                    v = v.float() / plan.grad_accum  # logged terms: the mean over the step's micro-batches
+                    step_terms[k] = step_terms[k] + v if k in step_terms else v
+                pos.batch_in_epoch += 1
+                meter.micro_batches += 1
+                if micro != plan.grad_accum - 1:
+                    continue
+                lr, wd = self.optimizer_step(step_terms)
+                pos.step += 1
+                meter.add_terms(step_terms)
+                step_terms = {}
+                self.logger.step_done()
+                self.after_step(meter, out, lr, wd)
+            if pos.batch_in_epoch >= plan.micro_batches_per_epoch:
+                pos.epoch += 1
+            if hasattr(batches, "close"):
+                batches.close()  # stop this iteration's workers now (max_steps reached mid-epoch)
 
-    if step != last_saved_step:  # e.g. the run was already complete when resumed
-        last_saved = save(step, epoch, batch_in_epoch) or last_saved
-    exported: dict[str, Path] = {}
-    if accelerator.is_main_process and cfg.checkpoint.export:
-        from train.export import export_backbone
+    def start_epoch(self):
+        """Iterator over this epoch's batches, with the RNG as the uninterrupted run had it."""
+        pos = self.pos
+        if not pos.mid_epoch:
+            if pos.pending_rng is not None:  # state as it was right before this epoch's iter() in the first run
+                set_rng_state(pos.pending_rng)
+                pos.pending_rng = None
+            self.loader.set_epoch(pos.epoch)
+            pos.batch_in_epoch = 0
+        self.core.set_epoch(pos.epoch)
+        batches = iter(self.loader)
+        if pos.pending_rng is not None:  # mid-epoch: the first run's iter() happened before the checkpoint
+            set_rng_state(pos.pending_rng)
+            pos.pending_rng = None
+        pos.mid_epoch = False
+        return batches
 
-        exported = export_backbone(core.student_backbone(), out_dir / "exported")
-    logger.event(event="end", step=step, seconds=time.perf_counter() - started,
-                 exported={k: str(v) for k, v in exported.items()})
-    logger.close()
-    accelerator.wait_for_everyone()
-    if use_tb:
-        accelerator.end_training()
-    if last_saved is None:
-        found = sorted(ckpt_dir.glob("ckpt-*.pt"))
-        last_saved = found[-1] if found else None
-    result = RunResult(step, last_saved, config_path, out_dir / "log.jsonl",
-                       out_dir / "tensorboard" if use_tb else None, exported)
-    if accelerator.is_main_process:
-        print(f"\ndone: step {step}/{plan.total_steps} in {time.perf_counter() - started:.0f} s; {logger.summary()}")
-        print(f"  checkpoint  {result.checkpoint}")
-        print(f"  config      {result.config}")
-        print(f"  log         {result.log}" + (f"   (TensorBoard: tensorboard --logdir {result.tensorboard})" if use_tb else ""))
-        for kind, p in exported.items():
-            print(f"  exported    {p}   [{kind}]")
-    return result
+    def after_step(self, meter: StepMeter, out: dict[str, Any], lr: float, wd: float) -> None:
+        """Logging (with the collapse monitor) and checkpoints on their steps."""
+        cfg, plan, pos = self.cfg, self.plan, self.pos
+        last = pos.step >= plan.max_steps or (pos.epoch == cfg.train.epochs - 1
+                                              and pos.batch_in_epoch >= plan.micro_batches_per_epoch)
+        if pos.step % cfg.log.every_steps == 0 or last:
+            scalars = {"lr": lr, "wd": wd, "momentum": float(self.core.teacher_momentum(pos.step - 1, plan.total_steps))}
+            if isinstance(out.get("embeddings"), torch.Tensor):
+                scalars.update({k: float(v) for k, v in collapse_stats(out["embeddings"]).items()})
+            self.logger.log(meter, pos.step, pos.epoch, scalars, plan.images_per_micro,
+                            int(getattr(self.loader, "stats", {}).get("bad_samples", 0)))
+        if pos.step % cfg.checkpoint.every_steps == 0 or last:
+            t_save = time.perf_counter()
+            self.save()
+            meter.start += time.perf_counter() - t_save  # checkpoint time is not training throughput
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def finish(self, config_path: Path) -> RunResult:
+        """Final checkpoint (if the last step has none), export, closing records and the summary."""
+        acc, pos = self.accelerator, self.pos
+        if pos.step != self.last_saved_step:  # e.g. the run was already complete when resumed
+            self.save()
+        exported: dict[str, Path] = {}
+        if acc.is_main_process and self.cfg.checkpoint.export:
+            exported = self.core.export(self.out_dir / "exported")
+        seconds = time.perf_counter() - self.started
+        self.logger.event(event="end", step=pos.step, seconds=seconds, exported={k: str(v) for k, v in exported.items()})
+        self.logger.close()
+        acc.wait_for_everyone()
+        if self.use_tb:
+            acc.end_training()
+        if self.last_saved is None:
+            found = sorted(self.ckpt_dir.glob("ckpt-*.pt"))
+            self.last_saved = found[-1] if found else None
+        result = RunResult(pos.step, self.last_saved, config_path, self.out_dir / "log.jsonl",
+                           self.out_dir / "tensorboard" if self.use_tb else None, exported)
+        if acc.is_main_process:
+            print(f"\ndone: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}")
+            print(f"  checkpoint  {result.checkpoint}")
+            print(f"  config      {result.config}")
+            print(f"  log         {result.log}" + (f"   (TensorBoard: tensorboard --logdir {result.tensorboard})" if self.use_tb else ""))
+            for kind, p in exported.items():
+                print(f"  exported    {p}   [{kind}]")
+        return result
+
+
+def train(cfg: Config, resume: str | None = None) -> RunResult:
+    """Run (or continue, with ``resume="auto"`` or a checkpoint path) the configured pretraining."""
+    run = Run(cfg)
+    run.resume(resume)
+    config_path = run.start_logging()
+    run.loop()
+    return run.finish(config_path)

@@ -1,9 +1,10 @@
 """Optimizers (LARS, AdamW), parameter groups and gradient clipping.
 
-Parameter groups: every trainable tensor with more than one dimension (conv and linear weights)
-gets weight decay and, under LARS, the trust-ratio adaptation; 1-D tensors (biases, norm scales
-and shifts) get neither, as in BYOL/SimCLR/MoCo v3 and CLoVE's recipe. Each group carries
-``apply_wd`` so the loop's weight-decay schedule only touches the groups that decay.
+Parameter groups come from the method (``parameter_groups()`` of the method contract): groups
+with ``decay=True`` (conv and linear weights) get weight decay and, under LARS, the trust-ratio
+adaptation; the others (biases, norm scales and shifts, position embeddings, tokens) get neither,
+as in BYOL/SimCLR/MoCo v3/DINO. Each optimizer group carries ``apply_wd`` so the loop's
+weight-decay schedule only touches the groups that decay.
 
 All per-tensor work uses ``torch._foreach_*`` kernels, and nothing here reads a value back to the
 host, so an optimizer step never forces a device sync.
@@ -19,16 +20,13 @@ from torch import Tensor, nn
 from train.config import OptimConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters of ``model`` split into decayed/adapted (ndim > 1) and plain (ndim <= 1)."""
-    decay, plain = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else plain).append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "apply_wd": True, "lars": True, "group": "weights"},
-        {"params": plain, "weight_decay": 0.0, "apply_wd": False, "lars": False, "group": "1d"},
-    ]
+def param_groups(method: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer groups from ``method.parameter_groups()`` (``{"params", "decay"}`` dicts)."""
+    groups = []
+    for g in method.parameter_groups():
+        decay = bool(g["decay"])
+        groups.append({"params": list(g["params"]), "weight_decay": weight_decay if decay else 0.0,
+                       "apply_wd": decay, "lars": decay, "group": g.get("name", "decay" if decay else "no_decay")})
     return [g for g in groups if g["params"]]
 
 
@@ -86,7 +84,7 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The configured optimizer over :func:`param_groups` of ``model`` (its trainable parameters)."""
+    """The configured optimizer over :func:`param_groups` of the method ``model``."""
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
@@ -95,7 +93,9 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.opti
                     trust_coefficient=cfg.trust_coefficient)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.name!r}; choose lars or adamw")
+    if cfg.name == "sgd":  # plain SGD with momentum (baselines, and tests that need a linear update)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; choose lars, adamw or sgd")
 
 
 def set_lr_wd(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
@@ -105,8 +105,9 @@ def set_lr_wd(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) 
         group["weight_decay"] = weight_decay if group.get("apply_wd", True) else 0.0
 
 
-def grads_of(optimizer: torch.optim.Optimizer) -> list[Tensor]:
-    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+def params_with_grad(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The parameters the optimizer steps that have a gradient this step."""
+    return [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
 
 
 @torch.no_grad()
@@ -117,15 +118,3 @@ def clip_per_parameter_(grads: list[Tensor], max_norm: float) -> None:
     norms = torch.stack(torch._foreach_norm(grads))
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     torch._foreach_mul_(grads, list(scale.to(grads[0].dtype).unbind()))
-
-
-@torch.no_grad()
-def clip_global_(grads: list[Tensor], max_norm: float) -> Tensor:
-    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the
-    norm before clipping as a device tensor (read it only on logging steps)."""
-    if not grads:
-        return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, scale.to(grads[0].dtype))
-    return total

@@ -6,15 +6,9 @@ the end are clamped to the final value, so ``max_steps`` beyond the planned leng
 
 from __future__ import annotations
 
-import math
+from model.schedule import cosine
 
-
-def cosine(step: int, total_steps: int, start: float, end: float) -> float:
-    """Half-cosine from ``start`` at step 0 to ``end`` at ``total_steps``."""
-    if total_steps <= 0:
-        return end
-    t = min(max(step / total_steps, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+__all__ = ["cosine", "scaled_lr", "warmup_cosine"]
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak: float, floor: float) -> float:
@@ -26,11 +20,6 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak: float, f
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     return cosine(step - warmup_steps, total_steps - warmup_steps, peak, floor)
-
-
-def teacher_momentum(step: int, total_steps: int, base: float, final: float = 1.0) -> float:
-    """EMA momentum of the teacher: ``base`` at step 0, cosine up to ``final`` (BYOL's schedule)."""
-    return cosine(step, total_steps, base, final)
 
 
 def scaled_lr(base_lr: float, batch_size: int, num_processes: int, grad_accum: int) -> float:

@@ -19,7 +19,6 @@ from torchvision.ops import roi_align
 from model.gtsa_loss import (
     aligned_loss,
     aligned_samples,
-    gtsa_pairs,
     nearest_matches,
     patch_correspondence_loss,
     pc_keep,
@@ -87,12 +86,6 @@ def test_views_that_do_not_overlap_are_flagged_invalid():
     ms = torch.tensor(_matrix((200, 200, 50, 50), 32, 2), dtype=torch.float32)[None]
     _, _, valid = aligned_samples(torch.randn(1, 3, 4, 4), torch.randn(1, 3, 8, 8), ms, mt, (32, 32), (64, 64), 4)
     assert not valid.any()
-
-
-def test_pairs_are_every_teacher_global_against_every_other_view():
-    pairs = gtsa_pairs(2, 10)
-    assert len(pairs) == 18 == len(set(pairs))
-    assert all(t in (0, 1) and v != t and 0 <= v < 10 for t, v in pairs)
 
 
 def _slow_direction(q: torch.Tensor, c: torch.Tensor, keep: int) -> tuple[float, set[tuple[int, int]]]:

@@ -139,7 +139,7 @@ def test_batched_pairs_equal_the_python_loop():
 def test_export_loads_strictly_into_timm(tmp_path):
     model = _model()
     paths = model.export(tmp_path)
-    meta = json.loads(paths["backbone_json"].read_text())
+    meta = json.loads(paths["backbone"].read_text())
     assert meta["family"] == "timm_vit" and meta["method"] == "gtsa" and meta["arch"] == TINY["arch"]
     vit = timm.create_model(meta["arch"], pretrained=False, **meta["model_kwargs"])
     vit.load_state_dict(torch.load(tmp_path / meta["weights"], weights_only=True), strict=True)
@@ -147,3 +147,19 @@ def test_export_loads_strictly_into_timm(tmp_path):
     vit.eval(), model.eval()
     tokens = vit.forward_features(x)[:, vit.num_prefix_tokens:]
     torch.testing.assert_close(tokens.transpose(1, 2).reshape(2, -1, 2, 2), model.student.encoder(x))
+
+
+def test_the_objective_covers_the_18_pairs():
+    model = _model()
+    batch = gtsa_synthetic_batch(2, 32, 16, 8)  # 2 global + 8 local views
+    rows = {}
+    real_rows = model._rows
+
+    def spy(z, k, ms, mt, grp, teacher_size):
+        rows.setdefault(grp.is_global, 0)
+        rows[grp.is_global] += z.shape[0]
+        return real_rows(z, k, ms, mt, grp, teacher_size)
+
+    model._rows = spy
+    model(batch)
+    assert rows == {True: 2 * 2, False: 16 * 2}  # (t, v != t): 2 global + 16 local pairs, x 2 images

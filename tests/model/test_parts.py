@@ -12,8 +12,10 @@ from torch import nn
 
 from model.backbones import build_backbone
 from model.contextual import ContextualAttention
-from model.ema import cosine_momentum, ema_update
+from model.ema import ema_update
+from model.schedule import cosine
 from model.heads import DenseProjector
+from model.contract import Method
 from model.registry import METHODS, method_defaults
 
 
@@ -112,12 +114,13 @@ def test_attention_refuses_bad_options():
 
 
 def test_cosine_momentum_schedule():
-    assert cosine_momentum(0, 100) == pytest.approx(0.99)
-    assert cosine_momentum(50, 100) == pytest.approx(0.995)
-    assert cosine_momentum(25, 100) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 4) + 1) / 2)
-    assert cosine_momentum(100, 100) == pytest.approx(1.0)
-    assert cosine_momentum(150, 100) == pytest.approx(1.0)
-    values = [cosine_momentum(s, 10, 0.996) for s in range(11)]
+    assert cosine(0, 100, 0.99, 1.0) == pytest.approx(0.99)
+    assert cosine(50, 100, 0.99, 1.0) == pytest.approx(0.995)
+    assert cosine(25, 100, 0.99, 1.0) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 4) + 1) / 2)
+    assert cosine(100, 100, 0.99, 1.0) == pytest.approx(1.0)
+    assert cosine(150, 100, 0.99, 1.0) == pytest.approx(1.0)
+    assert cosine(5, 0, 0.99, 1.0) == 1.0
+    values = [cosine(s, 10, 0.996, 1.0) for s in range(11)]
     assert values[0] == pytest.approx(0.996) and all(a <= b for a, b in zip(values, values[1:]))
 
 
@@ -142,13 +145,14 @@ def test_registry_defaults_are_the_paper_values():
     d["gamma"] = 5.0  # a copy: callers may edit it
     assert method_defaults("clove")["gamma"] == 2.0
     with pytest.raises(ValueError, match="unknown method"):
-        method_defaults("byol")
+        method_defaults("simclr")
 
 
 def test_registry_builds_and_refuses_unknown_keys():
     model = METHODS["clove"]({"backbone": "resnet18", "proj_hidden": 16, "proj_dim": 8, "heads": 2})
-    assert isinstance(model, nn.Module) and model.student_backbone() is model.student.backbone
+    assert isinstance(model, nn.Module) and isinstance(model, Method)
     assert model.teacher_momentum(0, 10) == pytest.approx(0.99)
+    assert METHODS["clove"]({"backbone": "resnet18", "momentum_final": 0.999}).teacher_momentum(10, 10) == pytest.approx(0.999)
     with pytest.raises(ValueError, match="'gamma'"):
         METHODS["clove"]({"gama": 2.0})
     with pytest.raises(ValueError, match="'attention_temperature'"):

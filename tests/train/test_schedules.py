@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from train.schedules import cosine, scaled_lr, teacher_momentum, warmup_cosine
+from train.schedules import cosine, scaled_lr, warmup_cosine
 
 
 def test_lr_scales_with_the_global_batch():
@@ -42,10 +42,3 @@ def test_weight_decay_cosine_rises_like_gtsa():
     assert cosine(0, 100, 0.04, 0.4) == pytest.approx(0.04)
     assert cosine(50, 100, 0.04, 0.4) == pytest.approx(0.22)
     assert cosine(100, 100, 0.04, 0.4) == pytest.approx(0.4)
-
-
-def test_teacher_momentum_goes_from_base_to_one():
-    assert teacher_momentum(0, 1000, 0.99) == pytest.approx(0.99)
-    assert teacher_momentum(500, 1000, 0.99) == pytest.approx(0.995)
-    assert teacher_momentum(1000, 1000, 0.996) == pytest.approx(1.0)
-    assert teacher_momentum(5, 0, 0.99) == 1.0

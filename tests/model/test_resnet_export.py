@@ -1,7 +1,9 @@
-"""Export: torchvision strict loading with identical features; detectron2 names for ResNet-50."""
+"""ResNet export: torchvision strict loading with identical features; detectron2 names for ResNet-50;
+backbone.json; the `python -m train.export` CLI on a checkpoint."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -12,7 +14,8 @@ from model.backbones import build_backbone
 from model.registry import METHODS
 from train.checkpoint import save_checkpoint
 from train.config import config_to_dict, load_config
-from train.export import export_backbone, main
+from model.resnet_export import export_resnet
+from train.export import main
 
 
 def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
@@ -30,10 +33,12 @@ def _torchvision_c5(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Te
 
 
 def test_torchvision_export_loads_strictly_and_computes_the_same_features(tmp_path):
-    backbone = METHODS["clove"]({"backbone": "resnet18", "proj_hidden": 64, "proj_dim": 32}).student_backbone()
+    backbone = METHODS["clove"]({"backbone": "resnet18", "proj_hidden": 64, "proj_dim": 32}).student.backbone
     _perturb(backbone)
-    written = export_backbone(backbone, tmp_path)
-    assert set(written) == {"torchvision"}  # basic blocks: no detectron2 file
+    written = export_resnet(backbone, tmp_path, "clove")
+    assert set(written) == {"torchvision", "backbone"}  # basic blocks: no detectron2 file
+    info = json.loads(written["backbone"].read_text())
+    assert info == {"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"}
     state = torch.load(written["torchvision"], map_location="cpu", weights_only=True)
     net = torchvision.models.resnet18()
     net.load_state_dict(state, strict=True)
@@ -63,7 +68,7 @@ def _detectron2_names(blocks=(3, 4, 6, 3)) -> set[str]:
 def test_detectron2_export_of_resnet50(tmp_path):
     backbone = build_backbone("resnet50")
     _perturb(backbone, seed=2)
-    written = export_backbone(backbone, tmp_path)
+    written = export_resnet(backbone, tmp_path, "clove")
     assert written["torchvision"].name == "resnet50_torchvision.pth"
     with open(written["detectron2"], "rb") as f:
         ckpt = pickle.load(f)
@@ -101,7 +106,7 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     assert main([str(path), str(tmp_path / "out")]) == 0
     assert "resnet18_torchvision.pth" in capsys.readouterr().out
     state = torch.load(tmp_path / "out" / "resnet18_torchvision.pth", weights_only=True)
-    for k, v in method.student_backbone().state_dict().items():
+    for k, v in method.student.backbone.state_dict().items():
         assert torch.equal(state[k], v), k
     assert main([str(tmp_path / "run"), str(tmp_path / "out2")]) == 0  # a run directory works too
     assert main([str(tmp_path / "missing.pt"), str(tmp_path / "out3")]) == 2
@@ -109,4 +114,4 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
 
 def test_non_resnet_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a torchvision ResNet layout"):
-        export_backbone({"conv.weight": torch.zeros(1)}, tmp_path)
+        export_resnet({"conv.weight": torch.zeros(1)}, tmp_path, "clove")
