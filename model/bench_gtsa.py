@@ -7,6 +7,7 @@ shared sampler), so the figures measure the model and the objective, not the loa
 
     python -m model.bench --method gtsa --device cpu --arch vit_tiny_patch16_224 --batch-size 4 --steps 3
     python -m model.bench --method gtsa --device cuda --batch-size 64 --bf16
+    python -m model.bench --method gtsa --config configs/gtsa_tiny.yaml    # a preset's model and views
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+import yaml
 
 from model.gtsa import GTSA
 from model.registry import METHODS
@@ -52,10 +54,7 @@ class Variant:
 
     def __init__(self, args: argparse.Namespace, name: str, batch: ViewBatch) -> None:
         torch.manual_seed(0)
-        opts = {"arch": args.arch, "img_size": args.global_size, "batched_pairs": name == "batched",
-                "pc_warmup_epochs": 0}
-        if args.patch_size:
-            opts["model_kwargs"] = {"patch_size": args.patch_size}
+        opts = {**args.options, "batched_pairs": name == "batched", "pc_warmup_epochs": 0}
         self.model: GTSA = METHODS["gtsa"](opts).to(args.device).train()
         if args.compile:
             self.model.student.compile()
@@ -87,6 +86,31 @@ class Variant:
         return (time.perf_counter() - t0) / reps
 
 
+def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags over the preset (``--config``) over the built-in defaults; sets ``args.options``."""
+    data, options = {}, {}
+    if args.config:
+        try:
+            with open(args.config) as f:
+                raw = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            p.error(f"--config {args.config}: {e}")
+        if raw.get("method", {}).get("name") != "gtsa":
+            p.error(f"--config {args.config} is not a gtsa preset (method.name)")
+        data, options = raw.get("data", {}), dict(raw["method"].get("options") or {})
+    for flag, key, default in (("batch_size", "batch_size", 32), ("global_size", "global_size", 224),
+                               ("local_size", "local_size", 96), ("num_local", "num_local", 8)):
+        if getattr(args, flag) is None:
+            setattr(args, flag, data.get(key) or default)
+    options.setdefault("arch", "vit_small_patch16_224")
+    options.setdefault("img_size", args.global_size)
+    if args.arch:
+        options["arch"] = args.arch
+    if args.patch_size:
+        options["model_kwargs"] = {**(options.get("model_kwargs") or {}), "patch_size": args.patch_size}
+    args.options = options
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m model.bench --method gtsa",
@@ -95,20 +119,23 @@ def main(argv: list[str] | None = None) -> None:
         "looped in Python. Synthetic inputs; prints images/s.",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--arch", default="vit_small_patch16_224", help="timm ViT name (vit_tiny_patch16_224 for CPU)")
-    p.add_argument("--patch-size", type=int, default=0, help="override the ViT's patch size (0: the arch's)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (each gives 2 + N views)")
+    p.add_argument("--config", default=None, help="training preset (YAML) whose method options, view sizes and "
+                   "batch size to use; the flags below override it")
+    p.add_argument("--arch", default=None, help="timm ViT name (default vit_small_patch16_224)")
+    p.add_argument("--patch-size", type=int, default=None, help="override the ViT's patch size")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step, each gives 2 + N views (default 32)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--rounds", type=int, default=2, help="timing rounds, alternating variants; best round reported")
-    p.add_argument("--global-size", type=int, default=224)
-    p.add_argument("--local-size", type=int, default=96)
-    p.add_argument("--num-local", type=int, default=8)
+    p.add_argument("--global-size", type=int, default=None, help="default 224")
+    p.add_argument("--local-size", type=int, default=None, help="default 96")
+    p.add_argument("--num-local", type=int, default=None, help="default 8")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (geometry and losses stay fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the student and the teacher")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--variants", default="batched,looped", help="comma list of batched, looped")
     args = p.parse_args(argv)
+    _resolve(p, args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -124,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
     batch = gtsa_synthetic_batch(args.batch_size, args.global_size, args.local_size, args.num_local, args.device)
     print(
-        f"GTSA step: {args.arch}" + (f" patch {args.patch_size}" if args.patch_size else "")
+        f"GTSA step: {args.options['arch']} {args.options.get('model_kwargs') or ''}"
         + f", batch {args.batch_size}, views 2x{args.global_size} + {args.num_local}x{args.local_size}, "
         f"device {args.device}" + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
         + f", bf16={args.bf16}, compile={args.compile}, torch {torch.__version__}"

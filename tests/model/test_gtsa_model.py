@@ -163,3 +163,16 @@ def test_the_objective_covers_the_18_pairs():
     model._rows = spy
     model(batch)
     assert rows == {True: 2 * 2, False: 16 * 2}  # (t, v != t): 2 global + 16 local pairs, x 2 images
+
+
+def test_bench_command_times_batched_and_looped_pairs(capsys, tmp_path):
+    from model.bench import main
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text(json.dumps({"method": {"name": "gtsa", "options": TINY}, "data": {"batch_size": 2}}))
+    main(["--method", "gtsa", "--config", str(preset), "--global-size", "32", "--local-size", "16",
+          "--num-local", "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "batch 2, views 2x32 + 2x16" in lines[0]
+    rows = {line.split()[0]: float(line.split()[1]) for line in lines[2:4]}
+    assert set(rows) == {"batched", "looped"} and min(rows.values()) > 0
