@@ -82,3 +82,35 @@ def export_timm_vit(encoder: ViTEncoder, out_dir: str | Path, method: str) -> di
             "model_kwargs": encoder.model_kwargs, "method": method}
     written["backbone"].write_text(json.dumps(info, indent=2) + "\n")
     return written
+
+
+class ViTFeatureMaps(nn.Module):
+    """Dense features of a timm ViT for downstream use: the patch tokens after the last ``blocks``
+    blocks (final norm applied to each, as the training losses saw the last one), as maps.
+
+    ``forward``: ``[B, 3, H, W]`` -> ``{"block{i}": [B, D, H / p, W / p]}`` (1-based block numbers);
+    ``strides``: ``{name: p}`` in input pixels. This is the ``timm_vit`` family of exported backbones.
+    """
+
+    def __init__(self, vit: nn.Module, blocks: int = 3) -> None:
+        super().__init__()
+        depth = len(vit.blocks)
+        if not 1 <= blocks <= depth:
+            raise ValueError(f"blocks must be in [1, {depth}] (the ViT's depth), got {blocks}")
+        self.vit, self.indices = vit, list(range(depth - blocks, depth))
+        p = int(vit.patch_embed.patch_size[0])
+        self.strides = {f"block{i + 1}": p for i in self.indices}
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        maps = self.vit.forward_intermediates(x, indices=self.indices, norm=True, output_fmt="NCHW",
+                                             intermediates_only=True)
+        return dict(zip(self.strides, maps))
+
+
+def load_timm_vit_features(directory: str | Path, info: dict[str, Any], blocks: int = 3) -> ViTFeatureMaps:
+    """The ``timm_vit`` family's loader: rebuild ``info["arch"]`` with ``info["model_kwargs"]``,
+    load ``directory / info["weights"]`` strictly, wrap as :class:`ViTFeatureMaps` (eval mode)."""
+    vit = timm.create_model(info["arch"], pretrained=False, **info.get("model_kwargs", {}))
+    state = torch.load(Path(directory) / info["weights"], map_location="cpu", weights_only=True)
+    vit.load_state_dict(state, strict=True)
+    return ViTFeatureMaps(vit, blocks).eval()

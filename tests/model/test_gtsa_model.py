@@ -176,3 +176,16 @@ def test_bench_command_times_batched_and_looped_pairs(capsys, tmp_path):
     assert "batch 2, views 2x32 + 2x16" in lines[0]
     rows = {line.split()[0]: float(line.split()[1]) for line in lines[2:4]}
     assert set(rows) == {"batched", "looped"} and min(rows.values()) > 0
+
+
+def test_exported_vit_loads_as_dense_feature_maps(tmp_path):
+    from model.vit import load_timm_vit_features
+
+    model = _model(model_kwargs={**TINY["model_kwargs"], "depth": 3}).eval()
+    paths = model.export(tmp_path)
+    features = load_timm_vit_features(tmp_path, json.loads(paths["backbone"].read_text()), blocks=2)
+    x = torch.randn(2, 3, 32, 48)  # non-square: position embeddings interpolated on both axes
+    maps = features(x)
+    assert list(maps) == ["block2", "block3"] and features.strides == {"block2": 8, "block3": 8}
+    assert all(m.shape == (2, 32, 4, 6) for m in maps.values())
+    torch.testing.assert_close(maps["block3"], model.student.encoder(x))  # the last block is what GTSA trained
