@@ -129,10 +129,6 @@ class GTSA(nn.Module):
         """The student's parameters; no decay for norms, biases, pos_embed, cls_token."""
         return split_decay(self.student)
 
-    def student_backbone(self) -> nn.Module:
-        """The trained timm ViT (without heads)."""
-        return self.student.encoder.vit
-
     def export(self, out_dir: str | Path) -> dict[str, Path]:
         """The student ViT as a timm state dict plus ``backbone.json`` (:func:`model.vit.export_timm_vit`)."""
         return export_timm_vit(self.student.encoder, out_dir, method="gtsa")
