@@ -45,8 +45,8 @@ class ViTEncoder(nn.Module):
         super().__init__()
         try:
             self.vit = timm.create_model(arch, pretrained=False, drop_path_rate=float(drop_path_rate), **model_kwargs)
-        except RuntimeError as e:  # timm's unknown-model error
-            raise ValueError(f"timm cannot build {arch!r} ({e}); pick a name from timm.list_models('vit_*')") from None
+        except (RuntimeError, TypeError) as e:  # unknown name / a non-ViT refusing ViT kwargs
+            raise ValueError(f"timm cannot build the ViT {arch!r} ({e}); pick a name from timm.list_models('vit_*')") from None
         if not hasattr(self.vit, "patch_embed") or not hasattr(self.vit, "num_prefix_tokens"):
             raise ValueError(f"{arch!r} is not a timm VisionTransformer; pick a name from timm.list_models('vit_*')")
         self.arch, self.model_kwargs = arch, dict(model_kwargs)

@@ -189,3 +189,16 @@ def test_exported_vit_loads_as_dense_feature_maps(tmp_path):
     assert list(maps) == ["block2", "block3"] and features.strides == {"block2": 8, "block3": 8}
     assert all(m.shape == (2, 32, 4, 6) for m in maps.values())
     torch.testing.assert_close(maps["block3"], model.student.encoder(x))  # the last block is what GTSA trained
+
+
+def test_any_timm_vit_works_including_register_tokens(tmp_path):
+    # 1 class + 4 register tokens in front of the patch tokens; patch 14
+    model = GTSA(**{**TINY, "arch": "vit_small_patch14_reg4_dinov2", "img_size": 28,
+                    "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}})
+    assert model.student.encoder.vit.num_prefix_tokens == 5
+    assert model.student.encoder(torch.randn(1, 3, 28, 42)).shape == (1, 32, 2, 3)
+    meta = json.loads(model.export(tmp_path)["backbone"].read_text())
+    vit = timm.create_model(meta["arch"], pretrained=False, **meta["model_kwargs"])
+    vit.load_state_dict(torch.load(tmp_path / meta["weights"], weights_only=True), strict=True)
+    with pytest.raises(ValueError, match="timm.list_models"):
+        GTSA(arch="resnet18")
