@@ -202,3 +202,14 @@ def test_any_timm_vit_works_including_register_tokens(tmp_path):
     vit.load_state_dict(torch.load(tmp_path / meta["weights"], weights_only=True), strict=True)
     with pytest.raises(ValueError, match="timm.list_models"):
         GTSA(arch="resnet18")
+
+
+def test_bf16_autocast_keeps_geometry_and_loss_terms_in_fp32():
+    model = _model(drop_path_rate=0.0, pc_warmup_epochs=0)
+    batch = _batch()
+    ref = model(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    for key in ("aligned", "pc", "rot"):  # only the networks ran in bf16
+        assert out[key].item() == pytest.approx(ref[key].item(), abs=0.05), key
