@@ -89,6 +89,18 @@ class StudentGroup:
     is_global: bool
 
 
+@dataclass
+class Embedded:
+    """What the losses need: student groups, teacher maps ``[G, B, C, ht, wt]`` of the global views,
+    rotation logits ``[V*B, 4]`` and their targets ``[V*B]`` (view-major)."""
+
+    student: list[StudentGroup]
+    teacher: Tensor
+    teacher_size: tuple[int, int]
+    rot_logits: Tensor
+    rot_targets: Tensor
+
+
 class GTSA(nn.Module):
     """GTSA (METHODS.md). ``GTSA(**options)``, options as in :data:`GTSA_DEFAULTS`."""
 
@@ -136,6 +148,25 @@ class GTSA(nn.Module):
     def forward(self, batch: ViewBatch) -> dict[str, Tensor]:
         """``{"loss", "aligned", "pc", "rot", "rot_acc", "embeddings"}``: the fp32 loss with grad,
         detached scalar terms, and the teacher's projector tokens of global view 0 ``[B*h*w, C]``."""
+        emb = self.embed(batch)
+        aligned, valid, pc = self.objective(emb.student, emb.teacher, emb.teacher_size, batch.matrices)
+        l_aligned = (aligned * valid).sum() / valid.sum().clamp(min=1)
+        l_pc = pc.mean()
+        l_rot, rot_acc = rotation_loss(emb.rot_logits, emb.rot_targets)
+        o = self.options
+        loss = o["aligned_weight"] * l_aligned + o["rot_weight"] * l_rot
+        if self.pc_active:
+            loss = loss + o["pc_weight"] * l_pc
+        teacher = emb.teacher
+        tokens = teacher[0].detach().flatten(2).transpose(1, 2).reshape(-1, teacher.shape[2])
+        return {"loss": loss, "aligned": l_aligned.detach(), "pc": l_pc.detach(), "rot": l_rot.detach(),
+                "rot_acc": rot_acc, "embeddings": tokens}
+
+    # --- pieces -----------------------------------------------------------------------------------
+
+    def embed(self, batch: ViewBatch) -> Embedded:
+        """Student maps and rotation logits of every view (one encoder call per view size) and the
+        teacher's maps of the global views (no gradient)."""
         views, b = batch.views, batch.batch_size
         if len(views) != batch.num_views:
             raise ValueError(f"batch has {len(views)} views but matrices for {batch.num_views}")
@@ -153,20 +184,8 @@ class GTSA(nn.Module):
             turns.append(batch.rotation[:, idx].transpose(0, 1).reshape(-1))  # view-major, as cat
         with torch.no_grad():
             k = self.teacher(torch.cat(views[:g]))
-        teacher = k.view(g, b, *k.shape[1:])
-        aligned, valid, pc = self.objective(groups, teacher, tuple(views[0].shape[-2:]), batch.matrices)
-        l_aligned = (aligned * valid).sum() / valid.sum().clamp(min=1)
-        l_pc = pc.mean()
-        l_rot, rot_acc = rotation_loss(torch.cat(logits), torch.cat(turns))
-        o = self.options
-        loss = o["aligned_weight"] * l_aligned + o["rot_weight"] * l_rot
-        if self.pc_active:
-            loss = loss + o["pc_weight"] * l_pc
-        emb = teacher[0].detach().flatten(2).transpose(1, 2).reshape(-1, teacher.shape[2])
-        return {"loss": loss, "aligned": l_aligned.detach(), "pc": l_pc.detach(), "rot": l_rot.detach(),
-                "rot_acc": rot_acc, "embeddings": emb}
-
-    # --- pieces -----------------------------------------------------------------------------------
+        return Embedded(groups, k.view(g, b, *k.shape[1:]), tuple(views[0].shape[-2:]), torch.cat(logits),
+                        torch.cat(turns))
 
     def global_view_count(self, batch: ViewBatch) -> int:
         """Option ``num_global``, else the number of leading views of the largest size."""
