@@ -7,13 +7,16 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.decode import DecodeError
+from pipeline.decode import DecodeError, recovered_decodes
 from pipeline.source import RawSample
 
 
 class BadSampleGuard:
     """Runs ``make(sample, rng)`` over a batch; a sample that fails is counted in
-    ``counters["bad_samples"]`` and never kills the worker.
+    ``counters["bad_samples"]`` and never kills the worker. A sample made from a damaged JPEG that
+    only the lenient fallback decoder could read (:func:`pipeline.decode.recovered_decodes`) is kept
+    and counted in ``counters["recovered_samples"]``; ``counters["image_bytes"]`` adds up the
+    encoded bytes of every sample handled (good or bad), i.e. the image bytes read from the shards.
 
     ``fill_bad``: replace a bad sample by another good sample of the batch (or the worker's last
     good one) made again with the bad position's RNG, so batches keep their size; otherwise drop it.
@@ -25,8 +28,12 @@ class BadSampleGuard:
         self._warned = False
 
     def _try(self, make: Callable, sample: RawSample, rng: random.Random, counters: dict[str, int]) -> Any | None:
+        before = recovered_decodes()
         try:
-            return make(sample, rng)
+            out = make(sample, rng)
+            if recovered_decodes() != before:
+                counters["recovered_samples"] = counters.get("recovered_samples", 0) + 1
+            return out
         except DecodeError:
             pass
         except Exception as e:  # never kill a worker over one sample, but say what happened once
@@ -44,6 +51,7 @@ class BadSampleGuard:
         counters: dict[str, int],
     ) -> list[Any] | None:
         """Results in batch order, or None when nothing usable is left."""
+        counters["image_bytes"] = counters.get("image_bytes", 0) + sum(len(s.image or b"") for s in samples)
         results = [self._try(make, s, r, counters) for s, r in zip(samples, rngs)]
         good = [i for i, r in enumerate(results) if r is not None]
         counters["samples"] = counters.get("samples", 0) + len(good)

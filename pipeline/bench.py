@@ -1,8 +1,9 @@
 """Loader throughput benchmark: ``python -m pipeline.bench --help``.
 
-Measures, over ``--steps`` batches after ``--warmup`` batches (worker start-up excluded):
-images/s, views/s, MB/s of compressed image bytes read, bad samples, and CPU use (process plus
-DataLoader workers, CPU seconds per wall second, i.e. cores busy). Every run appends one JSON line
+Measures, over ``--steps`` batches after ``--warmup`` batches (worker start-up excluded): the
+images, views and compressed image bytes those batches hold, their bad samples and recovered
+samples (damaged JPEGs decoded by the lenient fallback), wall and CPU seconds (process plus
+DataLoader workers), and the rates that are their quotients: images/s, views/s, MB/s, cores busy. Every run appends one JSON line
 to ``--json-out``. ``--vs reference`` runs the per-sample PIL pipeline of the public CLoVE/PixPro
 code (:mod:`pipeline.reference`) under the same conditions and prints the ratio;
 ``--decode-only`` measures plain full-size libjpeg-turbo decoding of the same files with the same
@@ -44,13 +45,17 @@ T_POS = 0.7  # CLoVE's threshold
 
 @dataclass
 class Measurement:
+    """What one timed run consumed (counts) and took (seconds); every rate is a quotient of them."""
+
     label: str
-    images: int
-    wall: float
-    cpu: float
-    views_per_image: int
-    bytes_per_image: float
-    bad_samples: int | None
+    images: int  # images in the timed batches
+    views: int  # views in the timed batches (images x views per image)
+    bytes: float  # encoded image bytes read for them (see bytes_estimated)
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process and its workers
+    bad_samples: int | None  # in the timed batches; None when the pipeline cannot count them
+    recovered_samples: int | None = None  # damaged JPEGs decoded by the lenient fallback
+    bytes_estimated: bool = False  # bytes = images x mean image size (the loader does not count them)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -61,12 +66,17 @@ class Measurement:
         return {
             "label": self.label,
             "images": self.images,
-            "wall_s": round(self.wall, 3),
-            "images_per_s": round(self.images_per_s, 1),
-            "views_per_s": round(self.images_per_s * self.views_per_image, 1),
-            "mb_per_s": round(self.images_per_s * self.bytes_per_image / 1e6, 2),
-            "cpu_cores_busy": round(self.cpu / self.wall, 2),
+            "views": self.views,
+            "bytes": round(self.bytes),
+            "bytes_estimated": self.bytes_estimated,
+            "wall_s": self.wall,
+            "cpu_s": self.cpu,
+            "images_per_s": self.images / self.wall,
+            "views_per_s": self.views / self.wall,
+            "mb_per_s": self.bytes / self.wall / 1e6,
+            "cpu_cores_busy": self.cpu / self.wall,
             "bad_samples": self.bad_samples,
+            "recovered_samples": self.recovered_samples,
             **self.extra,
         }
 
@@ -106,11 +116,16 @@ def measure(
     device: torch.device,
     views_per_image: int,
     bytes_per_image: float,
-    bad: Callable[[], int | None],
+    stats: Callable[[], dict[str, int]] | None = None,
     on_batch: Callable[[object], None] | None = None,
     on_end: Callable[[], dict] | None = None,
 ) -> Measurement:
-    """Consume ``warmup`` then ``steps`` batches; time the latter (synchronising the device once)."""
+    """Consume ``warmup`` then ``steps`` batches; time the latter (synchronising the device once).
+
+    ``stats``: the loader's cumulative counters as of the last batch consumed; their change over
+    the timed batches gives their bad/recovered samples and, when the loader counts
+    ``image_bytes``, the exact bytes read (else ``images x bytes_per_image``, flagged estimated).
+    """
     proc = psutil.Process()
     for _ in range(warmup):
         n, payload = next(batches)
@@ -118,6 +133,7 @@ def measure(
             on_batch(payload)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    before = dict(stats()) if stats else {}
     cpu0, t0 = cpu_seconds(proc), time.perf_counter()
     images = 0
     for _ in range(steps):
@@ -129,7 +145,15 @@ def measure(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall, cpu = time.perf_counter() - t0, cpu_seconds(proc) - cpu0
-    return Measurement(label, images, wall, cpu, views_per_image, bytes_per_image, bad(), extra)
+    after = dict(stats()) if stats else {}
+
+    def delta(key: str) -> int | None:
+        return after[key] - before.get(key, 0) if key in after else None
+
+    nbytes = delta("image_bytes")
+    return Measurement(label, images, images * views_per_image,
+                       float(nbytes) if nbytes is not None else images * bytes_per_image, wall, cpu,
+                       delta("bad_samples"), delta("recovered_samples"), nbytes is None, extra)
 
 
 def endless(loader) -> Iterator:
@@ -181,7 +205,7 @@ def run_backend(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: 
     try:
         return measure(label, batches, steps=args.steps, warmup=args.warmup, device=device,
                        views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
-                       bad=lambda: loader.stats.get("bad_samples", 0), on_batch=counter,
+                       stats=lambda: loader.stats, on_batch=counter,
                        on_end=counter.result if counter else None)
     finally:
         batches.close()  # stop this run's workers before the next run is measured
@@ -196,7 +220,7 @@ def run_reference(args, cfg: LoaderConfig, device: torch.device, bytes_per_image
     batches = iterate_reference(loader, device)
     try:
         return measure("reference", batches, steps=args.steps, warmup=args.warmup, device=device,
-                       views_per_image=len(recipe.views), bytes_per_image=bytes_per_image, bad=lambda: None)
+                       views_per_image=len(recipe.views), bytes_per_image=bytes_per_image)
     finally:
         batches.close()
 
@@ -210,17 +234,20 @@ class DecodedCount:
 
 
 class DecodeOnly:
-    """``process_batch`` that decodes every image at full size with libjpeg-turbo and drops it."""
+    """``process_batch`` that decodes every image at full size with libjpeg-turbo and drops it
+    (counting what the loaders count: samples, bad and recovered samples, image bytes)."""
 
     def __call__(self, samples, rngs, counters) -> DecodedCount | None:
         from pipeline.decode import DecodeError, decode_image
 
         n = 0
         for s in samples:
+            counters["image_bytes"] = counters.get("image_bytes", 0) + len(s.image or b"")
             try:
                 if s.image is None:
                     raise DecodeError("no image")
-                decode_image(s.image, 8)
+                if decode_image(s.image, 8).recovered:
+                    counters["recovered_samples"] = counters.get("recovered_samples", 0) + 1
                 n += 1
             except DecodeError:
                 counters["bad_samples"] = counters.get("bad_samples", 0) + 1
@@ -238,8 +265,7 @@ def run_decode_only(args, cfg: LoaderConfig, device: torch.device, bytes_per_ima
     batches = ((b.batch_size, b) for b in endless(loader))
     try:
         return measure("decode-only", batches, steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
-                       views_per_image=0, bytes_per_image=bytes_per_image,
-                       bad=lambda: loader.stats.get("bad_samples", 0))
+                       views_per_image=0, bytes_per_image=bytes_per_image, stats=lambda: loader.stats)
     finally:
         batches.close()
 
@@ -353,15 +379,18 @@ def main(argv: list[str] | None = None) -> int:
     main_rate = runs[0].images_per_s
     print(f"{args.recipe}, batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up, "
           f"{args.workers} workers, device {device}, {bytes_per_image / 1e3:.1f} kB/image")
-    print(f"{'run':<22}{'images/s':>10}{'views/s':>10}{'MB/s':>8}{'cores':>7}{'bad':>6}  vs {runs[0].label}")
+    print(f"{'run':<22}{'images':>7}{'images/s':>10}{'views/s':>10}{'MB/s':>8}{'cores':>7}{'bad':>6}"
+          f"{'recov':>6}  vs {runs[0].label}")
     with out.open("a") as f:
         for r in runs:
             s = r.summary()
-            s["first_run_speedup"] = round(main_rate / r.images_per_s, 3) if r.images_per_s else None
+            s["first_run_speedup"] = main_rate / r.images_per_s if r.images_per_s else None
             bad = "-" if s["bad_samples"] is None else s["bad_samples"]
+            recovered = "-" if s["recovered_samples"] is None else s["recovered_samples"]
             ratio = f"{r.images_per_s / main_rate:.2f}x" if r is not runs[0] else "1.00x"
-            print(f"{r.label:<22}{s['images_per_s']:>10.1f}{s['views_per_s']:>10.1f}{s['mb_per_s']:>8.1f}"
-                  f"{s['cpu_cores_busy']:>7.2f}{bad!s:>6}  {ratio}")
+            mb = f"{s['mb_per_s']:.1f}" + ("~" if r.bytes_estimated else "")
+            print(f"{r.label:<22}{s['images']:>7}{s['images_per_s']:>10.1f}{s['views_per_s']:>10.1f}{mb:>8}"
+                  f"{s['cpu_cores_busy']:>7.2f}{bad!s:>6}{recovered!s:>6}  {ratio}")
             f.write(json.dumps({**context, "backend": args.backend, **s}) + "\n")
     for r in runs[1:]:
         ratio = main_rate / r.images_per_s
@@ -370,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_m and "m_matches_per_batch" in runs[0].extra:
         print(f"M: {runs[0].extra['m_pairs_per_batch']} view pairs per batch, "
               f"{runs[0].extra['m_matches_per_batch']} matching cell pairs per batch on average")
+    if any(r.bytes_estimated for r in runs):
+        print("~: MB/s from the mean image size of the shards (that loader does not count the bytes it reads)")
     print(f"appended {len(runs)} line(s) to {out}")
     return 0
 

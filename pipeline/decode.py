@@ -13,6 +13,12 @@ for them, while 3/8, 5/8, 3/4 and 7/8 measured as slow as (or slower than) a ful
 
 Errors: any undecodable input raises :class:`DecodeError` (a ``ValueError``), which callers count
 as a bad sample; nothing else escapes :func:`decode_image` for bad bytes.
+
+Recovered images: a JPEG that libjpeg-turbo refuses in strict mode (corrupt entropy-coded data, a
+cut-off scan, or a file libjpeg merely warns about) is handed to PIL, whose lenient decoder fills
+what it cannot read (grey blocks). Such an image is usable but damaged, so it is never silent:
+:attr:`Decoded.recovered` says so, and :func:`recovered_decodes` counts them per process, which
+:class:`pipeline.bad_samples.BadSampleGuard` turns into the loaders' ``recovered_samples`` stat.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+# The one image-size limit of the project (shards and every backend): smaller or larger images are
+# bad samples here, skipped by the converter and failed by ``verify``.
+from shards.limits import MAX_PIXELS, MIN_SIDE
+
 # DCT scale numerators (over 8) that are worth using, smallest first (see module docstring).
 JPEG_SCALES = (1, 2, 4, 8)
-MIN_SIDE = 8  # smaller images are rejected as bad samples (a 1x1 "photo" is a broken file)
-MAX_PIXELS = 80_000_000  # larger images are rejected: decompression bombs / out-of-memory workers
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -52,6 +60,15 @@ class Decoded:
     scale: float
     width: int
     height: int
+    recovered: bool = False  # a JPEG libjpeg-turbo refused, decoded by PIL's lenient fallback
+
+
+_recovered_decodes = 0  # this process's recovered JPEGs (see the module docstring)
+
+
+def recovered_decodes() -> int:
+    """How many JPEGs this process decoded only through PIL's lenient fallback (monotonic)."""
+    return _recovered_decodes
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -205,7 +222,7 @@ def decode_image(data: bytes, num: int = 8) -> Decoded:
         try:
             h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError:
-            return _decode_pil(data, num)
+            return _recover(data, num)
         _check_size(w, h)
         if colorspace not in ("CMYK", "YCCK"):  # PIL handles Adobe's inverted CMYK correctly
             try:
@@ -213,5 +230,14 @@ def decode_image(data: bytes, num: int = 8) -> Decoded:
             except DecodeError:
                 raise
             except ValueError:
-                pass  # strict libjpeg-turbo error (truncated, or a warning): PIL decides below
+                return _recover(data, num)  # strict libjpeg-turbo error (corrupt, cut, a warning)
     return _decode_pil(data, num)
+
+
+def _recover(data: bytes, num: int) -> Decoded:
+    """PIL's lenient decode of a JPEG libjpeg-turbo refused; counted when it succeeds."""
+    global _recovered_decodes
+    decoded = _decode_pil(data, num)
+    decoded.recovered = True
+    _recovered_decodes += 1
+    return decoded

@@ -16,10 +16,14 @@ Epochs (one stream per *logical* DataLoader worker ``w`` of rank ``r``; ``W`` wo
   ``sum over its workers of ceil(samples of the worker / batch_size)`` (minus batches whose every
   sample was bad): well defined, but data dependent and possibly different across ranks — use it
   for evaluation, not for distributed training.
-* ``batches_per_rank=n`` — resampled shards: worker ``w`` draws shards uniformly with replacement
-  from *all* shards (so any number of shards serves any number of ranks x workers) with its own
-  RNG ``(seed, epoch, rank, w)`` and yields exactly ``n // W + (w < n % W)`` batches, so every
-  rank yields exactly ``n`` batches and none waits for another.
+* ``batches_per_rank=n`` — cycled shards: the epoch's shard schedule is an endless sequence of
+  permutations of *all* shards (a fresh one per cycle, from ``(seed, epoch, cycle)``, identical on
+  every rank), dealt round robin to the ``world_size x W`` streams: stream ``r * W + w`` reads
+  entries ``r * W + w``, ``+ world_size * W``, ... So every shard is read once before any is read
+  twice (streams advance at the same pace: equal quotas, similar shards), an epoch of one
+  dataset's worth of samples is a pass over it, and any number of shards serves any number of
+  ranks x workers. Worker ``w`` yields exactly ``n // W + (w < n % W)`` batches, so every rank
+  yields exactly ``n`` batches and none waits for another.
 
 A batch is the next ``batch_size`` *positions* of a worker's stream (the last one of an exact pass
 may be shorter); the per-sample RNG is derived from ``(seed, epoch, rank, w, position)``
@@ -222,20 +226,34 @@ class StreamPlan:
         random.Random(f"shards/{self.seed}/{self.epoch}").shuffle(urls)
         return split_by_worker(split_by_rank(urls, self.rank, self.world_size), worker, self.num_workers)
 
+    def cycled_shards(self, worker: int) -> Iterator[str]:
+        """Shards of logical ``worker`` when resampled, in reading order (endless): its share of
+        the epoch's schedule of cycled permutations (module docstring)."""
+        urls, streams = list(self.urls), self.world_size * self.num_workers
+        entry = self.rank * self.num_workers + worker  # position in the epoch's schedule
+        cycle, order = -1, urls
+        while True:
+            c, i = divmod(entry, len(urls))
+            if c != cycle:
+                cycle, order = c, list(urls)
+                random.Random(f"cycle/{self.seed}/{self.epoch}/{c}").shuffle(order)
+            yield order[i]
+            entry += streams
+
     def samples(self, worker: int, counters: dict[str, int]) -> Iterator[RawSample]:
         """The shuffled sample stream of logical ``worker`` (infinite when resampled)."""
         tag = f"{self.seed}/{self.epoch}/{self.rank}/{worker}"
         if self.resampled:
-            raw = self._resampled(random.Random(f"resample/{tag}"), counters)
+            raw = self._resampled(self.cycled_shards(worker), counters)
         else:
             raw = (s for url in self.worker_shards(worker) for s in read_shard(url, counters))
         return shuffled(raw, self.shuffle_buffer, random.Random(f"shuffle/{tag}"))
 
-    def _resampled(self, rng: random.Random, counters: dict[str, int]) -> Iterator[RawSample]:
+    def _resampled(self, shards: Iterator[str], counters: dict[str, int]) -> Iterator[RawSample]:
         empty = 0
         while True:
             got = False
-            for sample in read_shard(rng.choice(self.urls), counters):
+            for sample in read_shard(next(shards), counters):
                 got = True
                 yield sample
             empty = 0 if got else empty + 1

@@ -34,7 +34,7 @@ from pipeline.batch import ViewBatch
 from pipeline.shared_buffers import NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPool
 from pipeline.source import BatchedStream, StreamPlan, WorkerStart
 
-STAT_KEYS = ("samples", "bad_samples", "bad_shards", "dropped_batches")
+STAT_KEYS = ("samples", "bad_samples", "recovered_samples", "bad_shards", "dropped_batches", "image_bytes")
 
 
 def _private_generator(plan: StreamPlan) -> torch.Generator:

@@ -104,9 +104,7 @@ class TarReader:
             hdr = self._header()
             if not hdr or hdr == _ZERO_BLOCK:
                 return
-            checksum = _number(hdr[148:156])
-            if checksum != sum(hdr) - sum(hdr[148:156]) + 8 * 32:
-                raise TarFormatError("bad tar header checksum")
+            _check_header(hdr)
             name = hdr[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
             if hdr[257:263] == b"ustar\0" and hdr[345] != 0:  # POSIX prefix (GNU uses these bytes otherwise)
                 name = hdr[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
@@ -136,6 +134,24 @@ class TarReader:
         if pad:
             _read_exact(self._stream, pad)
         return data
+
+
+def _check_header(hdr: bytes) -> None:
+    """Raise :class:`TarFormatError` unless ``hdr``'s checksum field matches its bytes.
+
+    The checksum is the sum of the header's bytes with the checksum field counted as 8 spaces;
+    some old tars summed signed bytes, which Python's ``tarfile`` and GNU tar also accept.
+    """
+    try:
+        stored = _number(hdr[148:156])
+    except ValueError:
+        raise TarFormatError("bad tar header checksum field (not a tar, or a damaged header)") from None
+    unsigned = sum(hdr) - sum(hdr[148:156]) + 8 * 32
+    if stored == unsigned:
+        return
+    signed = unsigned - 256 * sum(1 for i, b in enumerate(hdr) if b >= 0x80 and not 148 <= i < 156)
+    if stored != signed:
+        raise TarFormatError(f"bad tar header checksum: stored {stored}, header sums to {unsigned}")
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:

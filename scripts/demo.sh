@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SHARDS=${SHARDS:-data/shards/photos}
-if [ ! -f "$SHARDS/manifest.json" ]; then
+# built once; rerun (it only restores what is missing) for shards built before _info.json existed
+if [ ! -f "$SHARDS/manifest.json" ] || [ ! -f "$SHARDS/_info.json" ]; then
   $PY -m shards photos "$SHARDS"
 fi
 $PY -m shards verify "$SHARDS"

@@ -10,6 +10,7 @@ import re
 import sys
 
 from shards.convert import DEFAULT_SHARD_SIZE, ConversionError, ConvertOptions
+from shards.limits import MAX_PIXELS, MIN_SIDE
 from shards.parallel import default_workers
 from shards.probe import ProbeOptions
 
@@ -18,10 +19,13 @@ Every conversion writes, into OUT:
   {split}-{index:06d}.tar   shards of ~--shard-size bytes; samples shuffled across shards (--seed)
   {split}-{index:06d}.idx   DALI index of each shard (wds2idx text format)
   manifest.json             counts, bytes, sha256 per shard, classes, skipped files with reasons
+  _info.json                splits, shard names and lengths for timm's WebDataset reader
+                            (timm.data.create_dataset("wds/NAME", root=OUT, split="train"))
 Each sample is <key>.<jpg|png|webp> (the original bytes, extension from the real format),
 <key>.json (metadata) and, when the dataset has classes, <key>.cls.
 Interrupted (Ctrl-C, kill)? Run the same command again: finished shards are kept, the rest is
-rewritten, and the result is identical to an uninterrupted run. Then: python -m shards verify OUT
+rewritten, and the result is identical to an uninterrupted run. A file deleted from a finished
+OUT is restored the same way. Then: python -m shards verify OUT
 """
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -64,10 +68,12 @@ def _add_common(p: argparse.ArgumentParser, shard_size: int = DEFAULT_SHARD_SIZE
     q = p.add_argument_group("bad input (each file is kept with its real format, or skipped "
                              "and listed with its reason in manifest.json)")
     q.add_argument("--min-side", type=int, default=ProbeOptions.min_side, metavar="PX",
-                   help="skip images with a side below PX (default %(default)s)")
+                   help=f"skip images with a side below PX (default %(default)s; at least "
+                        f"{MIN_SIDE}, the loaders' limit)")
     q.add_argument("--max-pixels", type=int, default=ProbeOptions.max_pixels, metavar="N",
-                   help="skip images over N pixels, judged from the header without decoding "
-                        "(default %(default)s)")
+                   help=f"skip images over N pixels, judged from the header without decoding "
+                        f"(default and maximum {MAX_PIXELS}, the loaders' limit; files too large "
+                        f"to hold such an image are skipped unread)")
     q.add_argument("--no-decode-check", action="store_true",
                    help="trust headers and end markers instead of test-decoding every image at "
                         "reduced scale (faster; corrupt data inside a file goes unnoticed)")
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=not args.no_progress)
             print(f"verify: {'OK' if ok else 'FAILED'}: {message}")
             return 0 if ok else 1
+        options = _options(args)  # bad limits fail here, before a long scan
         if args.command == "imagenet":
             from shards.imagenet import scan_imagenet
 
@@ -191,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             source = scan_photos()
         from shards.convert import convert
 
-        convert(source, args.out, _options(args))
+        convert(source, args.out, options)
         return 0
     except KeyboardInterrupt:
         print("\nshards: interrupted; run the same command again to resume", file=sys.stderr)

@@ -7,7 +7,11 @@ everything else happens here:
 2. resume: a shard whose ``.tar`` exists with a matching record in ``OUT/.progress/`` is done;
    leftovers of a killed run (hidden ``*.tmp`` files) are removed, unfinished shards rewritten;
 3. write the remaining shards in parallel, each by one worker, samples in plan order;
-4. write ``manifest.json``, drop ``.progress/``, print the one-line summary.
+4. write timm's ``_info.json`` (:mod:`shards.timm_info`) and ``manifest.json``, drop
+   ``.progress/``, print the one-line summary;
+5. a rerun of a finished conversion restores whatever went missing since: a deleted index is
+   rebuilt from its tar, a deleted or resized shard rewritten (and checked against its recorded
+   sha256), ``_info.json`` rewritten from the manifest.
 
 Because the plan fixes which samples go into which shard and in which order, the result is the
 same bytes whatever the worker count and however often the run was interrupted.
@@ -26,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from shards import parallel
+from shards.index import format_index, group_samples, scan_tar
 from shards.manifest import (
     MANIFEST,
     build_manifest,
@@ -35,8 +40,11 @@ from shards.manifest import (
     write_json_atomic,
 )
 from shards.plan import Item, ShardJob, Skip, assign, fingerprint
+from shards.limits import check_limits, max_file_bytes
 from shards.probe import UNREADABLE, ProbeOptions, probe
-from shards.writer import ShardWriter, is_tmp
+from shards.source_file import SourceFileError, read_source_file
+from shards.timm_info import INFO, timm_info
+from shards.writer import ShardWriter, is_tmp, tmp_name
 
 PROGRESS = ".progress"
 DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
@@ -70,6 +78,10 @@ class ConvertOptions:
     progress: bool = True
     pause_per_shard: float = 0.0  # testing aid: lets a test interrupt a run between shards
 
+    def __post_init__(self) -> None:
+        # never keep what a loader would refuse (ValueError with a one-line reason)
+        check_limits(self.probe.min_side, self.probe.max_pixels)
+
 
 def _sample_json(item: Item, width: int, height: int, fmt: str, mode: str,
                  notes: dict) -> tuple[bytes, bool]:
@@ -99,11 +111,16 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
     formats: Counter = Counter()
     modes: Counter = Counter()
     notes: Counter = Counter()
+    max_bytes = max_file_bytes(options.max_pixels)  # no image within the limits is larger
     try:
         for item in job.items:
             source = item.meta.get("source") or item.meta.get("file_name") or item.path
             try:
-                data = Path(item.path).read_bytes()
+                data = read_source_file(item.path, max_bytes)
+            except SourceFileError as exc:
+                skipped.append(Skip(source, exc.reason, exc.detail, job.split).as_dict())
+                parallel.tick(0)
+                continue
             except OSError as exc:
                 skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc),
                                     job.split).as_dict())
@@ -162,10 +179,51 @@ def _is_done(out: Path, job: ShardJob, fp: str) -> dict | None:
     return None
 
 
+def _restore_missing(out: Path, manifest: dict, jobs: dict[str, ShardJob], fp: str,
+                     options: ConvertOptions) -> list[str]:
+    """Bring a finished conversion back to what its manifest lists; returns the files rewritten.
+
+    A missing (or resized) shard is rewritten from its sources, which the matching fingerprint
+    says are unchanged, and must come out with the recorded sha256; a missing index is rebuilt
+    from its tar; ``_info.json`` from the manifest.
+    """
+    restored: list[str] = []
+    for p in out.iterdir():  # leftovers of a killed restore
+        if is_tmp(p):
+            p.unlink(missing_ok=True)
+    for split in manifest["splits"].values():
+        for entry in split["shards"]:
+            tar, idx = out / entry["name"], out / entry["index"]
+            if not tar.is_file() or tar.stat().st_size != entry["bytes"]:
+                (out / PROGRESS).mkdir(exist_ok=True)
+                rec = write_shard(jobs[entry["name"]], str(out), fp, options.probe)
+                if (rec["count"], rec["bytes"], rec["sha256"]) != (
+                        entry["count"], entry["bytes"], entry["sha256"]):
+                    raise ConversionError(
+                        f"{tar} rewritten from its sources differs from the finished conversion "
+                        "(sources changed in place?); pass --overwrite to rebuild everything")
+                restored += [tar.name, idx.name]
+            elif not idx.is_file():
+                tmp = tmp_name(idx)
+                tmp.write_text(format_index(group_samples(list(scan_tar(tar)))))
+                os.replace(tmp, idx)
+                restored.append(idx.name)
+    info = timm_info(manifest)
+    try:
+        current = json.loads((out / INFO).read_text())
+    except (OSError, json.JSONDecodeError):
+        current = None
+    if current != info:
+        write_json_atomic(out / INFO, info)
+        restored.append(INFO)
+    shutil.rmtree(out / PROGRESS, ignore_errors=True)  # also what a kill right after the manifest left
+    return restored
+
+
 def _clear(out: Path) -> None:
     """Remove what a previous conversion wrote here (only our own file names)."""
     for p in out.iterdir():
-        if p.is_file() and (SHARD_FILE.match(p.name) or p.name == MANIFEST or is_tmp(p)):
+        if p.is_file() and (SHARD_FILE.match(p.name) or p.name in (MANIFEST, INFO) or is_tmp(p)):
             p.unlink()
     shutil.rmtree(out / PROGRESS, ignore_errors=True)
 
@@ -181,16 +239,7 @@ def _prepare(out: Path, fp: str, overwrite: bool) -> dict | None:
         except ValueError:
             previous = "unreadable"
         if previous == fp and not overwrite:
-            manifest = read_manifest(out)
-            for split in manifest["splits"].values():
-                for entry in split["shards"]:
-                    tar = out / entry["name"]
-                    if not tar.is_file() or tar.stat().st_size != entry["bytes"]:
-                        raise ConversionError(
-                            f"{tar} is missing or changed since the conversion finished; "
-                            "pass --overwrite to rebuild")
-            shutil.rmtree(out / PROGRESS, ignore_errors=True)  # killed right after the manifest
-            return manifest
+            return read_manifest(out)  # finished: convert() restores what went missing since
     elif plan_file.is_file():
         try:
             previous = json.loads(plan_file.read_text()).get("fingerprint")
@@ -231,6 +280,9 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
                             "classes": source.classes, "extra": source.extra})
     finished = _prepare(out, fp, options.overwrite)
     if finished is not None:
+        restored = _restore_missing(out, finished, {job.name: job for job in jobs}, fp, options)
+        if restored:
+            print(f"shards: restored {len(restored)} missing or damaged file(s): {', '.join(restored)}")
         print(f"shards: {out} is already complete for these sources and options")
         print(summary_line(finished, out))
         return finished
@@ -263,6 +315,7 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
                               fingerprint=fp, splits=per_split,
                               skipped=[s.as_dict() for s in source.skipped],
                               classes=source.classes, extra=source.extra)
+    write_json_atomic(out / INFO, timm_info(manifest))  # before the manifest, which means "done"
     write_json_atomic(out / MANIFEST, manifest)
     shutil.rmtree(out / PROGRESS, ignore_errors=True)
     print(summary_line(manifest, out))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from shards.convert import Source
 from shards.plan import MISSING, NO_CLASS, Item, Skip, dedupe_keys, sanitize_key
+from shards.source_file import NOT_REGULAR, not_regular
 
 # Candidates by name; formats we do not keep (gif, bmp, tiff) are skipped and counted by the
 # probe, so that the manifest tells the user they were there.
@@ -38,11 +39,17 @@ def list_images(root: Path) -> tuple[list[Path], int]:
 
 def stat_item(path: Path, key: str, split: str, skipped: list[Skip], *, cls: int | None = None,
               meta: dict | None = None, source: str | None = None) -> Item | None:
-    """An :class:`Item` for an existing file, or a ``missing`` skip (broken link, vanished)."""
+    """An :class:`Item` for an existing regular file; otherwise a skip: ``missing`` (broken
+    link, vanished) or ``not-a-regular-file`` (named pipe, device, socket, folder named like an
+    image; symlinks are followed). The writer checks the opened file again (it may change)."""
     try:
+        why = not_regular(path)
         size = path.stat().st_size
     except OSError as exc:
         skipped.append(Skip(source or str(path), MISSING, exc.strerror or str(exc), split))
+        return None
+    if why is not None:
+        skipped.append(Skip(source or str(path), NOT_REGULAR, why, split))
         return None
     return Item(key=key, path=str(path), size=size, cls=cls, meta=meta or {})
 

@@ -19,6 +19,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from shards.limits import MAX_PIXELS
+
 # Reason codes for skipped samples (the manifest counts skips by these).
 EMPTY = "empty"
 UNREADABLE = "unreadable"
@@ -35,10 +37,14 @@ IMAGE_EXTENSIONS = tuple(EXTENSIONS.values())
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """Keep/skip policy; part of a conversion's fingerprint because it changes the output."""
+    """Keep/skip policy; part of a conversion's fingerprint because it changes the output.
+
+    A conversion refuses a policy looser than :mod:`shards.limits` (:class:`ConvertOptions`);
+    probing alone accepts any, e.g. to study tiny test images.
+    """
 
     min_side: int = 16  # smaller images are useless for multi-crop and skipped
-    max_pixels: int = 100_000_000  # larger ones are skipped before any decode (decompression bombs)
+    max_pixels: int = MAX_PIXELS  # larger ones are skipped before any decode (decompression bombs)
     check_decode: bool = True  # prove the data decodes (reduced-scale), not only the headers
 
 

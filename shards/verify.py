@@ -4,8 +4,9 @@ For every shard listed in ``manifest.json``: the tar exists with the recorded si
 its index parses and lists exactly the tar's members (names, data offsets, sizes) grouped into
 the recorded number of samples; every sample has one image (jpg/png/webp), a ``.json`` and a
 ``.cls`` exactly when the dataset has classes; every image decodes (reduced-scale check) in the
-format its extension claims, at the size its ``.json`` records; keys are unique per split; no
-unlisted shard lies beside them. The first problem is printed as one line and the exit code is 1.
+format its extension claims, at the size its ``.json`` records, within the limits every loader
+applies (:mod:`shards.limits`); keys are unique per split; no unlisted shard lies beside them;
+``_info.json`` (timm's reader) agrees with the manifest. The first problem is printed as one line and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from pathlib import Path
 from shards import parallel
 from shards.convert import SHARD_FILE
 from shards.index import read_index, scan_tar
+from shards.limits import MAX_PIXELS, MIN_SIDE
 from shards.manifest import MANIFEST, human_bytes, read_manifest
 from shards.probe import EXTENSIONS, IMAGE_EXTENSIONS, ProbeOptions, probe
+from shards.timm_info import INFO, timm_info
 
-# Verify judges bytes that were already accepted: only "does it decode", not the size policy.
-_DECODE_ONLY = ProbeOptions(min_side=1, max_pixels=1 << 62, check_decode=True)
+# Verify judges bytes that were already accepted: does it decode, within the limits every loader
+# applies (a shard must not hold an image the loaders refuse), not the conversion's own policy.
+_DECODE_ONLY = ProbeOptions(min_side=MIN_SIDE, max_pixels=MAX_PIXELS, check_decode=True)
 
 
 @dataclass
@@ -150,6 +154,13 @@ def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True,
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         return False, sorted(problems)[0] + more
+    try:
+        info = json.loads((out / INFO).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return False, (f"{INFO} missing or unreadable ({type(exc).__name__}); run the same "
+                       "conversion command again to restore it")
+    if info != timm_info(manifest):
+        return False, f"{INFO} disagrees with {MANIFEST}; run the same conversion command again"
     splits = ", ".join(f"{k} {v['count']} in {len(v['shards'])} shards"
                        for k, v in manifest["splits"].items())
     return True, f"{splits}; {human_bytes(manifest['totals']['bytes'])}"

@@ -9,7 +9,9 @@ Figures per logging window (the steps since the previous log line):
 - ``data_wait``: share of the window's wall time the host spent blocked in the loader's
   ``next()``. Without device syncs the host runs ahead of the GPU until its queue is full, so this
   is the share of time the *host* waited for data: near 0 means the loader keeps up;
-- ``bad_samples``: the loaders' skipped-sample counters, summed over ranks.
+- ``bad_samples``: the loaders' skipped-sample counters, summed over ranks;
+- ``recovered_samples``: damaged JPEGs the loaders decoded only through the lenient fallback decoder
+  (kept, but worth a look at the shards), summed over ranks.
 """
 
 from __future__ import annotations
@@ -84,14 +86,17 @@ class RunLogger:
             self.bar.update(1)
 
     def log(self, meter: StepMeter, step: int, epoch: int, scalars: dict[str, float], images_per_micro: int,
-            bad_samples: int) -> dict[str, Any]:
-        """Reduce the window over ranks (one collective), write it, reset ``meter``. All ranks call it."""
+            bad_samples: int, recovered_samples: int = 0) -> dict[str, Any]:
+        """Reduce the window over ranks (one collective), write it, reset ``meter``. All ranks call it.
+
+        ``bad_samples``, ``recovered_samples``: this rank's loader counters (cumulative)."""
         acc = self.accelerator
         names = sorted(meter.sums)
         elapsed = max(time.perf_counter() - meter.start, 1e-9)
         device = acc.device
         means = [meter.sums[k] / max(meter.steps, 1) for k in names]
-        host = torch.tensor([meter.data_time / elapsed, float(bad_samples)], dtype=torch.float64)
+        host = torch.tensor([meter.data_time / elapsed, float(bad_samples), float(recovered_samples)],
+                            dtype=torch.float64)
         packed = torch.cat([torch.stack(means).double().cpu() if means else torch.zeros(0, dtype=torch.float64), host])
         if acc.num_processes > 1:
             packed = acc.reduce(packed.to(device), reduction="sum").cpu()
@@ -101,6 +106,7 @@ class RunLogger:
         record.update({k: values[i] / n for i, k in enumerate(names)})
         record["data_wait"] = values[len(names)] / n
         record["bad_samples"] = int(values[len(names) + 1])
+        record["recovered_samples"] = int(values[len(names) + 2])
         record["images_per_s"] = meter.micro_batches * images_per_micro / elapsed
         record.update(scalars)
         if self.first is not None:  # the first window holds worker start-up: leave it out of the average
@@ -118,6 +124,8 @@ class RunLogger:
                 post = {k: f"{record[k]:.4g}" for k in names if k in record}
                 post.update(lr=f"{record.get('lr', 0):.3g}", img_s=f"{record['images_per_s']:.1f}",
                             data=f"{100 * record['data_wait']:.0f}%", bad=record["bad_samples"])
+                if record["recovered_samples"]:
+                    post["recovered"] = record["recovered_samples"]
                 self.bar.set_postfix(post, refresh=False)
         return record
 

@@ -294,8 +294,9 @@ class Run:
             scalars = {"lr": lr, "wd": wd, "momentum": float(self.core.teacher_momentum(pos.step - 1, plan.total_steps))}
             if isinstance(out.get("embeddings"), torch.Tensor):
                 scalars.update({k: float(v) for k, v in collapse_stats(out["embeddings"]).items()})
+            data_stats = getattr(self.loader, "stats", {})
             self.logger.log(meter, pos.step, pos.epoch, scalars, plan.images_per_micro,
-                            int(getattr(self.loader, "stats", {}).get("bad_samples", 0)))
+                            int(data_stats.get("bad_samples", 0)), int(data_stats.get("recovered_samples", 0)))
         if pos.step % cfg.checkpoint.every_steps == 0 or last:
             t_save = time.perf_counter()
             self.save()

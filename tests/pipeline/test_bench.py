@@ -1,46 +1,123 @@
-"""``python -m pipeline.bench``: every mode runs on tiny shards, prints and logs what it measured."""
+"""``python -m pipeline.bench``: every mode runs on tiny shards, and what it prints and logs adds up.
+
+The shards hold JPEGs padded to one byte length (zeros after the end-of-image marker, which every
+decoder ignores), so the bytes a run must report follow from its image count alone.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+import simplejpeg
+from PIL import Image
 
 from pipeline import bench
 from tests.pipeline.test_source import small_jpegs, write_shards
+
+LENGTH = 12_288  # bytes of every test JPEG
+BATCH, STEPS = 4, 2
+
+
+def padded(images: list[bytes]) -> list[bytes]:
+    assert max(len(d) for d in images) <= LENGTH
+    return [d + bytes(LENGTH - len(d)) for d in images]
+
+
+def zero_mid_scan(data: bytes, count: int = 2000) -> bytes:
+    """The JPEG with ``count`` bytes zeroed in the middle of its entropy-coded data."""
+    start = data.rfind(b"\xff\xda")  # last scan header; its data follows
+    middle = (start + data.rfind(b"\xff\xd9")) // 2
+    return data[: middle - count // 2] + bytes(count) + data[middle + count // 2 :]
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, real_jpegs) -> str:
     root = tmp_path_factory.mktemp("bench-shards")
-    write_shards(root, small_jpegs(real_jpegs, 16), n_shards=2)
+    write_shards(root, padded(small_jpegs(real_jpegs, 16, max_side=160)), n_shards=2)
+    return str(root)
+
+
+def strict_refuses_lenient_reads(data: bytes) -> bool:
+    """libjpeg-turbo in strict mode refuses the bytes, PIL's lenient decoder reads them."""
+    try:
+        simplejpeg.decode_jpeg(data, strict=True)
+        return False
+    except ValueError:
+        pass
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+    return True
+
+
+@pytest.fixture(scope="module")
+def damaged_shards(tmp_path_factory, real_jpegs) -> str:
+    """Only JPEGs the damage really broke (zeros can happen to decode as valid codes)."""
+    root = tmp_path_factory.mktemp("damaged-shards")
+    damaged = [zero_mid_scan(d) for d in small_jpegs(real_jpegs, 24, max_side=160)]
+    damaged = [d for d in damaged if strict_refuses_lenient_reads(d)]
+    assert len(damaged) >= 4, "too few broken test images"
+    write_shards(root, padded(damaged), n_shards=2)
     return str(root)
 
 
 def run(shards: str, tmp_path, *extra: str) -> list[dict]:
     out = tmp_path / "bench.jsonl"
-    argv = ["--shards", shards, "--batch-size", "4", "--steps", "2", "--warmup", "1", "--workers", "1",
+    argv = ["--shards", shards, "--batch-size", str(BATCH), "--steps", str(STEPS), "--warmup", "1", "--workers", "1",
             "--device", "cpu", "--json-out", str(out), *extra]
     assert bench.main(argv) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+def assert_adds_up(row: dict, views_per_image: int, bytes_counted: bool = True) -> None:
+    """Counts follow from the batches consumed; each rate is the quotient of its figures."""
+    assert row["images"] == BATCH * STEPS
+    assert row["views"] == row["images"] * views_per_image
+    assert row["bytes"] == row["images"] * LENGTH and row["bytes_estimated"] is not bytes_counted
+    wall = row["wall_s"]
+    assert wall > 0 and row["cpu_s"] >= 0
+    assert row["images_per_s"] == pytest.approx(row["images"] / wall, rel=1e-9)
+    assert row["views_per_s"] == pytest.approx(row["views"] / wall, rel=1e-9)
+    assert row["mb_per_s"] == pytest.approx(row["bytes"] / wall / 1e6, rel=1e-9)
+    assert row["cpu_cores_busy"] == pytest.approx(row["cpu_s"] / wall, rel=1e-9)
+
+
 def test_cpu_backend_against_the_reference_and_decoding(shards, tmp_path, capsys):
     rows = run(shards, tmp_path, "--recipe", "two-view", "--vs", "reference", "--decode-only", "--with-m")
     assert [r["label"] for r in rows] == ["cpu", "reference", "decode-only"]
-    for r in rows:
-        assert r["images"] == 8 and r["images_per_s"] > 0 and r["bad_samples"] in (0, None)
-    assert rows[0]["views_per_s"] == pytest.approx(2 * rows[0]["images_per_s"], rel=1e-3)
-    assert rows[0]["m_pairs_per_batch"] == 2 and rows[0]["m_matches_per_batch"] >= 0
+    cpu, reference, decode = rows
+    assert_adds_up(cpu, 2)
+    assert_adds_up(reference, 2, bytes_counted=False)  # the public-code loader counts nothing
+    assert_adds_up(decode, 0)
+    assert (cpu["bad_samples"], cpu["recovered_samples"]) == (0, 0)
+    assert (decode["bad_samples"], decode["recovered_samples"]) == (0, 0)
+    assert reference["bad_samples"] is None and reference["recovered_samples"] is None
+    assert cpu["first_run_speedup"] == 1.0
+    assert reference["first_run_speedup"] == pytest.approx(cpu["images_per_s"] / reference["images_per_s"])
+    # M: each of the 2 global views against the other one
+    assert cpu["m_pairs_per_batch"] == 2 and cpu["m_matches_per_batch"] >= 0
     printed = capsys.readouterr().out
     assert "images/s ratio cpu / reference" in printed and "% of decode-only" in printed
 
 
+def test_recovered_jpegs_are_counted_and_shown(damaged_shards, tmp_path, capsys):
+    """Every image has 2,000 zeroed bytes mid-scan: each one decoded is a recovered sample."""
+    rows = run(damaged_shards, tmp_path, "--recipe", "two-view", "--decode-only")
+    for row in rows:
+        assert_adds_up(row, {"cpu": 2, "decode-only": 0}[row["label"]])
+        assert row["bad_samples"] == 0 and row["recovered_samples"] == row["images"]
+    printed = capsys.readouterr().out
+    assert "recov" in printed
+
+
 def test_torch_backend_stream_only_runs_without_a_gpu(shards, tmp_path):
     (row,) = run(shards, tmp_path, "--backend", "torch", "--decode", "gpu", "--recipe", "clove", "--stream-only")
-    assert row["label"] == "torch/decode=gpu/stream" and row["images"] == 8 and row["views_per_s"] > 0
+    assert row["label"] == "torch/decode=gpu/stream"
+    assert_adds_up(row, 8)  # the clove recipe: 2 global + 6 local views
     row = run(shards, tmp_path, "--backend", "torch", "--decode", "cpu", "--recipe", "clove", "--stream-only")[-1]
-    assert row["label"] == "torch/decode=cpu/stream" and row["images"] == 8
+    assert row["label"] == "torch/decode=cpu/stream"
+    assert_adds_up(row, 8)
 
 
 def test_bad_arguments_are_one_line_errors(shards, tmp_path, capsys):

@@ -106,13 +106,41 @@ def test_rerun_of_a_finished_conversion_changes_nothing(src, reference, tmp_path
     assert tree_bytes(out) == reference
 
 
-def test_finished_output_damaged_later_is_not_silently_accepted(src, tmp_path):
+@pytest.mark.parametrize("lost", ["train-000001.tar", "train-000001.idx", "_info.json", "all three"])
+def test_rerun_restores_every_file_deleted_from_a_finished_conversion(lost, src, reference, tmp_path):
+    """Before: a deleted index (or _info.json) stayed missing after a rerun ("already complete")."""
     out = tmp_path / "out"
     args = cli("folder", str(src), str(out), *ARGS, "--workers", "1")
     assert subprocess.run(args, capture_output=True, env=env()).returncode == 0
-    (out / "train-000001.tar").unlink()
+    names = ["train-000001.tar", "train-000001.idx", "_info.json"] if lost == "all three" else [lost]
+    for name in names:
+        (out / name).unlink()
     again = subprocess.run(args, capture_output=True, text=True, env=env())
-    assert again.returncode == 1 and "--overwrite" in again.stderr
-    assert again.stderr.count("\n") == 1
-    assert subprocess.run([*args, "--overwrite"], capture_output=True, env=env()).returncode == 0
-    assert (out / "train-000001.tar").is_file()
+    assert again.returncode == 0, again.stderr
+    assert "restored" in again.stdout and all(name in again.stdout for name in names)
+    assert tree_bytes(out) == reference  # the very bytes of an uninterrupted run, nothing more
+    ok = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"), capture_output=True,
+                        text=True, env=env())
+    assert ok.returncode == 0, ok.stdout
+
+
+def test_damaged_shard_is_rewritten_and_checked_against_its_record(src, reference, tmp_path):
+    out = tmp_path / "out"
+    source = scan_folder(src, classes_from_dirs=True)
+    options = ConvertOptions(max_count=2, seed=7, workers=1, progress=False)
+    convert(source, out, options)
+    victim = out / "train-000002.tar"
+    victim.write_bytes(victim.read_bytes()[:4096])  # resized: cut short
+    convert(source, out, options)
+    assert tree_bytes(out) == reference
+    # sources changed in place (same names and sizes): the rewrite cannot match the record
+    photo = src / "c1" / "img01.jpg"
+    original = photo.read_bytes()
+    try:
+        photo.write_bytes(original[:-200] + bytes(200))
+        for tar in out.glob("train-*.tar"):
+            tar.unlink()
+        with pytest.raises(ConversionError, match="--overwrite"):
+            convert(source, out, options)
+    finally:
+        photo.write_bytes(original)

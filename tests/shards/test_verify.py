@@ -102,6 +102,8 @@ DAMAGE = {
                           "train-000000.tar: index lists 3 samples, manifest says 99"),
     "undecodable image": (_rewrite_shard_with_bad_image, "train-000002.tar: sample"),
     "no manifest": (lambda o: (o / "manifest.json").unlink(), "no manifest.json"),
+    "no _info.json": (lambda o: (o / "_info.json").unlink(), "_info.json missing"),
+    "stale _info.json": (lambda o: (o / "_info.json").write_text('{"splits": {}}'), "_info.json disagrees"),
 }
 
 

@@ -43,6 +43,7 @@ def test_few_steps(photo_shards, tmp_path, capsys):
     for r in steps:
         assert torch.isfinite(torch.tensor(r["loss"])) and {"positive", "negative", "matches"} <= set(r)
         assert r["images_per_s"] > 0 and 0 <= r["data_wait"] <= 1 and r["bad_samples"] == 0
+        assert r["recovered_samples"] == 0  # the loader's count reaches the log (real photos: none damaged)
     # per-iteration schedule: peak = base_lr * 4 images / 256, warm-up 2 steps, cosine over 4 steps
     peak = scaled_lr(4.0, 4, 1, 1)
     expected_lr = [warmup_cosine(s, 4, 2, peak, 0.01 * peak) for s in range(4)]
