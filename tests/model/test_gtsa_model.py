@@ -170,8 +170,12 @@ def test_bench_command_times_batched_and_looped_pairs(capsys, tmp_path):
 
     preset = tmp_path / "p.yaml"
     preset.write_text(json.dumps({"method": {"name": "gtsa", "options": TINY}, "data": {"batch_size": 2}}))
-    main(["--method", "gtsa", "--config", str(preset), "--global-size", "32", "--local-size", "16",
-          "--num-local", "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--device", "cpu"])
+    threads = torch.get_num_threads()
+    try:
+        main(["--method", "gtsa", "--config", str(preset), "--global-size", "32", "--local-size", "16",
+              "--num-local", "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--device", "cpu", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide
     lines = capsys.readouterr().out.splitlines()
     assert "batch 2, views 2x32 + 2x16" in lines[0]
     rows = {line.split()[0]: float(line.split()[1]) for line in lines[2:4]}
