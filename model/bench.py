@@ -99,11 +99,19 @@ class Variant:
 
 
 def main(argv: list[str] | None = None) -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method", choices=("clove", "gtsa"), default="clove")
+    known, rest = pre.parse_known_args(argv)
+    if known.method == "gtsa":  # GTSA's step has its own options: python -m model.bench --method gtsa --help
+        from model.bench_gtsa import main as gtsa_main
+
+        return gtsa_main(rest)
     p = argparse.ArgumentParser(
         prog="python -m model.bench",
         description="Time one full CLoVE training step (student + EMA teacher, 2 global + N local views), "
         "with the (student, teacher) pairs batched vs looped in Python. Synthetic inputs; prints images/s.",
     )
+    p.add_argument("--method", choices=("clove", "gtsa"), default="clove", help="gtsa: see --method gtsa --help")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--backbone", default="resnet50", help="torchvision ResNet name (resnet18 for CPU)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (each gives 2 + N views)")

@@ -14,15 +14,18 @@ from torch import nn
 
 from model.byol import BYOL_DEFAULTS, BYOL
 from model.clove import CLOVE_DEFAULTS, CLoVE
+from model.gtsa import GTSA_DEFAULTS, GTSA
 
 METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "clove": lambda options: CLoVE(**(options or {})),
     "byol": lambda options: BYOL(**(options or {})),  # the global-only baseline
+    "gtsa": lambda options: GTSA(**(options or {})),
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "clove": CLOVE_DEFAULTS,
     "byol": BYOL_DEFAULTS,
+    "gtsa": GTSA_DEFAULTS,
 }
 
 

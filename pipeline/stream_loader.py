@@ -22,6 +22,7 @@ Epochs, order and resumption (see :mod:`pipeline.source` for the stream itself):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -34,6 +35,16 @@ from pipeline.shared_buffers import NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPoo
 from pipeline.source import BatchedStream, StreamPlan, WorkerStart
 
 STAT_KEYS = ("samples", "bad_samples", "recovered_samples", "bad_shards", "dropped_batches", "image_bytes")
+
+
+def _private_generator(plan: StreamPlan) -> torch.Generator:
+    """The DataLoader's own generator, seeded from ``(seed, epoch, rank)``. Without one, starting an
+    iteration draws the workers' base seed from the *global* torch RNG at the first ``next()``, so a
+    run resumed mid-epoch (RNG restored after ``iter()``) drew one number more than the original
+    and every later global draw (e.g. a ViT's drop-path) differed. The samples themselves never
+    depended on it (their RNG is :func:`pipeline.source.sample_rng`)."""
+    digest = hashlib.sha256(f"dataloader/{plan.seed}/{plan.epoch}/{plan.rank}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 class StreamLoader:
@@ -144,6 +155,7 @@ class StreamLoader:
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=False,
+            generator=_private_generator(plan),  # never touch the global torch RNG
         )
         for out, meta in loader:
             worker = meta["worker"]

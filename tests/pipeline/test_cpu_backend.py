@@ -194,6 +194,17 @@ def test_taking_every_batch_without_exhausting_the_iterator_ends_the_epoch(shard
     assert loader.state_dict()["epoch"] == 2
 
 
+def test_iterating_leaves_the_global_torch_rng_alone(shards):
+    """A resumed run restores the RNG after ``iter()``; the loader must not draw from it later (the
+    DataLoader's worker seed at the first ``next()``), or drop-path and the like diverge."""
+    directory, _ = shards
+    loader = build_cpu_loader(tiny_config(directory, samples_per_epoch=8, batch_size=4, num_workers=1))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    keys = run_with_timeout(lambda: [b.keys for b in loader])
+    assert len(keys) == 2 and torch.equal(torch.get_rng_state(), before)
+
+
 def test_resume_rejects_another_worker_count(shards):
     directory, _ = shards
     state = build_cpu_loader(tiny_config(directory, samples_per_epoch=8)).state_dict()

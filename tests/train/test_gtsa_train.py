@@ -1,0 +1,159 @@
+"""GTSA through the real loop: configs/gtsa_tiny.yaml shrunk to a 2-block, 32-wide ViT on 4 images
+per step. The cpu backend on real photos, AdamW with the wd schedule and per-parameter clipping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import timm
+import torch
+
+from model.registry import METHODS
+from tests.train.helpers import PYTHON, REPO, read_log, step_losses, subprocess_env
+from train.config import load_config
+from train.loop import train
+
+CONFIG = REPO / "configs" / "gtsa_tiny.yaml"
+
+
+def gtsa_overrides(shards, out, extra: dict | None = None) -> list[str]:
+    """configs/gtsa_tiny.yaml at test size: 2 epochs x 4 steps of 4 images, pc from epoch 1 on."""
+    cfg = {
+        "output_dir": str(out),
+        "data.shards": str(shards),
+        "data.num_local": 2,
+        "data.batch_size": 4,
+        "data.samples_per_epoch": 16,
+        "data.shuffle_buffer": 8,
+        "method.options.model_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+        "method.options.proj_dim": 32,
+        "method.options.pred_hidden": 32,
+        "method.options.rot_hidden": 32,
+        "method.options.rot_bottleneck": 16,
+        "method.options.pc_warmup_epochs": 1,
+        "train.epochs": 2,
+        "train.threads": 1,
+        "checkpoint.every_steps": 3,
+        "log.every_steps": 1,
+        "log.tensorboard": "false",
+        "log.progress": "false",
+    }
+    cfg.update(extra or {})
+    return [f"{k}={v}" for k, v in cfg.items()]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; each in-process run starts from a clean slate."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_gtsa_trains_updates_the_teacher_once_per_step_and_exports_into_timm(photo_shards, tmp_path, monkeypatch):
+    calls: list[str] = []
+    build = METHODS["gtsa"]
+
+    def traced(options):
+        method = build(options)
+        update, forward = method.update_teacher, method.forward
+
+        def update_teacher(momentum):
+            calls.append("teacher")
+            update(momentum)
+
+        def traced_forward(batch):
+            calls.append(f"forward {method.pc_active}")
+            return forward(batch)
+
+        method.update_teacher, method.forward = update_teacher, traced_forward
+        return method
+
+    monkeypatch.setitem(METHODS, "gtsa", traced)
+    out = tmp_path / "run"
+    cfg = load_config(CONFIG, gtsa_overrides(photo_shards, out, {"train.grad_accum": 2, "checkpoint.every_steps": 4}))
+    result = train(cfg)
+    assert result.step == 4  # 2 epochs x 4 batches / 2 micro-batches per step
+    step = ["teacher", "forward False", "forward False"]
+    assert calls == step * 2 + [c.replace("False", "True") for c in step] * 2  # pc from epoch 1 on
+    logged = [r for r in read_log(out) if "loss" in r]
+    for r in logged:
+        assert {"aligned", "pc", "rot", "rot_acc"} <= set(r) and all(
+            torch.isfinite(torch.tensor(r[k])) for k in ("loss", "aligned", "pc", "rot"))
+        assert -1.0 <= r["aligned"] <= 1.0 and -1.0 <= r["pc"] <= 1.0
+    # the export loads strictly into timm and is the checkpoint's student encoder
+    meta_vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, patch_size=8, depth=2, embed_dim=32,
+                                 num_heads=2, img_size=64, num_classes=0, dynamic_img_size=True)
+    exported = torch.load(result.exported["timm"], weights_only=True)
+    meta_vit.load_state_dict(exported, strict=True)
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["model"]
+    for k, v in exported.items():
+        assert torch.equal(v, state["student.encoder.vit." + k]), k
+
+
+# 2 epochs x 4 steps, checkpoints every 3 steps: killed after step 7 is logged, the run resumes from
+# step 6, mid-epoch 1 (where pc counts), with the data position and every RNG restored.
+KILL_AFTER_STEP = 7
+
+
+def _cmd(shards, out, resume: bool = False) -> list[str]:
+    cmd = [PYTHON, "-m", "train", "--config", str(CONFIG), *gtsa_overrides(shards, out, {"train.deterministic": "true"})]
+    return cmd + (["--resume", "auto"] if resume else [])
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _run_and_kill(cmd: list[str], out, after_step: int) -> None:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(r.get("step", 0) >= after_step and "loss" in r for r in read_log(out)):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the run and its DataLoader worker (its own session)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _final_state(out) -> dict:
+    return torch.load(sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1], map_location="cpu", weights_only=True)
+
+
+def test_gtsa_tiny_killed_mid_epoch_and_resumed_is_bit_identical(photo_shards, tmp_path):
+    # drop-path draws from the global torch RNG every step: the resumed run repeats it only if the
+    # checkpoint restores that RNG exactly where the first run was
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _run(_cmd(photo_shards, straight))
+    _run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP)
+    assert KILL_AFTER_STEP <= max(step_losses(read_log(killed))) < 8
+    _run(_cmd(photo_shards, killed, resume=True))
+
+    records = read_log(killed)
+    resumed = [r for r in records if r.get("event") == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] == 6, resumed
+    expected = {r["step"]: (r["loss"], r["aligned"], r["pc"], r["rot"]) for r in read_log(straight) if "loss" in r}
+    assert sorted(expected) == list(range(1, 9))
+    got = {r["step"]: (r["loss"], r["aligned"], r["pc"], r["rot"]) for r in records if "loss" in r}
+    assert got == expected  # every term bit-identical at every step, including the re-run ones
+
+    a, b = _final_state(straight), _final_state(killed)
+    assert a["step"] == b["step"] == 8
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for pid, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][pid][key]), (pid, key)
