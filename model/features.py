@@ -117,7 +117,36 @@ class TorchvisionResNet:
                           {"family": "torchvision_resnet", "arch": arch, "init": init})
 
 
-FAMILIES: dict[str, Family] = {"torchvision_resnet": TorchvisionResNet()}
+class TimmViT:
+    """timm ViT state dicts (strict load into ``timm.create_model(arch, **model_kwargs)``); reports the
+    patch tokens after the last 3 blocks as maps (stride = patch size)."""
+
+    def handles(self, arch: str) -> bool:
+        return arch.startswith(("vit_", "deit_", "eva"))
+
+    def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures:
+        from model.vit import load_timm_vit_features
+
+        path = directory / meta["weights"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (named in {EXPORT_META}) is missing")
+        body = load_timm_vit_features(directory, meta)
+        name = f"{meta.get('method', 'exported')} {meta['arch']}" + (f" step {meta['step']}" if "step" in meta else "")
+        return DenseFeatures(body, dict(body.strides), name, {"family": "timm_vit", **meta, "source": str(directory)})
+
+    def random(self, arch: str, init: str) -> DenseFeatures:
+        import timm
+
+        from model.vit import ViTFeatureMaps
+
+        if init != "default":
+            raise ValueError(f"a ViT has no {init!r} init; use random:{arch}")
+        body = ViTFeatureMaps(timm.create_model(arch, pretrained=False, dynamic_img_size=True))
+        return DenseFeatures(body, dict(body.strides), f"random {arch} ({INITS[init]})",
+                             {"family": "timm_vit", "arch": arch, "init": init})
+
+
+FAMILIES: dict[str, Family] = {"torchvision_resnet": TorchvisionResNet(), "timm_vit": TimmViT()}
 
 
 def load_exported(path: str | Path) -> DenseFeatures:

@@ -4,6 +4,7 @@ the same maps as torchvision's own network."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,27 @@ def test_bad_exports_are_refused_in_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_exported(tmp_path)
     assert "torchvision_resnet" in FAMILIES
+
+
+def test_gtsa_export_loads_as_timm_vit_features(tmp_path):
+    """The timm_vit family: GTSA's export reads back (strict) and gives the student ViT's own
+    last-block patch tokens as a map."""
+    import yaml
+
+    from model.registry import METHODS
+    from model.vit import ViTFeatureMaps
+
+    options = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/gtsa_tiny.yaml").read_text())["method"]["options"]
+    torch.manual_seed(0)
+    method = METHODS["gtsa"](options)
+    method.export(tmp_path)
+    features = load_exported(tmp_path)
+    assert features.info["family"] == "timm_vit" and set(features.strides.values()) == {8}
+    x = torch.randn(2, 3, 64, 64)
+    reference = ViTFeatureMaps(method.student.encoder.vit).eval()
+    with torch.no_grad():
+        got, want = features(x), reference(x)
+    assert list(got) == list(want)
+    for name in got:
+        torch.testing.assert_close(got[name], want[name])
+    assert got[name].shape == (2, 192, 8, 8)
