@@ -51,11 +51,9 @@ def build(args: argparse.Namespace, batched: bool) -> CLoVE:
         cfg["proj_hidden"] = args.proj_hidden
     model = METHODS["clove"](cfg).to(args.device).train()
     if args.compile:
-        # compile the networks in place (parameter names unchanged); static shapes: one graph per
-        # view resolution (dynamic-shape graphs of the ResNet trip an inductor assertion in torch 2.11)
-        model.student.compile(dynamic=False)
-        model.teacher.compile(dynamic=False)
-        model.compile_objective()
+        # static shapes: one graph per view resolution (dynamic-shape graphs of the ResNet trip an
+        # inductor assertion in torch 2.11); the same call as train.compile=true
+        model.compile_step()
     return model
 
 

@@ -214,6 +214,13 @@ class CLoVE(nn.Module):
         loss, pos, neg, matches = (torch.cat([p[i] for p in parts if p is not None]) for i in range(4))
         return loss.mean(), pos.mean(), neg.mean(), matches.float().mean()
 
+    def compile_step(self) -> None:
+        """``torch.compile`` the student, the teacher (in place: parameter names unchanged) and the
+        objective, with static shapes: one graph per view resolution (``train.compile``)."""
+        self.student.compile(dynamic=False)
+        self.teacher.compile(dynamic=False)
+        self.compile_objective()
+
     def compile_objective(self, **kwargs) -> None:
         """``torch.compile`` the per-group M + loss computation (static shapes, one graph per view
         resolution). Eager, it is a few hundred tiny kernels whose launch cost shows on a GPU."""

@@ -1,4 +1,4 @@
-"""The CLoVE objective as pure functions (METHODS.md, "CLoVE").
+"""The CLoVE objective as pure functions (docs/methods.md, "CLoVE").
 
 For a student view ``s`` and a teacher global view ``t`` of one image, with ``z_i`` the student's
 contextualised embeddings, ``k_j`` the teacher's and ``l_ij = -2 <z_i, k_j>``:

@@ -14,6 +14,9 @@ training loop builds it with ``METHODS[name](options)`` and then relies only on 
   no LARS adaptation for norms, biases, position embeddings and tokens).
 - ``export(out_dir)``: writes the student backbone in the formats of the backbone's family and a
   ``backbone.json`` that :func:`model.features.load_exported` reads back; returns the paths.
+
+Optional: ``compile_step()``, called once before training when ``train.compile`` is set
+(``torch.compile`` of the networks and the objective, in place, parameter names unchanged).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GTSA as a module (METHODS.md, "GTSA"): a timm ViT student with dense projector, predictor and
+"""GTSA as a module (docs/methods.md, "GTSA"): a timm ViT student with dense projector, predictor and
 rotation head; an EMA teacher (encoder + projector) on the global views.
 
 ``forward`` groups the views by resolution (one encoder call per size), then for every student
@@ -29,7 +29,7 @@ from model.schedule import cosine
 from model.vit import ViTEncoder, disable_drop_path, export_timm_vit, vit_model_kwargs
 from pipeline.batch import ViewBatch
 
-# The one place GTSA's defaults live (the paper's values, METHODS.md).
+# The one place GTSA's defaults live (the paper's values, docs/methods.md).
 GTSA_DEFAULTS: dict[str, Any] = {
     "arch": "vit_small_patch16_224",  # any timm ViT name
     "model_kwargs": {},  # extra timm.create_model kwargs, e.g. {patch_size: 8, depth: 4}
@@ -102,7 +102,7 @@ class Embedded:
 
 
 class GTSA(nn.Module):
-    """GTSA (METHODS.md). ``GTSA(**options)``, options as in :data:`GTSA_DEFAULTS`."""
+    """GTSA (docs/methods.md). ``GTSA(**options)``, options as in :data:`GTSA_DEFAULTS`."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""GTSA's heads (METHODS.md): dense projector, dense predictor, rotation head."""
+"""GTSA's heads (docs/methods.md): dense projector, dense predictor, rotation head."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GTSA's objective as pure functions (METHODS.md, "GTSA"): aligned dense loss, patch
+"""GTSA's objective as pure functions (docs/methods.md, "GTSA"): aligned dense loss, patch
 correspondence, rotation prediction (the pairs are :func:`model.pairs.student_teacher_pairs`).
 
 Everything works on rows: one row is one (teacher global view t, student view v, image) triple, so

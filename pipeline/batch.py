@@ -1,4 +1,4 @@
-"""The batch every backend returns (DESIGN.md, "What a batch is")."""
+"""The batch every backend returns (docs/batch.md)."""
 
 from __future__ import annotations
 

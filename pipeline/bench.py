@@ -34,7 +34,7 @@ import psutil
 import torch
 
 from pipeline.config import LoaderConfig
-from pipeline.cpu_backend import recipe_from_config
+from pipeline.views import recipe_from_config
 from pipeline.geometry import correspondence_mask
 from pipeline.source import IMAGE_EXTS, list_shards
 from pipeline.stream_loader import StreamLoader

@@ -17,14 +17,14 @@ INTERPOLATIONS = ("bilinear", "bicubic")
 RECIPE_VALUE = "the recipe's value"
 
 # A probability is one number for every view, or [first global view, other global views, locals]
-# (METHODS.md writes CLoVE's blur as p = 1.0 / 0.1 / 0.5 in that order).
+# (docs/methods.md writes CLoVE's blur as p = 1.0 / 0.1 / 0.5 in that order).
 Probability = float | tuple[float, float, float]
 
 
 @dataclass
 class AugmentConfig:
     """Overrides of the recipe's augmentation (``pipeline.views.RECIPE_AUGMENT`` holds the values
-    of METHODS.md); null keeps the recipe's value. ``data.photometric=false`` still turns every
+    of docs/methods.md); null keeps the recipe's value. ``data.photometric=false`` still turns every
     photometric op off."""
 
     # crop area as a share of the image's, [low, high], for global and local views

@@ -232,7 +232,7 @@ def _graph(g: GraphSpec):
     )
     encoded, labels = (outputs[0], outputs[1]) if g.with_labels else (outputs, None)
     # EXIF orientation is ignored, by peek and decoder alike: the geometry refers to the pixels as
-    # stored in the shard (DESIGN.md), which is what the other backends decode too.
+    # stored in the shard (docs/geometry.md), which is what the other backends decode too.
     shape = fn.peek_image_shape(encoded, adjust_orientation=False, dtype=types.INT32)  # [H, W, C]
     sampler = _shared_params if g.sampler == "shared" else _dali_params
     windows, flips, turns = sampler(shape, g.recipe)

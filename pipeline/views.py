@@ -1,7 +1,7 @@
 """View recipes and the one sampler of view geometry that every backend shares.
 
 A recipe is N global + M local :class:`ViewSpec`, built from the recipe's augmentation values
-(:data:`RECIPE_AUGMENT`, METHODS.md's numbers) with the config's ``data.augment`` overrides on top
+(:data:`RECIPE_AUGMENT`, docs/methods.md's numbers) with the config's ``data.augment`` overrides on top
 (:func:`recipe_from_config`, used by every backend and the benchmark). The sampler draws, per image, each view's crop
 window (random-resized-crop with torchvision's 10 attempts and centre fallback), horizontal flip
 and quarter turns, plus GTSA's overlap rule, and turns them into the view's 3x3 matrix
@@ -71,7 +71,7 @@ class Recipe:
         return replace(self, views=tuple(replace(v, photometric=None) for v in self.views))
 
 
-# The augmentation of each recipe, as METHODS.md gives it: every value can be overridden from the
+# The augmentation of each recipe, as docs/methods.md gives it: every value can be overridden from the
 # config (``data.augment``, :class:`pipeline.config.AugmentConfig`). Probabilities are one number for
 # every view or (first global view, other global views, local views).
 RECIPE_AUGMENT: dict[str, AugmentConfig] = {
@@ -133,12 +133,12 @@ def recipe_from_augment(name: str, aug: AugmentConfig, global_size: int, local_s
 
 
 def clove_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 6) -> Recipe:
-    """CLoVE (METHODS.md): 2 x 224 (0.2-1.0) + 6 x 96 (0.08-0.3), bicubic, flip 0.5."""
+    """CLoVE (docs/methods.md): 2 x 224 (0.2-1.0) + 6 x 96 (0.08-0.3), bicubic, flip 0.5."""
     return recipe_from_augment("clove", RECIPE_AUGMENT["clove"], global_size, local_size, num_local)
 
 
 def gtsa_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 8) -> Recipe:
-    """GTSA (METHODS.md): 2 x 224 (0.3-1.0) + 8 x 96 (0.1-0.3), bilinear, no flip, quarter turns."""
+    """GTSA (docs/methods.md): 2 x 224 (0.3-1.0) + 8 x 96 (0.1-0.3), bilinear, no flip, quarter turns."""
     return recipe_from_augment("gtsa", RECIPE_AUGMENT["gtsa"], global_size, local_size, num_local)
 
 

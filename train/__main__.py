@@ -15,6 +15,7 @@ examples:
   python -m train --config configs/default.yaml train.epochs=2 optim.base_lr=0.5 output_dir=runs/try
   accelerate launch --multi_gpu --num_processes 8 -m train --config configs/clove_r50_imagenet.yaml \\
       data.shards=/data/shards/imagenet
+  python -m train --config configs/gtsa_tiny.yaml                # tiny CPU GTSA run (ViT)
   python -m train --config configs/default.yaml --print-config   # every key with its value
 
 overrides:
@@ -23,17 +24,17 @@ overrides:
   samples_per_epoch per process, ...; data.augment.* overrides the recipe's crop scales, ratio,
   interpolation, rotation, jitter strengths and the flip/jitter/gray/blur/solarize probabilities, one
   number or [global 1, global 2, locals]; null keeps the recipe's value), method (name, options:
-  the method's own settings such as method.options.backbone=resnet18), optim (lars|adamw, base_lr per 256 images, warmup_epochs,
-  weight_decay, clipping), train (epochs, max_steps, grad_accum, mixed_precision no|bf16|fp16, seed,
+  the method's own settings, e.g. method.options.backbone=...; methods: clove, gtsa, byol), optim
+  (lars|adamw|sgd, base_lr per 256 images, warmup_epochs, weight_decay[_end], clipping), train (epochs, max_steps, grad_accum, mixed_precision no|bf16|fp16, seed,
   deterministic, cpu), checkpoint (every_steps, keep_last, export), log (every_steps, tensorboard).
   Every value is checked when the config loads (type, range, choices; null only where it means
   something); unknown keys are refused with the closest valid name.
 
 outputs (in output_dir):
   checkpoints/ckpt-NNNNNNNN.pt and config.yaml, log.jsonl (one JSON record per logging step),
-  tensorboard/ (when tensorboard is installed), exported/ (student backbone: torchvision weights,
-  and for ResNet-50 the detectron2 file with its config lines). Weights are exported at the end;
-  `python -m train.export CKPT OUT` exports any checkpoint.
+  tensorboard/ (when tensorboard is installed), exported/ (the student backbone in the method's own
+  formats, with backbone.json; see python -m train.export --help). Weights are exported at the end;
+  `python -m train.export CKPT OUT` exports any checkpoint, `python -m train.evaluate` measures it.
 
 several processes on one CPU machine (testing): accelerate launch --multi_gpu --num_processes 2 -m
   train ... train.cpu=true   (Accelerate runs `--cpu --num_processes N` as ONE process unless mpirun
@@ -44,7 +45,7 @@ several processes on one CPU machine (testing): accelerate launch --multi_gpu --
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train",
-        description="Dense self-supervised pretraining (CLoVE) on WebDataset shards. The same command runs "
+        description="Dense self-supervised pretraining (CLoVE, GTSA, or the global-only BYOL baseline) on WebDataset shards. The same command runs "
         "on one CPU core, one GPU, or many nodes under `accelerate launch`.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -97,6 +97,7 @@ class TrainConfig:
     threads: int | None = setting(None, min=1, null="torch's default")  # torch intra-op threads per process
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when distributed on GPUs
     find_unused_parameters: bool = False  # DDP option, for methods with branches unused on some steps
+    compile: bool = False  # torch.compile the method's step (its compile_step(); static shapes, GPU runs)
 
 
 @dataclass

@@ -121,6 +121,10 @@ class Run:
                 method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
             else:
                 self.say("note: SyncBatchNorm needs GPUs; BatchNorm statistics stay per process on CPU")
+        if cfg.train.compile:
+            if not callable(getattr(method, "compile_step", None)):
+                raise ValueError(f"train.compile: method {cfg.method.name!r} has no compile_step(); set train.compile=false")
+            method.compile_step()
         set_seed(cfg.train.seed + self.rank)  # ranks differ from here on (e.g. drop-path masks)
 
         self.loader = build_loader(cfg.data, rank=self.rank, world_size=self.world, device=acc.device)

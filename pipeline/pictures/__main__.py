@@ -22,7 +22,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def _batch_args(p: argparse.ArgumentParser, recipe: str, locals_shown: int) -> None:
     p.add_argument("--shards", default="data/shards/photos", help="shard directory, glob, brace pattern or URL")
-    p.add_argument("--recipe", choices=["clove", "gtsa"], default=recipe, help="view recipe (METHODS.md)")
+    p.add_argument("--recipe", choices=["clove", "gtsa"], default=recipe, help="view recipe (docs/methods.md)")
     p.add_argument("--images", type=int, default=2, help="images drawn, one per row")
     p.add_argument("--locals", type=int, default=locals_shown, dest="locals_shown", help="local views drawn per image")
     p.add_argument("--seed", type=int, default=0, help="which images and which views (sampling seed)")

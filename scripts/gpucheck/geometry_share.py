@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from model.clove_loss import clove_pairs
+from model.pairs import student_teacher_pairs as clove_pairs
 from pipeline.geometry import correspondence_mask
 
 RESNET_STRIDE = 32  # C5 of a ResNet: five halvings

@@ -1,4 +1,4 @@
-"""The CLoVE loss functions against a slow reference written here from METHODS.md's definition."""
+"""The CLoVE loss functions against a slow reference written here from docs/methods.md's definition."""
 
 from __future__ import annotations
 

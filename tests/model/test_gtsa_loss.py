@@ -1,4 +1,4 @@
-"""GTSA's objective against slow versions written here from the definitions (METHODS.md, "GTSA").
+"""GTSA's objective against slow versions written here from the definitions (docs/methods.md, "GTSA").
 
 The aligned targets are recomputed the way the reference does it, with no help from
 ``pipeline.geometry``'s derived functions: RoIAlign of each map over the shared crop region (boxes

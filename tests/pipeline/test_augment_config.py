@@ -1,4 +1,4 @@
-"""Augmentation as configuration: the recipes hold METHODS.md's values, every ``data.augment`` key
+"""Augmentation as configuration: the recipes hold docs/methods.md's values, every ``data.augment`` key
 reaches the views it names, and the overrides reach the pixels."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """pipeline.geometry against definitions written here (numpy float64, brute-force loops).
 
-The reference for every check is the contract in DESIGN.md: ``A_v`` maps original -> view, pixel
+The reference for every check is the contract in docs/geometry.md: ``A_v`` maps original -> view, pixel
 centres at ``j + 0.5``, the cells of a stride-``s`` map centred at ``((j + 0.5) s, (i + 0.5) s)``,
 and M(a, b) = pairs of cells whose original-image centres are closer than
 ``T * max(diag_a, diag_b)`` with ``diag`` the cell diagonal measured in original pixels.

@@ -11,7 +11,7 @@ from model.registry import METHODS
 
 
 def slow_mask(a_s: np.ndarray, a_t: np.ndarray, grid_s: int, size_s: int, grid_t: int, size_t: int, t_pos: float):
-    """M from DESIGN.md: cell centres ((j+.5)s, (i+.5)s) pushed through A^-1, matched when closer than
+    """M from docs/geometry.md: cell centres ((j+.5)s, (i+.5)s) pushed through A^-1, matched when closer than
     t_pos x the larger cell diagonal in original-image pixels."""
     def centres_and_diag(a, grid, size):
         stride = size / grid
