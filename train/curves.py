@@ -66,6 +66,20 @@ def run_series(records: list[dict[str, Any]]) -> Series:
     return series
 
 
+def flatten_eval_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``python -m train.evaluate`` line (``{"model", "info": {"method", "arch", "step"}, "figures":
+    {"corr/layer3": ...}}``) as a flat record ``{"model": "clove resnet18", "step": N, "corr/layer3": ...}``
+    (the model named without its step, so that one run is one curve); other lines pass unchanged."""
+    if not isinstance(record.get("figures"), dict):
+        return record
+    info = record.get("info") or {}
+    model = " ".join(str(info[k]) for k in ("method", "arch") if k in info) or str(record.get("model", "model"))
+    step = info.get("step", 0 if "init" in info else None)  # a random init is step 0
+    if "init" in info:
+        model = str(record.get("model", model))
+    return {"model": model, "step": step, **record["figures"]}
+
+
 def eval_series(records: list[dict[str, Any]], metrics: list[str] | None = None) -> dict[str, Series]:
     """Evaluation lines -> ``{metric: {model: [(step, value)]}}``.
 
@@ -75,7 +89,7 @@ def eval_series(records: list[dict[str, Any]], metrics: list[str] | None = None)
     """
     out: dict[str, Series] = {}
     skipped = 0
-    for record in records:
+    for record in map(flatten_eval_record, records):
         step = _number(record.get("step"))
         if step is None:
             skipped += 1

@@ -95,3 +95,19 @@ def test_cli_writes_the_png(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     assert main([str(tmp_path / "run1"), "--fields", "nothing-like-this", "--out", str(out)]) == 2
     assert "nothing to plot" in capsys.readouterr().err
+
+
+def test_evaluate_lines_are_flattened_into_one_curve_per_run():
+    from train.curves import eval_series
+
+    lines = [
+        {"model": "clove resnet18 step 100", "info": {"method": "clove", "arch": "resnet18", "step": 100},
+         "figures": {"corr/layer3": 0.3, "miou/layer3": 0.05}},
+        {"model": "clove resnet18 step 200", "info": {"method": "clove", "arch": "resnet18", "step": 200},
+         "figures": {"corr/layer3": 0.4, "miou/layer3": 0.06}},
+        {"model": "random resnet18 (torchvision init)", "info": {"arch": "resnet18", "init": "default"},
+         "figures": {"corr/layer3": 0.33, "miou/layer3": 0.054}},
+    ]
+    series = eval_series(lines, metrics=["corr/layer3"])
+    assert series == {"corr/layer3": {"clove resnet18": [(100.0, 0.3), (200.0, 0.4)],
+                                      "random resnet18 (torchvision init)": [(0.0, 0.33)]}}
