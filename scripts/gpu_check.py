@@ -91,8 +91,8 @@ def do_prepare(args: argparse.Namespace) -> int:
     for i, t in sorted(trips.items()):
         note = "" if i in needed else "   (spare only: the GPU image had these; bring it if pip says one is missing)"
         print(f"  trip-{i:02d}  {t['bytes'] / 1e6:6.1f} MB  {', '.join(sorted(t['groups']))}{note}")
-    print(f"\non the GPU machine: one call per trip, back to back so that it stays warm (carry the trip folder),\n"
-          f"the last one runs the check (about 8 minutes; run's timeout_s 600):")
+    print("\non the GPU machine: one call per trip, back to back so that it stays warm (carry the trip folder),\n"
+          "the last one runs the check (about 8 minutes; run's timeout_s 600):")
     for i in needed[:-1]:
         print(f"  bash scripts/gpu_check.sh --stash {trip_dir}/trip-{i:02d}")
     print(f"  bash scripts/gpu_check.sh --wheels {STASH} {trip_dir}/trip-{needed[-1]:02d} --copy-to \"$OUT\"")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from model.contract import Method
 from model.registry import METHODS
 from pipeline.views import clove_recipe
-from tests.model.test_clove_model import make_batch
+from tests.model.helpers import make_batch
 
 SMALL = {"backbone": "resnet18", "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 32}
 

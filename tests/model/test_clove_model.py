@@ -3,7 +3,6 @@ EMA-only teacher, and a few optimizer steps on CPU."""
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 import pytest
@@ -11,22 +10,10 @@ import torch
 
 from model.clove_loss import clove_pair_loss
 from model.registry import METHODS
-from pipeline.batch import ViewBatch
-from pipeline.views import Recipe, ViewSpec, clove_recipe, sample_views
+from pipeline.views import Recipe, ViewSpec, clove_recipe
+from tests.model.helpers import make_batch
 
 SMALL = {"backbone": "resnet18", "proj_hidden": 32, "proj_dim": 16, "heads": 2}
-
-
-def make_batch(recipe: Recipe, b: int, seed: int = 0, size: tuple[int, int] = (160, 120)) -> ViewBatch:
-    """Random images with real view geometry from the shared sampler."""
-    rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
-    mats = np.stack([sample_views(*size, recipe, rng).matrices for _ in range(b)])
-    views = [torch.randn(b, 3, s, s, generator=gen) for s in recipe.sizes]
-    v = len(recipe.views)
-    return ViewBatch(
-        views, torch.tensor(mats, dtype=torch.float32), torch.tensor([size] * b), torch.zeros(b, v, dtype=torch.long)
-    )
 
 
 def build(seed: int = 0, **over):

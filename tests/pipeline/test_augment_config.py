@@ -12,7 +12,7 @@ import torch
 from pipeline.config import AugmentConfig, LoaderConfig
 from pipeline.loader import build_loader
 from pipeline.views import RECIPE_AUGMENT, Photometric, ViewSpec, recipe_from_config
-from tests.pipeline.test_source import small_jpegs, write_shards
+from tests.pipeline.helpers import small_jpegs, write_shards
 
 
 def _views(recipe: str = "clove", num_local: int | None = 2, **augment) -> tuple[ViewSpec, ...]:

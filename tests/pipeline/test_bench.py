@@ -6,15 +6,12 @@ decoder ignores), so the bytes a run must report follow from its image count alo
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-import simplejpeg
-from PIL import Image
 
 from pipeline import bench
-from tests.pipeline.test_source import small_jpegs, write_shards
+from tests.pipeline.helpers import small_jpegs, strict_refuses_lenient_reads, write_shards, zero_mid_scan
 
 LENGTH = 12_288  # bytes of every test JPEG
 BATCH, STEPS = 4, 2
@@ -25,11 +22,6 @@ def padded(images: list[bytes]) -> list[bytes]:
     return [d + bytes(LENGTH - len(d)) for d in images]
 
 
-def zero_mid_scan(data: bytes, count: int = 2000) -> bytes:
-    """The JPEG with ``count`` bytes zeroed in the middle of its entropy-coded data."""
-    start = data.rfind(b"\xff\xda")  # last scan header; its data follows
-    middle = (start + data.rfind(b"\xff\xd9")) // 2
-    return data[: middle - count // 2] + bytes(count) + data[middle + count // 2 :]
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +31,6 @@ def shards(tmp_path_factory, real_jpegs) -> str:
     return str(root)
 
 
-def strict_refuses_lenient_reads(data: bytes) -> bool:
-    """libjpeg-turbo in strict mode refuses the bytes, PIL's lenient decoder reads them."""
-    try:
-        simplejpeg.decode_jpeg(data, strict=True)
-        return False
-    except ValueError:
-        pass
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-    return True
 
 
 @pytest.fixture(scope="module")

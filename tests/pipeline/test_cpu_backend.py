@@ -26,7 +26,7 @@ from pipeline.stream_loader import StreamLoader
 from pipeline.photometric import PhotometricParams, draw_photometric
 from pipeline.photometric_cpu import apply_photometric
 from pipeline.views import Photometric
-from tests.pipeline.test_source import run_with_timeout, small_jpegs, tiny_config, write_shards
+from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 
 
 @pytest.fixture(scope="module")

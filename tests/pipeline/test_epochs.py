@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.cpu_backend import build_cpu_loader
 from pipeline.source import StreamPlan
-from tests.pipeline.test_source import run_with_timeout, small_jpegs, tiny_config, write_shards
+from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 
 RANKS, WORKERS = 2, 2
 

@@ -11,7 +11,7 @@ from pipeline import stream_loader
 from pipeline.config import LoaderConfig
 from pipeline.loader import build_loader
 from pipeline.shared_buffers import ALIGN, NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPool, allocate, take_last_slot, use_pool
-from tests.pipeline.test_source import small_jpegs, write_shards
+from tests.pipeline.helpers import small_jpegs, write_shards
 
 
 def test_storage_lifetime_is_tracked_by_this_torch():

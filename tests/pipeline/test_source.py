@@ -7,76 +7,16 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import webdataset as wds
-from PIL import Image
 
-from pipeline.config import LoaderConfig
 from pipeline.cpu_backend import build_cpu_loader
 from pipeline.source import StreamPlan, list_shards, read_shard
-
-TIMEOUT_S = 60
-
-
-def small_jpegs(photos: list[Path], count: int, max_side: int = 96) -> list[bytes]:
-    """``count`` small JPEGs re-encoded from real photos (varied sizes, so crops vary)."""
-    out = []
-    for i in range(count):
-        im = Image.open(photos[i % len(photos)])
-        side = max_side - 8 * (i % 4)
-        im.draft("RGB", (side, side))
-        im = im.convert("RGB")
-        im.thumbnail((side, side))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def write_shards(directory: Path, images: list[bytes], n_shards: int, prefix: str = "train") -> list[str]:
-    """Round-robin ``images`` into ``n_shards`` tar files; keys ``s{shard}_{index}``, labels index % 10."""
-    directory.mkdir(parents=True, exist_ok=True)
-    keys = []
-    writers = [wds.TarWriter(str(directory / f"{prefix}-{s:06d}.tar")) for s in range(n_shards)]
-    for i, data in enumerate(images):
-        key = f"s{i % n_shards}_{i:04d}"
-        writers[i % n_shards].write({"__key__": key, "jpg": data, "cls": str(i % 10)})
-        keys.append(key)
-    for w in writers:
-        w.close()
-    return keys
-
-
-def tiny_config(shards: str, **kw) -> LoaderConfig:
-    """Two 32 px views, no photometrics: streaming tests care about which samples, not pixels."""
-    base = dict(shards=shards, recipe="two-view", global_size=32, batch_size=4, num_workers=2,
-                samples_per_epoch=None, shuffle_buffer=8, photometric=False, normalize=False, pin_memory=False)
-    base.update(kw)
-    return LoaderConfig(**base)
-
-
-def run_with_timeout(fn, seconds: float = TIMEOUT_S):
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
-    result, error = [], []
-
-    def target():
-        try:
-            result.append(fn())
-        except BaseException as e:  # re-raised below in the test's thread
-            error.append(e)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"loader did not finish within {seconds} s (hang)"
-    if error:
-        raise error[0]
-    return result[0]
+from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 
 
 def epoch_keys(loader) -> list[list[str]]:

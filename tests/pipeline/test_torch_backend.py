@@ -49,7 +49,7 @@ def small_photo(path, long_side: int = 160) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def photo_shards(tmp_path_factory, real_jpegs):
+def torch_photo_shards(tmp_path_factory, real_jpegs):
     """Two shards of 6 small real photos each (keys 000..011)."""
     root = tmp_path_factory.mktemp("torch_shards")
     photos = [small_photo(p) for p in real_jpegs[:12]]
@@ -77,8 +77,8 @@ def config(root, **kw) -> LoaderConfig:
     return LoaderConfig(**base)
 
 
-def test_end_to_end_decode_cpu_every_sample_once(photo_shards):
-    root, _ = photo_shards
+def test_end_to_end_decode_cpu_every_sample_once(torch_photo_shards):
+    root, _ = torch_photo_shards
     loader = build_loader(config(root))
     batches = list(loader)
     keys = sorted(k for b in batches for k in b.keys)
@@ -96,10 +96,10 @@ def test_end_to_end_decode_cpu_every_sample_once(photo_shards):
     assert loader.state_dict()["epoch"] == 1
 
 
-def test_views_agree_with_the_cpu_backend_for_the_same_draws(photo_shards, real_jpegs):
+def test_views_agree_with_the_cpu_backend_for_the_same_draws(torch_photo_shards, real_jpegs):
     # Two independent implementations (per-crop antialiased resize vs batched atlas sampling),
     # same per-sample RNG -> same windows, flips and turns. Photometrics off.
-    root, photos = photo_shards
+    root, photos = torch_photo_shards
     recipe = Recipe("t", (ViewSpec(40, (0.3, 1.0), rotate=True, photometric=None),
                           ViewSpec(24, (0.1, 0.4), flip_p=1.0, photometric=None)))
     samples = [RawSample(f"{i}", jpeg_bytes(p), "jpg") for i, p in enumerate(photos[:4])]
@@ -160,10 +160,10 @@ def test_coordinate_images_through_the_device_step_with_decode_scale():
         assert err[inner].max() < 0.01 and err.max() <= 1.0 + 1e-3
 
 
-def test_gpu_decode_path_with_bad_bytes_falls_back_and_counts(photo_shards):
+def test_gpu_decode_path_with_bad_bytes_falls_back_and_counts(torch_photo_shards):
     # The decode="gpu" logic, run with torchvision's CPU decoder in place of nvJPEG: a batched
     # call, per-image retry when it fails, CPU fallback, skip-and-count of undecodable bytes.
-    _, photos = photo_shards
+    _, photos = torch_photo_shards
     recipe = Recipe("t", (ViewSpec(16, (0.3, 1.0), photometric=None),))
     good = [jpeg_bytes(p) for p in photos[:3]]
     png = io.BytesIO()
@@ -188,8 +188,8 @@ def test_gpu_decode_path_with_bad_bytes_falls_back_and_counts(photo_shards):
     assert aug.counters["bad_samples"] == 1
 
 
-def test_bad_samples_are_replaced_when_resampling(tmp_path, photo_shards):
-    _, photos = photo_shards
+def test_bad_samples_are_replaced_when_resampling(tmp_path, torch_photo_shards):
+    _, photos = torch_photo_shards
     with wds.TarWriter(str(tmp_path / "bad-000000.tar")) as tw:
         for i in range(8):
             data = b"not an image at all" if i in (2, 5) else jpeg_bytes(photos[i])
@@ -211,16 +211,16 @@ def test_decode_modes():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")
-def test_gpu_decode_end_to_end(photo_shards):
-    root, _ = photo_shards
+def test_gpu_decode_end_to_end(torch_photo_shards):
+    root, _ = torch_photo_shards
     loader = build_loader(config(root, decode="gpu", num_workers=2), device="cuda")
     batches = list(loader)
     assert sorted(k for b in batches for k in b.keys) == [f"{i:03d}" for i in range(12)]
     assert all(v.is_cuda for v in batches[0].views) and loader.stats["bad_samples"] == 0
 
 
-def test_draw_sample_ships_bytes_only_for_gpu_decodable_jpegs(photo_shards):
-    _, photos = photo_shards
+def test_draw_sample_ships_bytes_only_for_gpu_decodable_jpegs(torch_photo_shards):
+    _, photos = torch_photo_shards
     recipe = Recipe("t", (ViewSpec(16, (0.3, 1.0), photometric=None),))
     s = RawSample("k", jpeg_bytes(photos[0]), "jpg")
     d = draw_sample(s, recipe, random.Random(0), gpu_decode=True, reduced_decode=True)
@@ -230,10 +230,10 @@ def test_draw_sample_ships_bytes_only_for_gpu_decodable_jpegs(photo_shards):
     assert isinstance(collate_drawn([d], view_groups(recipe)), RawBatch)
 
 
-def test_a_packed_batch_gives_back_every_sample_and_decodes_on_the_device(photo_shards):
+def test_a_packed_batch_gives_back_every_sample_and_decodes_on_the_device(torch_photo_shards):
     """Bytes and pixels of several samples share one buffer; each comes back intact, and the
     device step decodes both kinds (nvJPEG's code path, here on the CPU)."""
-    _, photos = photo_shards
+    _, photos = torch_photo_shards
     recipe = Recipe("t", (ViewSpec(16, (0.3, 1.0), photometric=None),))
     samples = [RawSample(f"k{i}", jpeg_bytes(p), "jpg") for i, p in enumerate(photos[:3])]
     drawn = [draw_sample(s, recipe, random.Random(i), gpu_decode=i != 1, reduced_decode=False)
@@ -250,8 +250,8 @@ def test_a_packed_batch_gives_back_every_sample_and_decodes_on_the_device(photo_
     assert all(torch.equal(img, images[1]) for img in decode_on_device(pixels_only, CPU, {}))
 
 
-def test_resume_from_state_dict_continues_the_same_batches(photo_shards):
-    root, _ = photo_shards
+def test_resume_from_state_dict_continues_the_same_batches(torch_photo_shards):
+    root, _ = torch_photo_shards
     cfg = config(root, recipe="two-view", samples_per_epoch=12, batch_size=3)
     full = [(b.keys, b.views[0].clone()) for b in build_loader(cfg)]
     first = build_loader(cfg)

@@ -67,7 +67,7 @@ def test_the_gpu_plan_measures_what_the_issue_asks(model_flags, tmp_path):
     clove = steps["model.clove_r50"].argv
     assert "--bf16" in clove and clove[clove.index("--backbone") + 1] == "resnet50"
     for backend in ("torch", "dali"):
-        assert f"train.max_steps=100" in steps[f"train.{backend}"].argv
+        assert "train.max_steps=100" in steps[f"train.{backend}"].argv
     assert "geometry.clove" in steps and "pytest.gpu" in steps
     assert ("model.gtsa_vits16" in steps) == ("--method" in model_flags)
 

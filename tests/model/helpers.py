@@ -1,0 +1,23 @@
+"""Helpers shared by the model tests."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from pipeline.batch import ViewBatch
+from pipeline.views import Recipe, sample_views
+
+
+def make_batch(recipe: Recipe, b: int, seed: int = 0, size: tuple[int, int] = (160, 120)) -> ViewBatch:
+    """Random images with real view geometry from the shared sampler."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    mats = np.stack([sample_views(*size, recipe, rng).matrices for _ in range(b)])
+    views = [torch.randn(b, 3, s, s, generator=gen) for s in recipe.sizes]
+    v = len(recipe.views)
+    return ViewBatch(
+        views, torch.tensor(mats, dtype=torch.float32), torch.tensor([size] * b), torch.zeros(b, v, dtype=torch.long)
+    )
