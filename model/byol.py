@@ -19,11 +19,10 @@ from torch import Tensor, nn
 from model.backbones import build_backbone
 from model.byol_loss import byol_pair_loss
 from model.contract import split_decay
-from model.ema import ema_update
+from model.ema import EMATeacher
 from model.options import resolve_options
 from model.pairs import student_teacher_pairs
 from model.resnet_export import export_resnet
-from model.schedule import cosine
 from pipeline.batch import ViewBatch
 
 BYOL_DEFAULTS: dict[str, Any] = {
@@ -55,7 +54,7 @@ class PooledEncoder(nn.Module):
         return self.projector(self.backbone(x).mean(dim=(-2, -1)))
 
 
-class BYOL(nn.Module):
+class BYOL(EMATeacher, nn.Module):
     """Global-only baseline (method contract of ``model/contract.py``); ``BYOL(**options)`` with the
     keys of :data:`BYOL_DEFAULTS`."""
 
@@ -68,12 +67,6 @@ class BYOL(nn.Module):
         self.predictor = mlp(o["proj_dim"], o["pred_hidden"], o["proj_dim"])
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        return cosine(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
-
-    def update_teacher(self, momentum: float) -> None:
-        ema_update(self.teacher, self.student, momentum)
 
     def set_epoch(self, epoch: int) -> None:
         """The objective does not change with the epoch."""

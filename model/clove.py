@@ -21,12 +21,11 @@ from model.backbones import build_backbone
 from model.clove_loss import clove_pair_loss
 from model.contract import split_decay
 from model.contextual import ContextualAttention
-from model.ema import ema_update
+from model.ema import EMATeacher
 from model.heads import DenseProjector
 from model.options import resolve_options
 from model.pairs import student_teacher_pairs
 from model.resnet_export import export_resnet
-from model.schedule import cosine
 from pipeline.batch import ViewBatch
 from pipeline.geometry import correspondence_mask
 
@@ -104,7 +103,7 @@ CLOVE_DEFAULTS: dict[str, Any] = {
 }
 
 
-class CLoVE(nn.Module):
+class CLoVE(EMATeacher, nn.Module):
     """CLoVE (the method contract of ``model/contract.py``). ``CLoVE(**options)`` with the keys of
     :data:`CLOVE_DEFAULTS`; built by the registry as ``METHODS["clove"](options)``."""
 
@@ -131,14 +130,6 @@ class CLoVE(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     # --- what the training loop calls -----------------------------------------------------------
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        """Cosine EMA momentum, ``momentum_base`` at step 0 up to ``momentum_final`` at ``total_steps``."""
-        return cosine(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
-
-    def update_teacher(self, momentum: float) -> None:
-        """EMA step of the teacher (backbone + projector); call before forward, optimizer steps only."""
-        ema_update(self.teacher, self.student, momentum)
 
     def set_epoch(self, epoch: int) -> None:
         """CLoVE's objective does not change with the epoch."""

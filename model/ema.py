@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.schedule import cosine
+
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
@@ -26,3 +28,17 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     if t_params and momentum < 1.0:
         # one fused kernel per dtype/device group instead of one per tensor
         torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
+
+
+class EMATeacher:
+    """The contract's teacher schedule and update for a method with ``self.student``,
+    ``self.teacher`` (parameter names a subset of the student's) and the options
+    ``momentum_base`` / ``momentum_final`` in ``self.options``."""
+
+    def teacher_momentum(self, step: int, total_steps: int) -> float:
+        """Cosine EMA momentum, ``momentum_base`` at step 0 up to ``momentum_final`` at ``total_steps``."""
+        return cosine(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
+
+    def update_teacher(self, momentum: float) -> None:
+        """EMA step of the teacher; the loop calls it before forward, on optimizer steps only."""
+        ema_update(self.teacher, self.student, momentum)

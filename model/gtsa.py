@@ -20,12 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from model.contract import split_decay
-from model.ema import ema_update
+from model.ema import EMATeacher
 from model.gtsa_heads import DensePredictor, DenseProjector, RotationHead
 from model.gtsa_loss import aligned_loss, aligned_samples, patch_correspondence_loss, pc_keep, rotation_loss
 from model.options import resolve_options
 from model.pairs import student_teacher_pairs
-from model.schedule import cosine
 from model.vit import ViTEncoder, disable_drop_path, export_timm_vit, vit_model_kwargs
 from pipeline.batch import ViewBatch
 
@@ -101,7 +100,7 @@ class Embedded:
     rot_targets: Tensor
 
 
-class GTSA(nn.Module):
+class GTSA(EMATeacher, nn.Module):
     """GTSA (docs/methods.md). ``GTSA(**options)``, options as in :data:`GTSA_DEFAULTS`."""
 
     def __init__(self, **options: Any) -> None:
@@ -120,14 +119,6 @@ class GTSA(nn.Module):
         self._index_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
     # --- the contract (model/contract.py) ---------------------------------------------------------
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        """Cosine EMA momentum from ``momentum_base`` at step 0 to ``momentum_final``."""
-        return cosine(step, total_steps, self.options["momentum_base"], self.options["momentum_final"])
-
-    def update_teacher(self, momentum: float) -> None:
-        """EMA step of the teacher's encoder and projector; before forward, optimizer steps only."""
-        ema_update(self.teacher, self.student, momentum)
 
     def set_epoch(self, epoch: int) -> None:
         """The patch-correspondence loss counts from epoch ``pc_warmup_epochs`` (0-based) on."""
