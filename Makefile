@@ -7,7 +7,7 @@ DATA ?= data
 help:
 	@echo "make setup     create .venv, install densessl + real photos (no GPU needed)"
 	@echo "make demo      setup, build shards from the bundled real photos, run the default job"
-	@echo "make test      setup, then the fast test suite (what CI runs)"
+	@echo "make test      setup, then the linter (ruff) and the fast test suite (what CI runs)"
 	@echo "make test-all  also the slow tests"
 
 setup: .venv/.installed
@@ -20,6 +20,7 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 test-all: setup

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from model.backbones import build_backbone
 from model.clove_loss import clove_pair_loss
-from model.contract import split_decay
 from model.contextual import ContextualAttention
+from model.contract import split_decay
 from model.ema import EMATeacher
 from model.heads import DenseProjector
 from model.options import resolve_options

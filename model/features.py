@@ -50,10 +50,10 @@ class DenseFeatures(nn.Module):
     def select(self, layers: list[str] | None) -> DenseFeatures:
         """Restrict to ``layers`` (None: keep all); ValueError naming the available ones."""
         if layers:
-            unknown = [l for l in layers if l not in self.body.strides]
+            unknown = [name for name in layers if name not in self.body.strides]
             if unknown:
                 raise ValueError(f"unknown layer(s) {unknown} for {self.name}; choose from {list(self.body.strides)}")
-            self.strides = {l: self.body.strides[l] for l in layers}
+            self.strides = {name: self.body.strides[name] for name in layers}
         return self
 
 
@@ -97,7 +97,7 @@ class TorchvisionResNet:
 
     def _wrap(self, resnet: torchvision.models.ResNet, name: str, info: dict[str, Any]) -> DenseFeatures:
         body = _ResNetLayers(resnet)
-        return DenseFeatures(body, {l: body.strides[l] for l in self.default_layers}, name, info)
+        return DenseFeatures(body, {name: body.strides[name] for name in self.default_layers}, name, info)
 
     def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures:
         arch = meta.get("arch")

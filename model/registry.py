@@ -12,9 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from model.byol import BYOL_DEFAULTS, BYOL
+from model.byol import BYOL, BYOL_DEFAULTS
 from model.clove import CLOVE_DEFAULTS, CLoVE
-from model.gtsa import GTSA_DEFAULTS, GTSA
+from model.gtsa import GTSA, GTSA_DEFAULTS
 
 METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "clove": lambda options: CLoVE(**(options or {})),

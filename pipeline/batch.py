@@ -42,7 +42,7 @@ class ViewBatch:
     def num_views(self) -> int:
         return self.matrices.shape[1]
 
-    def to(self, device: torch.device | str, non_blocking: bool = True) -> "ViewBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> ViewBatch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
@@ -56,7 +56,7 @@ class ViewBatch:
             stats=dict(self.stats),
         )
 
-    def pin_memory(self) -> "ViewBatch":
+    def pin_memory(self) -> ViewBatch:
         """Called by DataLoader(pin_memory=True) on custom batch types."""
         pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
         return ViewBatch(

@@ -34,10 +34,10 @@ import psutil
 import torch
 
 from pipeline.config import LoaderConfig
-from pipeline.views import recipe_from_config
 from pipeline.geometry import correspondence_mask
 from pipeline.source import IMAGE_EXTS, list_shards
 from pipeline.stream_loader import StreamLoader
+from pipeline.views import recipe_from_config
 
 STRIDE = 32  # ResNet C5, CLoVE's correspondence stride
 T_POS = 0.7  # CLoVE's threshold

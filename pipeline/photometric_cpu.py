@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         x = np.ascontiguousarray(np.asarray(im))
         print(f"{size} px: {'op':<16}{'ours':>8}{'PIL':>8}{'PIL/ours':>10}")
         for name, ours, pil in ops:
-            a, b = best_ms(lambda: ours(x)), best_ms(lambda: pil(im))
+            a, b = best_ms(lambda op=ours, x=x: op(x)), best_ms(lambda op=pil, im=im: op(im))
             print(f"{'':8}{name:<16}{a:>8.3f}{b:>8.3f}{b / a:>9.1f}x")
 
 

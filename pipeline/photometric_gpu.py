@@ -140,7 +140,7 @@ class PhotometricArrays:
     solarize: Tensor
 
     @staticmethod
-    def identity(n: int) -> "PhotometricArrays":
+    def identity(n: int) -> PhotometricArrays:
         return PhotometricArrays(
             torch.zeros(n, dtype=torch.bool),
             torch.tensor([[1.0, 1.0, 1.0, 0.0]]).repeat(n, 1),
@@ -151,14 +151,14 @@ class PhotometricArrays:
         )
 
     @staticmethod
-    def from_params(params: list[PhotometricParams]) -> "PhotometricArrays":
+    def from_params(params: list[PhotometricParams]) -> PhotometricArrays:
         """From the drawn parameters of :mod:`pipeline.photometric` (the shared law)."""
         t = params_to_tensors(params)
         factors = torch.stack([t["brightness"], t["contrast"], t["saturation"], t["hue"]], dim=1)
         return PhotometricArrays(t["jitter"], factors, t["order"], t["gray"], t["blur_sigma"], t["solarize"])
 
     @staticmethod
-    def cat(parts: list["PhotometricArrays"]) -> "PhotometricArrays":
+    def cat(parts: list[PhotometricArrays]) -> PhotometricArrays:
         return PhotometricArrays(*(torch.cat([getattr(p, f) for p in parts]) for f in PhotometricArrays.FIELDS))
 
     FIELDS = ("jitter", "factors", "order", "gray", "blur_sigma", "solarize")
@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).mul_(255).to(dev)
     p = _draw_clove_like(args.batch, gen)
-    jitter_only = PhotometricArrays(p.jitter, p.factors, p.order, torch.zeros_like(p.gray), torch.zeros(args.batch), torch.zeros_like(p.solarize))
+    off = torch.zeros_like
+    jitter_only = PhotometricArrays(p.jitter, p.factors, p.order, off(p.gray), torch.zeros(args.batch), off(p.solarize))
 
     def timed(fn) -> float:
         """Best of ``repeats`` (robust to other load on the machine), in ms."""

@@ -149,7 +149,7 @@ def build_reference_loader(
 def iterate_reference(loader: DataLoader, device: torch.device | str = "cpu") -> Iterator[tuple[int, list[torch.Tensor]]]:
     """``(batch size, views on device)`` per batch, as a training loop would consume them."""
     device = torch.device(device)
-    for views, coords, flips, turns in loader:
+    for views, *_geometry in loader:
         if device.type != "cpu":
             views = [v.to(device, non_blocking=True) for v in views]
         yield views[0].shape[0], views

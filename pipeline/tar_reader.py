@@ -13,6 +13,7 @@ import io
 import lzma
 from collections.abc import Iterator
 
+
 class TarFormatError(ValueError):
     """The stream is not a (complete) tar archive."""
 

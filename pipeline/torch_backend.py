@@ -94,7 +94,7 @@ class RawBatch:
         offset, shape = self.spans[i]
         return (self.buffer if buffer is None else buffer)[offset : offset + int(np.prod(shape))].view(shape)
 
-    def pin_memory(self) -> "RawBatch":
+    def pin_memory(self) -> RawBatch:
         """Called by DataLoader(pin_memory=True): pinned tensors copy to the GPU asynchronously."""
         for name in ("buffer", "matrices", "turns", "image_size", "labels"):
             setattr(self, name, getattr(self, name).pin_memory())

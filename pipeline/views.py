@@ -67,7 +67,7 @@ class Recipe:
     def num_global(self) -> int:
         return sum(v.is_global for v in self.views)
 
-    def without_photometric(self) -> "Recipe":
+    def without_photometric(self) -> Recipe:
         return replace(self, views=tuple(replace(v, photometric=None) for v in self.views))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from shards import parallel
 from shards.index import format_index, group_samples, scan_tar
+from shards.limits import check_limits, max_file_bytes
 from shards.manifest import (
     MANIFEST,
     build_manifest,
@@ -40,7 +41,6 @@ from shards.manifest import (
     write_json_atomic,
 )
 from shards.plan import Item, ShardJob, Skip, assign, fingerprint
-from shards.limits import check_limits, max_file_bytes
 from shards.probe import UNREADABLE, ProbeOptions, probe
 from shards.source_file import SourceFileError, read_source_file
 from shards.timm_info import INFO, timm_info

@@ -30,7 +30,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +99,13 @@ def split_backgrounds(photos: list[Path]) -> dict[str, list[Path]]:
             "test": [p for i, p in enumerate(photos) if i % 4 == 3]}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stamp_rgba(path: Path) -> Image.Image:
     with Image.open(path) as im:
         return im.convert("RGBA")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _background(path: Path, short_side: int) -> Image.Image:
     """The photo as RGB with its short side reduced to ``short_side`` (decoding big JPEGs once)."""
     with Image.open(path) as im:

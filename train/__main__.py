@@ -25,7 +25,8 @@ overrides:
   interpolation, rotation, jitter strengths and the flip/jitter/gray/blur/solarize probabilities, one
   number or [global 1, global 2, locals]; null keeps the recipe's value), method (name, options:
   the method's own settings, e.g. method.options.backbone=...; methods: clove, gtsa, byol), optim
-  (lars|adamw|sgd, base_lr per 256 images, warmup_epochs, weight_decay[_end], clipping), train (epochs, max_steps, grad_accum, mixed_precision no|bf16|fp16, seed,
+  (lars|adamw|sgd, base_lr per 256 images, warmup_epochs, weight_decay[_end], clipping), train
+  (epochs, max_steps, grad_accum, mixed_precision no|bf16|fp16, seed,
   deterministic, cpu), checkpoint (every_steps, keep_last, export), log (every_steps, tensorboard).
   Every value is checked when the config loads (type, range, choices; null only where it means
   something); unknown keys are refused with the closest valid name.
@@ -45,7 +46,8 @@ several processes on one CPU machine (testing): accelerate launch --multi_gpu --
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train",
-        description="Dense self-supervised pretraining (CLoVE, GTSA, or the global-only BYOL baseline) on WebDataset shards. The same command runs "
+        description="Dense self-supervised pretraining (CLoVE, GTSA, or the global-only BYOL baseline) on "
+        "WebDataset shards. The same command runs "
         "on one CPU core, one GPU, or many nodes under `accelerate launch`.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -71,10 +71,12 @@ class OptimConfig:
     name: str = setting("lars", choices=OPTIMIZERS)  # lars (CLoVE) | adamw (GTSA) | sgd
     base_lr: float = setting(1.0, above=0)  # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256
     warmup_epochs: float = setting(5.0, min=0)  # linear warm-up, then cosine down to the floor
-    min_lr: float | None = setting(None, min=0, null="optim.min_lr_ratio x the peak lr")  # absolute floor of the cosine (GTSA: 1e-6)
+    # absolute floor of the cosine (GTSA: 1e-6)
+    min_lr: float | None = setting(None, min=0, null="optim.min_lr_ratio x the peak lr")
     min_lr_ratio: float = setting(0.01, min=0, max=1)  # floor relative to the peak (CLoVE: 1 %)
     weight_decay: float = setting(2e-5, min=0)  # never applied to 1-D parameters (biases, norms)
-    weight_decay_end: float | None = setting(None, min=0, null="constant weight decay")  # cosine from weight_decay to this (GTSA: 0.04 -> 0.4)
+    # cosine from weight_decay to this (GTSA: 0.04 -> 0.4)
+    weight_decay_end: float | None = setting(None, min=0, null="constant weight decay")
     momentum: float = setting(0.9, min=0, below=1)  # LARS
     trust_coefficient: float = setting(1e-3, above=0)  # LARS; 1-D parameters are not adapted
     betas: tuple[float, float] = setting((0.9, 0.999), min=0, below=1)  # AdamW
@@ -88,7 +90,8 @@ class TrainConfig:
     """Length, precision, distribution and reproducibility."""
 
     epochs: int = setting(1, min=1)  # schedules span this many epochs
-    max_steps: int | None = setting(None, min=1, null="run every step of the schedule")  # stop after this many optimizer steps (schedules unchanged)
+    # stop after this many optimizer steps (schedules unchanged)
+    max_steps: int | None = setting(None, min=1, null="run every step of the schedule")
     grad_accum: int = setting(1, min=1)  # micro-batches per optimizer step
     mixed_precision: str = setting("no", choices=PRECISIONS)  # through Accelerate's autocast and grad scaler
     seed: int = setting(0, min=0, max=MAX_SEED)  # NumPy takes seeds below 2**32; each rank adds its index

@@ -154,7 +154,8 @@ class Run:
         self.last_saved_step = self.pos.step
         self.say(f"resumed from {path} at step {self.pos.step} (epoch {self.pos.epoch}, batch {self.pos.batch_in_epoch})")
         if changed:
-            self.say("config differs from the checkpoint's: " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            self.say(f"config differs from the checkpoint's: {diff}")
 
     # --- save ------------------------------------------------------------------------------------
 
@@ -332,7 +333,8 @@ class Run:
             print(f"\ndone: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}")
             print(f"  checkpoint  {result.checkpoint}")
             print(f"  config      {result.config}")
-            print(f"  log         {result.log}" + (f"   (TensorBoard: tensorboard --logdir {result.tensorboard})" if self.use_tb else ""))
+            tb = f"   (TensorBoard: tensorboard --logdir {result.tensorboard})" if self.use_tb else ""
+            print(f"  log         {result.log}{tb}")
             for kind, p in exported.items():
                 print(f"  exported    {p}   [{kind}]")
         return result

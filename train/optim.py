@@ -72,7 +72,7 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.where(ok, group["trust_coefficient"] * p_norm / g_norm.clamp_min(1e-30), 1.0)
                 grads = torch._foreach_mul(grads, list(trust.to(grads[0].dtype).unbind()))
             bufs = []
-            for p, g in zip(params, grads):
+            for p in params:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -3,7 +3,6 @@ EMA-only teacher, and a few optimizer steps on CPU."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

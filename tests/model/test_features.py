@@ -61,7 +61,10 @@ def test_load_exported_matches_torchvision(tmp_path):
     with torch.no_grad():  # weights and BN statistics that a wrong mapping could not hide
         for name, t in net.state_dict().items():
             if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5 if "running_var" in name else torch.randn(t.shape, generator=gen) * 0.1)
+                if "running_var" in name:
+                    t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
     torch.save(net.state_dict(), tmp_path / "resnet18_torchvision.pth")
     meta = {"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"}
     (tmp_path / "backbone.json").write_text(json.dumps(meta))

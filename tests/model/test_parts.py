@@ -12,11 +12,11 @@ from torch import nn
 
 from model.backbones import build_backbone
 from model.contextual import ContextualAttention
-from model.ema import ema_update
-from model.schedule import cosine
-from model.heads import DenseProjector
 from model.contract import Method
+from model.ema import ema_update
+from model.heads import DenseProjector
 from model.registry import METHODS, method_defaults
+from model.schedule import cosine
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import torchvision
 
 from model.backbones import build_backbone
 from model.registry import METHODS
+from model.resnet_export import export_resnet
 from train.checkpoint import save_checkpoint
 from train.config import config_to_dict, load_config
-from model.resnet_export import export_resnet
 from train.export import main
 
 
@@ -24,7 +24,10 @@ def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for name, t in module.state_dict().items():
             if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5 if "running_var" in name else torch.randn(t.shape, generator=gen) * 0.1)
+                if "running_var" in name:
+                    t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
 
 
 def _torchvision_c5(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Tensor:

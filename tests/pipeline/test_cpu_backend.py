@@ -22,9 +22,9 @@ from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.cpu_backend import build_cpu_loader
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size
 from pipeline.loader import build_loader
-from pipeline.stream_loader import StreamLoader
 from pipeline.photometric import PhotometricParams, draw_photometric
 from pipeline.photometric_cpu import apply_photometric
+from pipeline.stream_loader import StreamLoader
 from pipeline.views import Photometric
 from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 
@@ -65,7 +65,7 @@ def _odd_samples(photo: bytes) -> tuple[list[dict], list[dict]]:
         {"__key__": "gray", "jpg": _encode(rgb.convert("L"), "JPEG")},
         {"__key__": "png", "png": _encode(rgb, "PNG")},
         {"__key__": "rgba", "png": _encode(rgb.convert("RGBA"), "PNG")},
-        {"__key__": "gray16", "png": _encode(Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257)), "PNG")},
+        {"__key__": "gray16", "png": _encode(Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257), "PNG")},
         {"__key__": "webp", "webp": _encode(rgb, "WEBP")},
         {"__key__": "palette", "png": _encode(rgb.convert("P"), "PNG")},
     ]
@@ -170,13 +170,13 @@ def test_resume_continues_the_same_batches_without_decoding_the_skipped_ones(sha
         assert state["epoch"] == 0 and state["batches"] == consumed
         resumed = build_cpu_loader(cfg)
         resumed.load_state_dict(state)
-        tail = run_with_timeout(lambda: _signature(resumed))
+        tail = run_with_timeout(lambda resumed=resumed: _signature(resumed))
         _assert_same(_signature(head) + tail, full)
         # skipped positions were read, not decoded: only the tail's samples were decoded
         assert resumed.stats["samples"] == sum(len(t[0]) for t in tail)
         assert resumed.state_dict()["epoch"] == 1  # the epoch completed
         # breaking out of a loop and iterating again also continues where the consumer stopped
-        rest = run_with_timeout(lambda: _signature(loader))
+        rest = run_with_timeout(lambda loader=loader: _signature(loader))
         _assert_same(_signature(head) + rest, full)
 
 

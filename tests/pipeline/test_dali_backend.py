@@ -19,7 +19,11 @@ from PIL import Image
 
 from pipeline.config import LoaderConfig
 from pipeline.dali_backend import (
-    INSTALL_HINT, DaliViewLoader, dali_import_error, flip_turn_table, view_matrices,
+    INSTALL_HINT,
+    DaliViewLoader,
+    dali_import_error,
+    flip_turn_table,
+    view_matrices,
 )
 from pipeline.geometry import inverse_coordinate_map
 from pipeline.loader import build_loader

@@ -49,7 +49,7 @@ def test_one_epoch_of_the_loader_reads_every_sample_once(tmp_path, real_jpegs):
         for rank in range(RANKS):
             loader = build_cpu_loader(cfg, rank=rank, world_size=RANKS)
             loader.set_epoch(epoch)
-            batches = run_with_timeout(lambda: [b.keys for b in loader])
+            batches = run_with_timeout(lambda loader=loader: [b.keys for b in loader])
             assert len(batches) == 4 and all(len(b) == 3 for b in batches)  # equal batches per rank
             seen += [k for b in batches for k in b]
         assert Counter(seen) == Counter(keys), f"epoch {epoch}"

@@ -13,8 +13,14 @@ from PIL import Image
 
 from pipeline.cpu_backend import build_cpu_loader
 from pipeline.decode import decode_image, recovered_decodes
-from tests.pipeline.helpers import strict_refuses_lenient_reads, zero_mid_scan
-from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
+from tests.pipeline.helpers import (
+    run_with_timeout,
+    small_jpegs,
+    strict_refuses_lenient_reads,
+    tiny_config,
+    write_shards,
+    zero_mid_scan,
+)
 
 
 @pytest.fixture(scope="module")

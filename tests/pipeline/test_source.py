@@ -162,7 +162,7 @@ def test_exact_pass_splits_samples_between_ranks(shards):
     per_rank = []
     for rank in range(2):
         loader = build_cpu_loader(tiny_config(directory), rank=rank, world_size=2)
-        per_rank.append([k for b in run_with_timeout(lambda: epoch_keys(loader)) for k in b])
+        per_rank.append([k for b in run_with_timeout(lambda loader=loader: epoch_keys(loader)) for k in b])
     assert not set(per_rank[0]) & set(per_rank[1])
     assert Counter(per_rank[0] + per_rank[1]) == Counter(keys)
 
@@ -174,11 +174,11 @@ def test_equal_batches_per_rank_with_resampling(shards):
     for rank in range(2):
         loader = build_cpu_loader(cfg, rank=rank, world_size=2)
         assert len(loader) == 5
-        batches = run_with_timeout(lambda: list(loader))
+        batches = run_with_timeout(lambda loader=loader: list(loader))
         counts.append(len(batches))
         assert all(b.batch_size == 4 for b in batches)
         firsts.append(batches[0].keys)
-        assert run_with_timeout(lambda: len(list(loader))) == 5  # the next epoch too
+        assert run_with_timeout(lambda loader=loader: len(list(loader))) == 5  # the next epoch too
     assert counts == [5, 5]
     assert firsts[0] != firsts[1]  # ranks draw different data
 
@@ -188,7 +188,7 @@ def test_reproducible_order_and_views_for_a_seed(shards):
     runs = []
     for seed in (7, 7, 8):
         loader = build_cpu_loader(tiny_config(directory, samples_per_epoch=16, seed=seed))
-        runs.append(run_with_timeout(lambda: list(loader)))
+        runs.append(run_with_timeout(lambda loader=loader: list(loader)))
     a, b, c = runs
     assert [x.keys for x in a] == [x.keys for x in b]
     for x, y in zip(a, b):
@@ -204,7 +204,7 @@ def test_fewer_shards_than_ranks_times_workers_does_not_hang(tmp_path, photo_byt
     got = []
     for rank in range(2):  # 2 ranks x 2 workers, 1 shard
         loader = build_cpu_loader(cfg, rank=rank, world_size=2)
-        got.append(run_with_timeout(lambda: epoch_keys(loader)))
+        got.append(run_with_timeout(lambda loader=loader: epoch_keys(loader)))
     if samples_per_epoch is None:
         # exact pass: the shard goes to rank 0 (one of its workers); rank 1 has nothing to read
         assert Counter(k for b in got[0] for k in b) == Counter(keys) and got[1] == []

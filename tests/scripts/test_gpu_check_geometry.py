@@ -41,16 +41,16 @@ def test_feature_grid_is_the_resnet_c5_size():
 
 
 def test_masks_follow_the_definition_pair_by_pair():
-    g, l, n_local, b = 96, 64, 2, 3
-    batch = synthetic_batch(b, g, l, n_local, "cpu")
-    sizes = [g, g] + [l] * n_local
+    g, loc, n_local, b = 96, 64, 2, 3
+    batch = synthetic_batch(b, g, loc, n_local, "cpu")
+    sizes = [g, g] + [loc] * n_local
     geo = CLoVEGeometry(sizes, 2, 0.7, torch.device("cpu"))
     masks = geo(batch.matrices)
     mats = batch.matrices.numpy()
     # rows are pair-major within each group of same-size student views, as CLoVE stacks them
-    expected_pairs = {g: [(1, 0), (0, 1)], l: [(2, 0), (3, 0), (2, 1), (3, 1)]}
-    assert [m.shape[0] for m in masks] == [len(expected_pairs[g]) * b, len(expected_pairs[l]) * b]
-    for mask, size in zip(masks, (g, l)):
+    expected_pairs = {g: [(1, 0), (0, 1)], loc: [(2, 0), (3, 0), (2, 1), (3, 1)]}
+    assert [m.shape[0] for m in masks] == [len(expected_pairs[g]) * b, len(expected_pairs[loc]) * b]
+    for mask, size in zip(masks, (g, loc)):
         for r, (s, t) in enumerate(expected_pairs[size]):
             for i in range(b):
                 want = slow_mask(mats[i, s], mats[i, t], feature_grid(size), size, feature_grid(g), g, 0.7)

@@ -78,7 +78,10 @@ def _outside(rule, tp):
     return None
 
 
-@pytest.mark.parametrize("key, f, tp", [leaf for leaf in LEAVES if rule_of(leaf[1]) and _outside(rule_of(leaf[1]), leaf[2]) is not None],
+BOUNDED = [leaf for leaf in LEAVES if rule_of(leaf[1]) and _outside(rule_of(leaf[1]), leaf[2]) is not None]
+
+
+@pytest.mark.parametrize("key, f, tp", BOUNDED,
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_each_bound_is_enforced_at_load_time(key, f, tp):
     value = _outside(rule_of(f), tp)
@@ -97,7 +100,10 @@ def test_each_choice_is_enforced_and_listed(key, f, tp):
         _load(f"{key}={choice}")  # every listed value is accepted
 
 
-@pytest.mark.parametrize("key, f, tp", [leaf for leaf in LEAVES if not _nullable(leaf[2]) and leaf[0] != "data.samples_per_epoch"],
+NOT_NULLABLE = [leaf for leaf in LEAVES if not _nullable(leaf[2]) and leaf[0] != "data.samples_per_epoch"]
+
+
+@pytest.mark.parametrize("key, f, tp", NOT_NULLABLE,
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_null_is_refused_where_it_means_nothing(key, f, tp):
     message = _error(f"{key}=null")
@@ -123,7 +129,8 @@ def test_null_is_refused_where_it_means_nothing(key, f, tp):
          "data.augment.global_scale must be in (0, 1], low <= high (or null: the recipe's value), got (0.9, 0.2)"),
         (["data.augment.blur_p=[1, 0.5]"],
          "data.augment.blur_p: expected a number or a list of 3 numbers or null (the recipe's value), got [1, 0.5]"),
-        (["data.augment.jitter=[0.4, 0.4, 0.2, 0.6]"], "data.augment.jitter: the hue strength (4th value) must be in [0, 0.5], got 0.6"),
+        (["data.augment.jitter=[0.4, 0.4, 0.2, 0.6]"],
+         "data.augment.jitter: the hue strength (4th value) must be in [0, 0.5], got 0.6"),
         (["data.augment.blurp=0.5"], "unknown config key 'data.augment.blurp'; did you mean 'data.augment.blur_p'?"),
         (["output_dir="], "output_dir cannot be null: expected a string"),
         (["output_dir=' '"], "output_dir must be a directory path, got an empty string"),

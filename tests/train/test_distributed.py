@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from train.config import load_config
-
 from pipeline.loader import build_loader
 from tests.train.helpers import PYTHON, REPO, read_log, subprocess_env, tiny_overrides
+from train.config import load_config
 
 ACCELERATE = str(Path(PYTHON).with_name("accelerate"))
 

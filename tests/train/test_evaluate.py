@@ -59,7 +59,7 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["info"].get("init") for r in rows] == ["default", None]
     for row in rows:
-        assert set(row["figures"]) == {f"{m}/{l}" for m in ("miou", "knn", "corr") for l in ("layer3", "layer4")}
+        assert set(row["figures"]) == {f"{m}/{layer}" for m in ("miou", "knn", "corr") for layer in ("layer3", "layer4")}
         assert all(0 <= v <= 1 for v in row["figures"].values())
         assert json.dumps(row, sort_keys=True) in printed  # the same JSON line on stdout
     assert main(["--checkpoint", "random:resnet18", "--data", str(tmp_path / "nothing"), "--quick"]) == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.config import OptimConfig
 from model.contract import split_decay
+from train.config import OptimConfig
 from train.optim import LARS, build_optimizer, clip_per_parameter_, param_groups, set_lr_wd
 
 
