@@ -58,7 +58,8 @@ class ViewBatch:
 
     def pin_memory(self) -> ViewBatch:
         """Called by DataLoader(pin_memory=True) on custom batch types."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        def pin(t):
+            return None if t is None else t.pin_memory()
         return ViewBatch(
             [v.pin_memory() for v in self.views],
             pin(self.matrices),

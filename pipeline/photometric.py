@@ -97,7 +97,8 @@ def params_to_tensors(params: list[PhotometricParams], device: torch.device | st
     order = torch.full((len(params), 4), -1, dtype=torch.int64)
     for i, p in enumerate(params):
         order[i, : len(p.jitter_order)] = torch.tensor(p.jitter_order, dtype=torch.int64)
-    f = lambda name: torch.tensor([getattr(p, name) for p in params], dtype=torch.float32)  # noqa: E731
+    def f(name):
+        return torch.tensor([getattr(p, name) for p in params], dtype=torch.float32)
     out = {
         "brightness": f("brightness"), "contrast": f("contrast"), "saturation": f("saturation"),
         "hue": f("hue"), "blur_sigma": f("blur_sigma"),

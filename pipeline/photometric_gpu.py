@@ -228,7 +228,8 @@ def augment(x: Tensor, p: PhotometricArrays, blur_radius: int | None = None) -> 
 
 def _draw_clove_like(n: int, gen: torch.Generator) -> PhotometricArrays:
     """Random parameters with CLoVE's global-view law, for the measurement below only."""
-    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
+    def u(lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=gen)
     factors = torch.stack([u(0.6, 1.4), u(0.6, 1.4), u(0.8, 1.2), u(-0.1, 0.1)], dim=1)
     order = torch.argsort(torch.rand(n, 4, generator=gen), dim=1)
     blur = torch.where(torch.rand(n, generator=gen) < 0.5, u(0.1, 2.0), torch.zeros(n))

@@ -267,7 +267,8 @@ class DeviceAugmenter:
             for k, v in enumerate(idx):
                 view = out[:, k]
                 views[v] = view.contiguous(memory_format=torch.channels_last) if self.channels_last else view.contiguous()
-        move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731 (pinned by the DataLoader on CUDA)
+        def move(t):
+            return t.to(self.device, non_blocking=True)
         return ViewBatch(
             views=views,  # type: ignore[arg-type]
             matrices=move(raw.matrices).float(),

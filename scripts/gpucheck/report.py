@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from gpucheck.figures import figure, share
 
 GOAL_DALI_RATE = 10_000  # images/s, DALI, CLoVE recipe with M, batch 256
@@ -28,7 +26,8 @@ def _goal(name: str, text: str, value: float | None, target: float, at_least: bo
 def derived(records: list[dict]) -> list[dict]:
     """The M share of a training step and the goals, from the measured figures."""
     v = _values(records)
-    val: Callable[[str], float | None] = lambda k: v[k]["value"] if k in v else None  # noqa: E731
+    def val(k):
+        return v[k]["value"] if k in v else None
     out: list[dict] = []
     train = next((b for b in ("torch", "dali") if f"train.{b}.step_ms" in v), None)
     m_share = None

@@ -31,7 +31,8 @@ def test_random_inits_are_named_seeded_and_differ():
     assert torch.count_nonzero(default.body.resnet.layer1[0].bn2.weight) > 0
     again = random_features("resnet18", "default", seed=1)
     other = random_features("resnet18", "default", seed=2)
-    w = lambda f: f.body.resnet.conv1.weight  # noqa: E731
+    def w(f):
+        return f.body.resnet.conv1.weight
     assert torch.equal(w(default), w(again)) and not torch.equal(w(default), w(other))
     with pytest.raises(ValueError, match="choose one of"):
         random_features("resnet18", "xavier")

@@ -68,7 +68,8 @@ def test_aligned_targets_equal_roi_align_and_rot90_for_every_pair_of_quarter_tur
         expected_s.append(torch.rot90(_roi_target(s_map, s_win, region, s_size, turns_s, cells), turns_s, dims=(-2, -1)))
         t_maps.append(t_map), s_maps.append(s_map)
         mt.append(_matrix(t_win, t_size, turns_t)), ms.append(_matrix(s_win, s_size, turns_s))
-    f32 = lambda a: torch.tensor(np.stack(a), dtype=torch.float32)  # noqa: E731
+    def f32(a):
+        return torch.tensor(np.stack(a), dtype=torch.float32)
     s, t, valid = aligned_samples(torch.stack(s_maps), torch.stack(t_maps), f32(ms), f32(mt), (s_size, s_size),
                                   (t_size, t_size), cells)
     assert valid.all()

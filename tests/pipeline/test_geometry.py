@@ -85,7 +85,8 @@ def test_correspondence_mask_finds_matches():
     mask = correspondence_mask(m, m, (7, 7), 32, (7, 7), 32, 0.7)[0]
     assert mask.diagonal().all()
     assert torch.equal(mask, mask.T)
-    cell = lambda i, j: i * 7 + j  # noqa: E731
+    def cell(i, j):
+        return i * 7 + j
     assert not any(mask[cell(i, j), cell(i + 1, j + 1)] for i in range(6) for j in range(6))
 
 

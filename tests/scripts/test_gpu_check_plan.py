@@ -77,7 +77,8 @@ def test_the_dry_run_is_the_same_plan(model_flags, tmp_path):
     assert [s.name for s in p["gpu"]] == [s.name for s in p["dry"]]
     for g, d in zip(p["gpu"], p["dry"]):
         assert g.argv[:3] == d.argv[:3] and g.kind == d.kind and g.needs == d.needs
-        options = lambda argv: {a.split("=")[0] for a in argv if a.startswith("--")}  # noqa: E731
+        def options(argv):
+            return {a.split("=")[0] for a in argv if a.startswith("--")}
         assert options(g.argv) <= options(d.argv)
 
 

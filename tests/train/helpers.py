@@ -50,7 +50,8 @@ def tiny_overrides(shards: Path, out: Path, extra: dict | None = None) -> list[s
         "log.progress": False,
     }
     cfg.update(extra or {})
-    yaml_value = lambda v: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+    def yaml_value(v):
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
     return [f"{k}={yaml_value(v)}" for k, v in cfg.items()]
 
 
