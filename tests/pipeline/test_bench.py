@@ -13,7 +13,7 @@ import pytest
 from pipeline import bench
 from tests.pipeline.helpers import small_jpegs, strict_refuses_lenient_reads, write_shards, zero_mid_scan
 
-LENGTH = 12_288  # bytes of every test JPEG
+LENGTH = 65_536  # bytes of every test JPEG (zero-padded; a 160-px JPEG of any photo fits)
 BATCH, STEPS = 4, 2
 
 
@@ -22,15 +22,11 @@ def padded(images: list[bytes]) -> list[bytes]:
     return [d + bytes(LENGTH - len(d)) for d in images]
 
 
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, real_jpegs) -> str:
     root = tmp_path_factory.mktemp("bench-shards")
     write_shards(root, padded(small_jpegs(real_jpegs, 16, max_side=160)), n_shards=2)
     return str(root)
-
-
 
 
 @pytest.fixture(scope="module")
