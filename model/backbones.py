@@ -37,6 +37,7 @@ class ResNetC5(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
+        """C5 feature map: ``[B, 3, H, W]`` -> ``[B, C5, ceil(H / 32), ceil(W / 32)]``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ def _sync(device: str) -> None:
 
 
 def build(args: argparse.Namespace, batched: bool) -> CLoVE:
+    """Seeded CLoVE in train mode on ``args.device``, its pairs batched or looped (compiled with ``--compile``)."""
     torch.manual_seed(0)
     cfg = {"backbone": args.backbone, "channels_last": args.channels_last, "batched_pairs": batched}
     if args.proj_hidden:
@@ -69,6 +71,7 @@ class Variant:
         self.emb = None
 
     def step(self) -> None:
+        """One full training step: EMA update, forward, backward, optimizer step."""
         self.model.update_teacher(self.model.teacher_momentum(self.step_i, 1000))
         with self.amp():
             out = self.model(self.batch)
@@ -87,7 +90,8 @@ class Variant:
                 g.emb = g.emb.detach().requires_grad_(True)
         self.model.objective(self.emb, self.batch.matrices)[0].backward()
 
-    def timed(self, fn, reps: int) -> float:
+    def timed(self, fn: Callable[[], object], reps: int) -> float:
+        """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
         _sync(self.args.device)
         t0 = time.perf_counter()
         for _ in range(reps):
@@ -97,6 +101,7 @@ class Variant:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line of ``python -m model.bench``: times the batched and looped variants and prints a table."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", choices=("clove", "gtsa"), default="clove")
     known, rest = pre.parse_known_args(argv)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -68,6 +69,7 @@ class Variant:
         self.step_i, self.out, self.emb = 0, {}, None
 
     def step(self) -> None:
+        """One full training step: EMA update, forward, backward, optimizer step."""
         self.model.update_teacher(self.model.teacher_momentum(self.step_i, 1000))
         with self.amp():
             out = self.model(self.batch)
@@ -88,7 +90,8 @@ class Variant:
                                               self.batch.matrices)
         (aligned.mean() + pc.mean()).backward()
 
-    def timed(self, fn, reps: int) -> float:
+    def timed(self, fn: Callable[[], object], reps: int) -> float:
+        """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
         _sync(self.args.device)
         t0 = time.perf_counter()
         for _ in range(reps):
@@ -123,6 +126,7 @@ def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line of ``python -m model.bench --method gtsa``: times the variants and prints a table."""
     p = argparse.ArgumentParser(
         prog="python -m model.bench --method gtsa",
         description="Time one full GTSA training step (ViT student + EMA teacher, 2 global + N local views, "

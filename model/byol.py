@@ -51,6 +51,7 @@ class PooledEncoder(nn.Module):
         self.backbone, self.projector = backbone, projector
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pooled projection: ``[B, 3, H, W]`` -> ``[B, proj_dim]``."""
         return self.projector(self.backbone(x).mean(dim=(-2, -1)))
 
 
@@ -72,12 +73,14 @@ class BYOL(EMATeacher, nn.Module):
         """The objective does not change with the epoch."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
+        """Student and predictor parameters, split by :func:`model.contract.split_decay`."""
         groups = split_decay(self.student)
         for g, extra in zip(groups, split_decay(self.predictor)):
             g["params"] = g["params"] + extra["params"]
         return groups
 
     def export(self, out_dir: str | Path) -> dict[str, Path]:
+        """Writes the student ResNet trunk via :func:`model.resnet_export.export_resnet`; returns the paths."""
         return export_resnet(self.student.backbone, out_dir, method="byol")
 
     def forward(self, batch: ViewBatch) -> dict[str, Tensor]:

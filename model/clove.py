@@ -38,6 +38,7 @@ class CLoVEStudent(nn.Module):
         self.backbone, self.projector, self.attention = backbone, projector, attention
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``[B, 3, H, W]`` -> (``[B, h*w, D]`` unit rows, ``(h, w)``)."""
         f = self.projector(self.backbone(x))
         return self.attention(f), (f.shape[-2], f.shape[-1])
 
@@ -50,6 +51,7 @@ class CLoVETeacher(nn.Module):
         self.backbone, self.projector = backbone, projector
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``[B, 3, H, W]`` -> (``[B, h*w, D]`` unit rows, ``(h, w)``)."""
         f = self.projector(self.backbone(x))
         return nn.functional.normalize(f.flatten(2).transpose(1, 2), dim=-1), (f.shape[-2], f.shape[-1])
 
@@ -241,7 +243,7 @@ class CLoVE(EMATeacher, nn.Module):
             self._index_cache[key] = tuple(torch.tensor(i, device=device) for i in idx)
         return self._index_cache[key]
 
-    def _group_losses(self, group: ViewGroup, teacher: ViewGroup, pairs, matrices):
+    def _group_losses(self, group: ViewGroup, teacher: ViewGroup, pairs: list[tuple[int, int]], matrices: Tensor):
         """All pairs whose student view is in ``group``, in one batched computation."""
         if not pairs:
             return None
@@ -252,7 +254,7 @@ class CLoVE(EMATeacher, nn.Module):
         mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
         return self._rows(z, k, ms, mt, group, teacher)
 
-    def _looped_losses(self, group: ViewGroup, teacher: ViewGroup, pairs, matrices):
+    def _looped_losses(self, group: ViewGroup, teacher: ViewGroup, pairs: list[tuple[int, int]], matrices: Tensor):
         """Same rows as :meth:`_group_losses`, one pair at a time (the benchmark's baseline)."""
         if not pairs:
             return None

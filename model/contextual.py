@@ -39,6 +39,7 @@ class ContextualAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Self-attention over positions: ``[B, D, h, w]`` -> ``[B, h*w, D]`` unit rows."""
         b, d, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # [B, L, D]
         q, k, v = self.in_proj(tokens).view(b, h * w, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)

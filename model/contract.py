@@ -36,17 +36,23 @@ NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token", "dist_tok
 class Method(Protocol):
     """What a registered method provides (an ``nn.Module`` that also satisfies this)."""
 
-    def forward(self, batch: ViewBatch) -> dict[str, Tensor]: ...
+    def forward(self, batch: ViewBatch) -> dict[str, Tensor]:
+        """``{"loss": fp32 scalar with grad, ...detached log terms}``, optionally ``"embeddings"`` ``[N, D]``."""
 
-    def teacher_momentum(self, step: int, total_steps: int) -> float: ...
+    def teacher_momentum(self, step: int, total_steps: int) -> float:
+        """EMA momentum for optimizer step ``step`` of ``total_steps`` (1 without a teacher)."""
 
-    def update_teacher(self, momentum: float) -> None: ...
+    def update_teacher(self, momentum: float) -> None:
+        """One EMA step of the teacher towards the student."""
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int) -> None:
+        """Switches epoch-dependent behaviour (e.g. a loss warm-up)."""
 
-    def parameter_groups(self) -> list[dict[str, Any]]: ...
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters split by :func:`split_decay`."""
 
-    def export(self, out_dir: str | Path) -> dict[str, Path]: ...
+    def export(self, out_dir: str | Path) -> dict[str, Path]:
+        """Writes the student backbone and ``backbone.json`` into ``out_dir``; returns the paths."""
 
 
 def no_decay(name: str, param: Tensor) -> bool:

@@ -40,10 +40,12 @@ class DenseFeatures(nn.Module):
         self.eval()
 
     def train(self, mode: bool = True) -> DenseFeatures:  # noqa: ARG002 - frozen: BN statistics never update
+        """Stays in eval mode whatever ``mode`` says."""
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """``[B, 3, H, W]`` -> ``{layer: [B, C, ~H/s, ~W/s]}`` for the selected layers."""
         out = self.body(x)
         return {k: out[k] for k in self.strides}
 
@@ -67,6 +69,7 @@ class _ResNetLayers(nn.Module):
         self.resnet = resnet
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """``[B, 3, H, W]`` -> ``{layerN: [B, C_N, ~H/s, ~W/s]}`` for layer1..layer4."""
         r = self.resnet
         x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
         out = {}
@@ -79,11 +82,14 @@ class _ResNetLayers(nn.Module):
 class Family(Protocol):
     """How one backbone family is built from an export and at random."""
 
-    def handles(self, arch: str) -> bool: ...
+    def handles(self, arch: str) -> bool:
+        """True when this family builds ``arch``."""
 
-    def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures: ...
+    def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures:
+        """Frozen features from an export directory and its parsed ``backbone.json``."""
 
-    def random(self, arch: str, init: str) -> DenseFeatures: ...
+    def random(self, arch: str, init: str) -> DenseFeatures:
+        """Frozen randomly initialised ``arch`` (``init``: a key of :data:`INITS`)."""
 
 
 class TorchvisionResNet:
@@ -93,6 +99,7 @@ class TorchvisionResNet:
     default_layers = ("layer3", "layer4")
 
     def handles(self, arch: str) -> bool:
+        """True for the torchvision ResNet names of ``archs``."""
         return arch in self.archs
 
     def _wrap(self, resnet: torchvision.models.ResNet, name: str, info: dict[str, Any]) -> DenseFeatures:
@@ -100,6 +107,7 @@ class TorchvisionResNet:
         return DenseFeatures(body, {name: body.strides[name] for name in self.default_layers}, name, info)
 
     def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures:
+        """Strict load of the exported torchvision state dict; FileNotFoundError/ValueError when unusable."""
         arch = meta.get("arch")
         if not self.handles(arch):
             raise ValueError(f"{directory / EXPORT_META}: arch {arch!r} is not one of {self.archs}")
@@ -112,6 +120,7 @@ class TorchvisionResNet:
         return self._wrap(resnet, name, {"family": "torchvision_resnet", **meta, "source": str(directory)})
 
     def random(self, arch: str, init: str) -> DenseFeatures:
+        """Randomly initialised ResNet (``init``: ``default`` or ``zero_residual``)."""
         resnet = getattr(torchvision.models, arch)(weights=None, zero_init_residual=init == "zero_residual")
         return self._wrap(resnet, f"random {arch} ({INITS[init]})",
                           {"family": "torchvision_resnet", "arch": arch, "init": init})
@@ -122,9 +131,11 @@ class TimmViT:
     patch tokens after the last 3 blocks as maps (stride = patch size)."""
 
     def handles(self, arch: str) -> bool:
+        """True for timm ViT/DeiT/EVA names."""
         return arch.startswith(("vit_", "deit_", "eva"))
 
     def from_export(self, meta: dict[str, Any], directory: Path) -> DenseFeatures:
+        """Strict load of the exported timm state dict; FileNotFoundError when the weights file is missing."""
         from model.vit import load_timm_vit_features
 
         path = directory / meta["weights"]
@@ -135,6 +146,7 @@ class TimmViT:
         return DenseFeatures(body, dict(body.strides), name, {"family": "timm_vit", **meta, "source": str(directory)})
 
     def random(self, arch: str, init: str) -> DenseFeatures:
+        """Randomly initialised timm ViT (``init`` must be ``default``)."""
         import timm
 
         from model.vit import ViTFeatureMaps

@@ -75,6 +75,7 @@ class GTSATeacher(nn.Module):
         self.encoder, self.projector = encoder, projector
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[n, 3, H, W]`` -> projected map ``[n, C, h, w]``."""
         return self.projector(self.encoder(x))
 
 
@@ -126,6 +127,7 @@ class GTSA(EMATeacher, nn.Module):
 
     @property
     def pc_active(self) -> bool:
+        """True once the patch-correspondence warm-up is over (its loss then carries gradients)."""
         return self.epoch >= self.options["pc_warmup_epochs"]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -201,7 +203,7 @@ class GTSA(EMATeacher, nn.Module):
         aligned, valid, pc = (torch.cat([p[i] for p in parts]) for i in range(3))
         return aligned, valid.float(), (pc if self.pc_active else pc.detach())
 
-    def _rows(self, z: Tensor, k: Tensor, ms: Tensor, mt: Tensor, grp: StudentGroup, teacher_size):
+    def _rows(self, z: Tensor, k: Tensor, ms: Tensor, mt: Tensor, grp: StudentGroup, teacher_size: tuple[int, int]):
         """One batch of rows: student maps ``z [R, C, h, w]``, teacher maps ``k [R, C, ht, wt]``,
         matrices ``[R, 3, 3]`` -> aligned ``[R]``, valid ``[R]``, pc ``[R]``."""
         o = self.options
@@ -218,7 +220,8 @@ class GTSA(EMATeacher, nn.Module):
             self._index_cache[key] = tuple(torch.tensor(i, device=device) for i in idx)
         return self._index_cache[key]
 
-    def _group_rows(self, grp: StudentGroup, teacher: Tensor, teacher_size, pairs, matrices: Tensor):
+    def _group_rows(self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]],
+                    matrices: Tensor):
         """All pairs whose student view is in ``grp``, pair-major rows, in one computation."""
         if not pairs:
             return None
@@ -229,7 +232,8 @@ class GTSA(EMATeacher, nn.Module):
         mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
         return self._rows(z, k, ms, mt, grp, teacher_size)
 
-    def _looped_rows(self, grp: StudentGroup, teacher: Tensor, teacher_size, pairs, matrices: Tensor):
+    def _looped_rows(self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]],
+                     matrices: Tensor):
         """The rows of :meth:`_group_rows`, one pair at a time (the benchmark's baseline)."""
         if not pairs:
             return None

@@ -14,6 +14,7 @@ class ChannelLayerNorm(nn.Module):
         self.channels, self.eps = channels, eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` -> same, each position normalised over ``C``."""
         return F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), eps=self.eps).permute(0, 3, 1, 2)
 
 
@@ -45,6 +46,7 @@ class DenseProjector(nn.Module):
         _init_convs(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, in_dim, h, w]`` -> ``[B, out_dim, h, w]``."""
         for block in self.blocks:
             y = block(x)
             x = y + x if y.shape == x.shape else y
@@ -61,6 +63,7 @@ class DensePredictor(nn.Module):
         _init_convs(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, dim, h, w]`` -> ``[B, out_dim, h, w]``."""
         return self.proj(self.block(x))
 
 
@@ -81,4 +84,5 @@ class RotationHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, dim]`` -> ``[B, classes]`` logits."""
         return self.net(x)

@@ -24,4 +24,5 @@ class DenseProjector(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, in_dim, h, w]`` -> ``[B, out_dim, h, w]``."""
         return self.net(x)

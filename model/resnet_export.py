@@ -98,6 +98,7 @@ def detectron2_checkpoint(tv_state: dict[str, Tensor]) -> dict[str, Any]:
 
 
 def detectron2_config_text(arch: str) -> str:
+    """detectron2 YAML snippet (weights file, RGB pixel mean/std, depth, stride placement) for ``arch``."""
     depth = int(arch.removeprefix("resnet"))
     mean = ", ".join(f"{255 * m:.3f}" for m in IMAGENET_MEAN)
     std = ", ".join(f"{255 * s:.3f}" for s in IMAGENET_STD)

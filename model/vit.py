@@ -54,6 +54,7 @@ class ViTEncoder(nn.Module):
         self.embed_dim = int(self.vit.embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Patch tokens as a map: ``[B, 3, H, W]`` -> ``[B, D, H / p, W / p]``; ValueError unless ``p`` divides H, W."""
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         if h * self.patch_size != x.shape[-2] or w * self.patch_size != x.shape[-1]:
             raise ValueError(f"view size {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}")
@@ -102,6 +103,7 @@ class ViTFeatureMaps(nn.Module):
         self.strides = {f"block{i + 1}": p for i in self.indices}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """``[B, 3, H, W]`` -> ``{"block{i}": [B, D, H / p, W / p]}``."""
         maps = self.vit.forward_intermediates(x, indices=self.indices, norm=True, output_fmt="NCHW",
                                              intermediates_only=True)
         return dict(zip(self.strides, maps))

@@ -36,13 +36,16 @@ class ViewBatch:
 
     @property
     def batch_size(self) -> int:
+        """``B``, images in the batch."""
         return self.matrices.shape[0]
 
     @property
     def num_views(self) -> int:
+        """``V``, views per image."""
         return self.matrices.shape[1]
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> ViewBatch:
+        """A copy with every tensor on ``device`` (keys and a copy of the stats carried over)."""
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
@@ -58,7 +61,7 @@ class ViewBatch:
 
     def pin_memory(self) -> ViewBatch:
         """Called by DataLoader(pin_memory=True) on custom batch types."""
-        def pin(t):
+        def pin(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.pin_memory()
         return ViewBatch(
             [v.pin_memory() for v in self.views],

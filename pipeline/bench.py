@@ -23,19 +23,22 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
 
+from pipeline.batch import ViewBatch
 from pipeline.config import LoaderConfig
 from pipeline.geometry import correspondence_mask
-from pipeline.source import IMAGE_EXTS, list_shards
+from pipeline.source import IMAGE_EXTS, RawSample, list_shards
 from pipeline.stream_loader import StreamLoader
 from pipeline.views import recipe_from_config
 
@@ -60,9 +63,11 @@ class Measurement:
 
     @property
     def images_per_s(self) -> float:
+        """Images per second of wall time."""
         return self.images / self.wall
 
     def summary(self) -> dict:
+        """Counts, seconds and rates as one JSON-ready dict, ``extra`` merged in."""
         return {
             "label": self.label,
             "images": self.images,
@@ -156,7 +161,7 @@ def measure(
                        delta("bad_samples"), delta("recovered_samples"), nbytes is None, extra)
 
 
-def endless(loader) -> Iterator:
+def endless(loader: Iterable[Any]) -> Iterator:
     """Iterate a loader across epochs (the bench never wants to run out)."""
     while True:
         yield from loader
@@ -172,7 +177,8 @@ class MaskCounter:
         self.total = torch.zeros((), dtype=torch.int64, device=device)
         self.batches = 0
 
-    def __call__(self, batch) -> None:
+    def __call__(self, batch: ViewBatch) -> None:
+        """Add the matches of every view pair of ``batch`` to the device total."""
         m = batch.matrices
         for s, t in self.pairs:
             mask = correspondence_mask(m[:, s], m[:, t], self.grids[s], STRIDE, self.grids[t], STRIDE, T_POS)
@@ -180,6 +186,7 @@ class MaskCounter:
         self.batches += 1
 
     def result(self) -> dict:
+        """View pairs per batch and mean matching cell pairs per batch (reads the device total once)."""
         return {"m_pairs_per_batch": len(self.pairs), "m_matches_per_batch": round(int(self.total) / max(1, self.batches), 1)}
 
 
@@ -188,7 +195,8 @@ class MaskCounter:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_backend(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+def run_backend(args: argparse.Namespace, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+    """Time the configured backend's loader (only its workers' stream with ``--stream-only``)."""
     from pipeline.loader import build_loader
     from pipeline.torch_backend import build_torch_stream
 
@@ -211,7 +219,8 @@ def run_backend(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: 
         batches.close()  # stop this run's workers before the next run is measured
 
 
-def run_reference(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+def run_reference(args: argparse.Namespace, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+    """Time the per-sample PIL reference pipeline (:mod:`pipeline.reference`) under the same conditions."""
     from pipeline.reference import build_reference_loader, iterate_reference
 
     recipe = recipe_from_config(cfg)
@@ -237,7 +246,8 @@ class DecodeOnly:
     """``process_batch`` that decodes every image at full size with libjpeg-turbo and drops it
     (counting what the loaders count: samples, bad and recovered samples, image bytes)."""
 
-    def __call__(self, samples, rngs, counters) -> DecodedCount | None:
+    def __call__(self, samples: list[RawSample], rngs: list[random.Random], counters: dict[str, int]) -> DecodedCount | None:
+        """How many of ``samples`` decoded (None when none did); updates ``counters``."""
         from pipeline.decode import DecodeError, decode_image
 
         n = 0
@@ -255,7 +265,8 @@ class DecodeOnly:
         return DecodedCount(n) if n else None
 
 
-def run_decode_only(args, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+def run_decode_only(args: argparse.Namespace, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
+    """Time full-size decoding of the same files with the same workers (:class:`DecodeOnly`)."""
     from pipeline.source import StreamPlan
 
     plan = StreamPlan(urls=tuple(list_shards(cfg.shards)), seed=cfg.seed, num_workers=max(1, cfg.num_workers),
@@ -289,10 +300,11 @@ Results are printed and appended as JSON lines to --json-out (one line per measu
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Help with every option's default, description and examples kept as written."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's command line (argparse error for a value or combination it cannot run)."""
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.bench",
         description="Measure loader throughput (images/s, views/s, MB/s, bad samples, CPU use) on WebDataset "
@@ -338,6 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run, print and log the requested measurements; the exit status (2 for a usage or setup error)."""
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -77,6 +77,7 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
 
 
 def rule_of(f: dataclasses.Field) -> Rule | None:
+    """The :class:`Rule` declared with :func:`setting` on field ``f``, or None."""
     return f.metadata.get(RULE)
 
 

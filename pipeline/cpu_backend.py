@@ -174,6 +174,7 @@ class CpuBatchMaker:
         return make_views(sample, self.recipe, rng, self.reduced_decode)
 
     def __call__(self, samples: list[RawSample], rngs: list[random.Random], counters: dict[str, int]) -> ViewBatch | None:
+        """The views of ``samples`` as one batch (bad ones replaced or dropped), None if none is usable; updates ``counters``."""
         results = self.guard.run(self._make, samples, rngs, counters)
         if results is None:
             return None

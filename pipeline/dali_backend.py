@@ -37,6 +37,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ from pipeline.batch import ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.geometry import hflip_matrix, rot90_matrix
 from pipeline.views import Recipe, recipe_from_config
+
+if TYPE_CHECKING:
+    from nvidia.dali.backend import TensorCPU, TensorListCPU, TensorListGPU
 
 INSTALL_HINT = (
     "the dali backend needs NVIDIA DALI: pip install 'densessl[dali]' "
@@ -228,11 +232,13 @@ class DaliViewLoader:
 
     @property
     def stats(self) -> dict[str, int]:
+        """Counters in the cpu backend's keys; only ``samples`` moves."""
         # The cpu backend's counters; DALI cannot skip a bad sample or shard (it raises instead),
         # and never drops a batch, so only "samples" moves.
         return {"samples": self._samples, "bad_samples": 0, "bad_shards": 0, "dropped_batches": 0}
 
     def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` (no-op for the current one); an abandoned exact epoch is run out first, DALI is not reseeded."""
         if epoch == self._epoch:
             return
         if self.exact and 0 < self._consumed < self.num_batches:
@@ -243,6 +249,7 @@ class DaliViewLoader:
         self._epoch, self._consumed = epoch, 0
 
     def state_dict(self) -> dict:
+        """Epoch, batches and samples consumed, rank, world size, build seed and DALI's pipeline checkpoint."""
         ckpt = self._pipe.checkpoint() if self._pipe is not None else self._checkpoint
         return {
             "backend": "dali", "epoch": self._epoch, "batches": self._consumed,
@@ -251,6 +258,7 @@ class DaliViewLoader:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; the pipeline is rebuilt from its checkpoint at the next iteration."""
         if state.get("backend") != "dali":
             raise ValueError(f"loader state from backend {state.get('backend')!r}, not dali")
         self._epoch, self._consumed, self._samples = state["epoch"], state["batches"], state["samples"]
@@ -309,14 +317,14 @@ class DaliViewLoader:
                 f"{_dali_reason(str(err))}"
             ) from None
 
-    def _tensor(self, tl) -> Tensor:
+    def _tensor(self, tl: TensorListCPU | TensorListGPU) -> Tensor:
         from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
 
         # With DALI's dynamic executor the outputs own their memory and dlpack is zero-copy.
         t = to_torch_tensor(tl.as_tensor(), copy=not self._pipe.exec_dynamic)
         return t
 
-    def _to_batch(self, outputs, keep: int) -> ViewBatch:
+    def _to_batch(self, outputs: tuple[TensorListCPU | TensorListGPU, ...], keep: int) -> ViewBatch:
         nv = len(self.recipe.views)
         views = [self._tensor(o)[:keep] for o in outputs[:nv]]
         if self.cfg.channels_last:  # HWC from DALI: the permuted view *is* channels-last memory
@@ -349,14 +357,14 @@ def _dali_reason(message: str) -> str:
     return f"{op}: {reason}" if op else reason
 
 
-def _key_of(info) -> str:
+def _key_of(info: TensorCPU) -> str:
     """``/path/shard.tar:offset:dir/key.jpg`` (DALI's source_info) -> ``dir/key`` (WebDataset key)."""
     name = np.array(info).tobytes().decode("utf-8").rsplit(":", 1)[-1]
     dot = name.find(".", name.rfind("/") + 1)
     return name if dot < 0 else name[:dot]
 
 
-def _label_of(cls) -> int:
+def _label_of(cls: TensorCPU) -> int:
     try:  # as pipeline.source parses labels: anything but an integer is "no label"
         return int(np.array(cls).tobytes().decode("utf-8").strip())
     except (UnicodeDecodeError, ValueError):

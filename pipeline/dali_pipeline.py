@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
@@ -37,6 +38,9 @@ from nvidia.dali import math as dmath
 from nvidia.dali.pipeline import Pipeline
 
 from pipeline.views import Photometric, Recipe, ViewSpec, sample_views
+
+if TYPE_CHECKING:
+    from nvidia.dali.data_node import DataNode
 
 READER_NAME = "shards"
 # DALI matches extension sets against the text after the first dot of a member's name.
@@ -80,6 +84,7 @@ class SharedSampler:
         self.recipe = recipe
 
     def __call__(self, shapes: list[np.ndarray], seeds: list[np.ndarray]):
+        """Per image ``[H, W, C]`` shape and seed -> lists of windows ``[V, 4]`` float32, flips and turns ``[V]`` int32."""
         windows, flips, turns = [], [], []
         for shape, seed in zip(shapes, seeds):
             p = sample_views(int(shape[1]), int(shape[0]), self.recipe, random.Random(int(seed)))
@@ -89,7 +94,7 @@ class SharedSampler:
         return windows, flips, turns
 
 
-def _shared_params(shape, recipe: Recipe):
+def _shared_params(shape: DataNode, recipe: Recipe):
     seeds = fn.random.uniform(range=[0, 2**31 - 1], dtype=types.INT64)
     return fn.python_function(
         shape, seeds, function=SharedSampler(recipe), num_outputs=3, batch_processing=True
@@ -107,7 +112,7 @@ def check_sampler(sampler: str, recipe: Recipe) -> None:
         )
 
 
-def _dali_params(shape, recipe: Recipe):
+def _dali_params(shape: DataNode, recipe: Recipe):
     windows, flips, turns = [], [], []
     for spec in recipe.views:
         anchor, size = fn.random_crop_generator(
@@ -131,17 +136,17 @@ def _dali_params(shape, recipe: Recipe):
 # ---------------------------------------------------------------------------------------------
 
 
-def _on(node, gpu: bool):
+def _on(node: DataNode, gpu: bool):
     """Per-sample CPU values that enter arithmetic with GPU images must live on the GPU too."""
     return node.gpu() if gpu else node
 
 
-def _coin(probability: float, dtype=types.FLOAT):
+def _coin(probability: float, dtype: types.DALIDataType = types.FLOAT):
     """Per-sample 0/1 draw (coin_flip itself only makes bool/uint8/int32)."""
     return fn.cast(fn.random.coin_flip(probability=probability, dtype=types.INT32), dtype=dtype)
 
 
-def _contrast(img, factor, gpu: bool):
+def _contrast(img: DataNode, factor: DataNode, gpu: bool):
     """torchvision's contrast: blend with the image's mean grey level (DALI's own contrast
     operators pivot on mid-grey, 128, instead)."""
     x = fn.cast(img, dtype=types.FLOAT)
@@ -151,7 +156,7 @@ def _contrast(img, factor, gpu: bool):
     return fn.cast(dmath.clamp(out, 0.0, 255.0), dtype=types.UINT8)
 
 
-def _photometric(img, pm: Photometric, gpu: bool):
+def _photometric(img: DataNode, pm: Photometric, gpu: bool):
     """Colour jitter (p), grayscale (p), Gaussian blur (p), solarize (p), in torchvision's order.
 
     Jitter applies brightness, contrast, saturation, hue in that fixed order (torchvision draws a
@@ -188,7 +193,10 @@ def _photometric(img, pm: Photometric, gpu: bool):
     return img
 
 
-def _view(img, spec: ViewSpec, window, flip, turns, origin_x, origin_y, g: GraphSpec):
+def _view(
+    img: DataNode, spec: ViewSpec, window: DataNode, flip: DataNode, turns: DataNode, origin_x: DataNode,
+    origin_y: DataNode, g: GraphSpec,
+):
     """Cut one view: window relative to the decoded union ROI -> resize (+flip) -> turns -> colour."""
     x0 = window[0] - origin_x
     y0 = window[1] - origin_y

@@ -72,6 +72,7 @@ def recovered_decodes() -> int:
 
 
 def is_jpeg(data: bytes) -> bool:
+    """Whether ``data`` starts with the JPEG magic bytes."""
     return data[:3] == JPEG_MAGIC
 
 

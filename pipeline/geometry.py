@@ -14,6 +14,8 @@ batched helpers (:func:`inverse_coordinate_map`, :func:`view_to_view`,
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +62,7 @@ def rot90_matrix(k: int, width: float, height: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def full_precision(fn):
+def full_precision(fn: Callable[..., Any]):
     """Run ``fn`` with autocast off and floating tensor arguments in float32 at least.
 
     Under bf16 autocast the matmul in :func:`apply_matrix` moves cell centres by pixels and
@@ -69,7 +71,7 @@ def full_precision(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        def up(x):
+        def up(x: Any) -> Any:
             if isinstance(x, Tensor) and x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
                 return x.float()
             return x
@@ -120,7 +122,8 @@ def view_to_view(matrices_a: Tensor, matrices_b: Tensor) -> Tensor:
     return matrices_b @ affine_inverse(matrices_a)
 
 
-def cell_centres(grid_h: int, grid_w: int, stride: float, device=None, dtype=torch.float32) -> Tensor:
+def cell_centres(grid_h: int, grid_w: int, stride: float, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> Tensor:
     """View-space centres of the cells of a ``grid_h x grid_w`` map at ``stride``, row-major.
 
     Cell ``(i, j)`` is centred at ``((j + 0.5) * stride, (i + 0.5) * stride)``, so every centre lies

@@ -30,14 +30,18 @@ class ViewLoader(Protocol):
 
     def __len__(self) -> int: ...  # batches per epoch on this rank (when known)
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int) -> None:
+        """Make ``epoch`` the one the next ``__iter__`` yields."""
 
-    def state_dict(self) -> dict: ...  # data position: epoch and batches consumed
+    def state_dict(self) -> dict:
+        """The data position: epoch and batches consumed."""
 
-    def load_state_dict(self, state: dict) -> None: ...  # next __iter__ resumes there
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; the next ``__iter__`` resumes there."""
 
     @property
-    def stats(self) -> dict[str, int]: ...  # e.g. bad_samples, samples
+    def stats(self) -> dict[str, int]:
+        """Cumulative counters, e.g. ``bad_samples``, ``samples``."""
 
 
 def build_loader(

@@ -45,6 +45,7 @@ class PhotometricParams:
 
     @property
     def is_identity(self) -> bool:
+        """Whether applying these parameters leaves the view unchanged."""
         return not (self.jitter_order or self.gray or self.blur_sigma > 0 or self.solarize)
 
 
@@ -97,7 +98,7 @@ def params_to_tensors(params: list[PhotometricParams], device: torch.device | st
     order = torch.full((len(params), 4), -1, dtype=torch.int64)
     for i, p in enumerate(params):
         order[i, : len(p.jitter_order)] = torch.tensor(p.jitter_order, dtype=torch.int64)
-    def f(name):
+    def f(name: str) -> torch.Tensor:
         return torch.tensor([getattr(p, name) for p in params], dtype=torch.float32)
     out = {
         "brightness": f("brightness"), "contrast": f("contrast"), "saturation": f("saturation"),

@@ -31,6 +31,7 @@ main process deadlocks OpenCV in workers forked from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     if not photos:
         raise SystemExit(MISSING_HINT)
 
-    def best_ms(fn) -> float:
+    def best_ms(fn: Callable[[], object]) -> float:
         fn()
         best = float("inf")
         for _ in range(args.repeats):

@@ -23,6 +23,7 @@ samples that need it (gather -> op -> scatter) without ever synchronising with t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,15 +52,18 @@ def grayscale(x: Tensor) -> Tensor:
 
 
 def adjust_brightness(x: Tensor, f: Tensor) -> Tensor:
+    """``[N, 3, H, W]`` scaled by ``[N]`` factors ``f``, clamped to ``[0, 255]``."""
     return (x * f.view(-1, 1, 1, 1)).clamp_(0, BOUND)
 
 
 def adjust_contrast(x: Tensor, f: Tensor) -> Tensor:
+    """``[N, 3, H, W]`` blended with its mean luma by ``[N]`` factors ``f``, clamped to ``[0, 255]``."""
     mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
     return torch.lerp(mean.expand_as(x), x, f.view(-1, 1, 1, 1)).clamp_(0, BOUND)
 
 
 def adjust_saturation(x: Tensor, f: Tensor) -> Tensor:
+    """``[N, 3, H, W]`` blended with its per-pixel luma by ``[N]`` factors ``f``, clamped to ``[0, 255]``."""
     return torch.lerp(grayscale(x).expand_as(x), x, f.view(-1, 1, 1, 1)).clamp_(0, BOUND)
 
 
@@ -106,6 +110,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
 
 
 def solarize(x: Tensor) -> Tensor:
+    """Values at or above the solarize threshold inverted (``255 - x``), same shape."""
     return torch.where(x >= SOLARIZE_THRESHOLD, BOUND - x, x)
 
 
@@ -141,6 +146,7 @@ class PhotometricArrays:
 
     @staticmethod
     def identity(n: int) -> PhotometricArrays:
+        """Parameters of ``n`` views that leave them unchanged."""
         return PhotometricArrays(
             torch.zeros(n, dtype=torch.bool),
             torch.tensor([[1.0, 1.0, 1.0, 0.0]]).repeat(n, 1),
@@ -159,6 +165,7 @@ class PhotometricArrays:
 
     @staticmethod
     def cat(parts: list[PhotometricArrays]) -> PhotometricArrays:
+        """``parts`` concatenated along the view axis, in order."""
         return PhotometricArrays(*(torch.cat([getattr(p, f) for p in parts]) for f in PhotometricArrays.FIELDS))
 
     FIELDS = ("jitter", "factors", "order", "gray", "blur_sigma", "solarize")
@@ -228,7 +235,7 @@ def augment(x: Tensor, p: PhotometricArrays, blur_radius: int | None = None) -> 
 
 def _draw_clove_like(n: int, gen: torch.Generator) -> PhotometricArrays:
     """Random parameters with CLoVE's global-view law, for the measurement below only."""
-    def u(lo, hi):
+    def u(lo: float, hi: float) -> Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=gen)
     factors = torch.stack([u(0.6, 1.4), u(0.6, 1.4), u(0.8, 1.2), u(-0.1, 0.1)], dim=1)
     order = torch.argsort(torch.rand(n, 4, generator=gen), dim=1)
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     off = torch.zeros_like
     jitter_only = PhotometricArrays(p.jitter, p.factors, p.order, off(p.gray), torch.zeros(args.batch), off(p.solarize))
 
-    def timed(fn) -> float:
+    def timed(fn: Callable[[], object]) -> float:
         """Best of ``repeats`` (robust to other load on the machine), in ms."""
         fn()  # warm-up
         best = float("inf")

@@ -35,6 +35,7 @@ class RandomResizedCropCoord(T.RandomResizedCrop):
     """torchvision's RandomResizedCrop that also returns the crop box, normalised by the image size."""
 
     def forward(self, img: Image.Image) -> tuple[Image.Image, torch.Tensor]:
+        """The resized crop and its box ``[4]`` as ``(x0, y0, x1, y1)`` fractions of the image."""
         i, j, h, w = self.get_params(img, self.scale, self.ratio)
         width, height = img.size
         coord = torch.tensor([j / width, i / height, (j + w) / width, (i + h) / height])
@@ -42,11 +43,14 @@ class RandomResizedCropCoord(T.RandomResizedCrop):
 
 
 class RandomHorizontalFlipCoord(torch.nn.Module):
+    """Horizontal flip with probability ``p`` that also swaps the box's x coordinates."""
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = p
 
     def forward(self, img: Image.Image, coord: torch.Tensor) -> tuple[Image.Image, torch.Tensor, bool]:
+        """The image and box, both flipped or both as they were, and whether they were flipped."""
         if torch.rand(1) < self.p:
             coord = coord.clone()
             coord[0], coord[2] = coord[2].item(), coord[0].item()
@@ -61,15 +65,20 @@ class GaussianBlur:
         self.sigma = sigma
 
     def __call__(self, x: Image.Image) -> Image.Image:
+        """``x`` blurred with a radius drawn uniformly from ``sigma`` (Python's global RNG)."""
         return x.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
 
 
 class Solarize:
+    """PIL's solarize at its default threshold (128)."""
+
     def __call__(self, x: Image.Image) -> Image.Image:
+        """``x`` with every value at or above 128 inverted."""
         return ImageOps.solarize(x)
 
 
 def photometric_transform(p: Photometric | None) -> T.Compose:
+    """The public code's colour ops for ``p`` (none for None), then ToTensor and ImageNet normalisation."""
     ops: list = []
     if p is not None:
         if p.jitter_p > 0:
@@ -94,6 +103,7 @@ class ViewTransform:
         self.post = photometric_transform(spec.photometric)
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor, bool, int]:
+        """Normalised view ``[3, S, S]``, its box ``[4]`` (see :class:`RandomResizedCropCoord`), flipped, quarter turns."""
         view, coord = self.crop(img)
         view, coord, flipped = self.flip(view, coord)
         turns = random.randrange(4) if self.rotate else 0
@@ -109,6 +119,7 @@ class MultiViewTransform:
         self.views = [ViewTransform(spec) for spec in recipe.views]
 
     def __call__(self, img: Image.Image):
+        """Every view of ``img``, as the class docstring gives the tuple."""
         out = [t(img) for t in self.views]
         return (
             [o[0] for o in out],

@@ -211,6 +211,7 @@ class StreamPlan:
 
     @property
     def resampled(self) -> bool:
+        """Whether workers resample the shards endlessly (``batches_per_rank`` set) rather than make one exact pass."""
         return self.batches_per_rank is not None
 
     def worker_quota(self, worker: int) -> int | None:

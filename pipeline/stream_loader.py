@@ -92,11 +92,13 @@ class StreamLoader:
         return self.plan.batches_per_rank
 
     def set_epoch(self, epoch: int) -> None:
+        """Move to ``epoch`` from its start (a no-op for the current epoch, keeping the position)."""
         if epoch != self.epoch:
             self.epoch = epoch
             self._reset_position()
 
     def state_dict(self) -> dict:
+        """The data position: epoch, batches consumed, and per worker positions and batches received."""
         return {
             "epoch": self.epoch,
             "batches": self._consumed,
@@ -107,6 +109,7 @@ class StreamLoader:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (ValueError for another ``num_workers``); the next ``__iter__`` resumes there."""
         if state["num_workers"] != self.plan.num_workers:
             raise ValueError(
                 f"data position saved with num_workers={state['num_workers']}, loader has {self.plan.num_workers}: "
@@ -119,6 +122,7 @@ class StreamLoader:
 
     @property
     def stats(self) -> dict[str, int]:
+        """Counters of past iterations plus the latest ones each worker of this iteration reported."""
         out = dict(self._totals)
         for counters in self._current.values():
             for k, v in counters.items():

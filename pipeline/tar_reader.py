@@ -12,6 +12,7 @@ import gzip
 import io
 import lzma
 from collections.abc import Iterator
+from typing import IO
 
 
 class TarFormatError(ValueError):
@@ -30,13 +31,13 @@ _COMPRESSED = (  # magic bytes -> decompressing reader over a file object
 class _Prepend(io.RawIOBase):
     """A read-only stream: ``head`` bytes, then ``rest`` (to sniff compression on pipes)."""
 
-    def __init__(self, head: bytes, rest):
+    def __init__(self, head: bytes, rest: IO[bytes]):
         self.head, self.rest = head, rest
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:
+    def readinto(self, buf: bytearray | memoryview) -> int:
         if self.head:
             n = min(len(buf), len(self.head))
             buf[:n], self.head = self.head[:n], self.head[n:]
@@ -46,7 +47,7 @@ class _Prepend(io.RawIOBase):
         return len(data)
 
 
-def _read_exact(stream, n: int) -> bytes:
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
     data = stream.read(n)
     while len(data) < n:  # pipes and decompressors may return short reads
         more = stream.read(n - len(data))
@@ -70,7 +71,7 @@ class TarReader:
     non-tar file fails at once. Use :meth:`members`, calling :meth:`read` for the members wanted.
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream: IO[bytes]):
         head = stream.read(_BLOCK)
         for magic, opener in _COMPRESSED:
             if head.startswith(magic):

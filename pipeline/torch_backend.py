@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -176,6 +177,7 @@ class TorchBatchMaker:
         return draw_sample(sample, self.recipe, rng, self.gpu_decode, self.reduced_decode)
 
     def __call__(self, samples: list[RawSample], rngs: list[random.Random], counters: dict[str, int]) -> RawBatch | None:
+        """Draw and collate ``samples`` into one :class:`RawBatch`; None when none is usable. Updates ``counters``."""
         results = self.guard.run(self._draw, samples, rngs, counters)
         return None if results is None else collate_drawn(results, self.groups)
 
@@ -245,6 +247,7 @@ class DeviceAugmenter:
         self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
 
     def __call__(self, raw: RawBatch) -> ViewBatch:
+        """Decode, resample, augment and normalise (or round to uint8) ``raw`` on the device."""
         images = decode_on_device(raw, self.device, self.counters)
         keep = [i for i, im in enumerate(images) if im is not None]
         if not keep:
@@ -267,7 +270,7 @@ class DeviceAugmenter:
             for k, v in enumerate(idx):
                 view = out[:, k]
                 views[v] = view.contiguous(memory_format=torch.channels_last) if self.channels_last else view.contiguous()
-        def move(t):
+        def move(t: Tensor) -> Tensor:
             return t.to(self.device, non_blocking=True)
         return ViewBatch(
             views=views,  # type: ignore[arg-type]
@@ -311,20 +314,25 @@ class TorchLoader:
         return len(self.stream)
 
     def set_epoch(self, epoch: int) -> None:
+        """As :meth:`StreamLoader.set_epoch`."""
         self.stream.set_epoch(epoch)
 
     def state_dict(self) -> dict:
+        """The stream's data position (:meth:`StreamLoader.state_dict`)."""
         return self.stream.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """As :meth:`StreamLoader.load_state_dict`."""
         self.stream.load_state_dict(state)
 
     @property
     def epoch(self) -> int:
+        """The epoch the stream is in."""
         return self.stream.epoch
 
     @property
     def stats(self) -> dict[str, int]:
+        """The stream's counters plus the device step's (e.g. JPEGs neither nvJPEG nor the CPU decoded)."""
         out = dict(self.stream.stats)
         for k, v in self.augmenter.counters.items():
             out[k] = out.get(k, 0) + v
@@ -343,7 +351,7 @@ def resolve_decode(decode: str, device: torch.device) -> str:
 
 
 def build_torch_stream(cfg: LoaderConfig, *, gpu_decode: bool, rank: int = 0, world_size: int = 1,
-                       device: torch.device | str = "cpu", finish=lambda raw: raw) -> StreamLoader:
+                       device: torch.device | str = "cpu", finish: Callable[[RawBatch], Any] = lambda raw: raw) -> StreamLoader:
     """The workers' half of the torch backend: a stream of :class:`RawBatch` (bytes for nvJPEG when
     ``gpu_decode``, else pixels), each passed through ``finish`` in the main process."""
     device = torch.device(device)

@@ -61,13 +61,16 @@ class Recipe:
 
     @property
     def sizes(self) -> list[int]:
+        """Side ``S`` of every view, in view order."""
         return [v.size for v in self.views]
 
     @property
     def num_global(self) -> int:
+        """How many views are global (they come first)."""
         return sum(v.is_global for v in self.views)
 
     def without_photometric(self) -> Recipe:
+        """The same recipe with photometric augmentation off in every view."""
         return replace(self, views=tuple(replace(v, photometric=None) for v in self.views))
 
 
@@ -151,6 +154,7 @@ RECIPES = {"clove": clove_recipe, "gtsa": gtsa_recipe, "two-view": two_view_reci
 
 
 def build_recipe(name: str, **kwargs) -> Recipe:
+    """The named recipe, ``kwargs`` passed to its builder (ValueError for an unknown name)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     return RECIPES[name](**kwargs)

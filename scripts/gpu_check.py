@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ STASH = Path("/tmp/densessl-transfer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (``sys.argv[1:]`` when ``argv`` is None); ``--trip-mb`` below 1 is an error."""
     ap = argparse.ArgumentParser(prog="bash scripts/gpu_check.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_argument_group("what to do (default: measure)")
@@ -72,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def do_prepare(args: argparse.Namespace) -> int:
+    """``--prepare``: download the wheels, pack them with the photos into trips and print the calls
+    that bring them over; returns the exit status."""
     from gpucheck.prepare import prepare
 
     glibc_minor = int(args.glibc.split(".")[1])
@@ -109,7 +113,8 @@ def model_bench_flags(py: list[str], env: dict) -> set[str]:
     return {tok.strip(",[]") for tok in r.stdout.split() if tok.startswith(("--", "[--"))} if r.returncode == 0 else set()
 
 
-def build_shards(py: list[str], sz: Sizes, out: Path, photos: Path | None, env: dict, say) -> tuple[Path, str]:
+def build_shards(py: list[str], sz: Sizes, out: Path, photos: Path | None, env: dict,
+                 say: Callable[[str], object]) -> tuple[Path, str]:
     """Benchmark shards from the photos (reused when already built); returns (folder, status)."""
     shards = out / "shards"
     if (shards / "manifest.json").is_file():
@@ -127,6 +132,7 @@ def build_shards(py: list[str], sz: Sizes, out: Path, photos: Path | None, env: 
 
 
 def copy_results(out: Path, dest: Path) -> None:
+    """Copy ``figures.jsonl``, ``table.md`` and the logs (as ``logs.tar.gz``) from ``out`` to ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("figures.jsonl", "table.md"):
         if (out / name).is_file():
@@ -136,6 +142,8 @@ def copy_results(out: Path, dest: Path) -> None:
 
 
 def measure(args: argparse.Namespace) -> int:
+    """Install what came over, build the shards and run the plan, writing the figures and the table;
+    returns the exit status."""
     from tqdm import tqdm
 
     from gpucheck.report import derived, table
@@ -210,6 +218,7 @@ def measure(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``--prepare``, ``--stash`` or measure; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     if args.prepare:

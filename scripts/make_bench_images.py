@@ -21,6 +21,7 @@ from shards.photos import MISSING_HINT, available_photos
 
 
 def main() -> None:
+    """Write ``--count`` JPEGs cropped and resized from the photos into ``out`` (see module doc)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="output folder (created)")
     ap.add_argument("--count", type=int, default=2000, help="number of JPEGs to write (default 2000)")

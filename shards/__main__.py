@@ -88,6 +88,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m shards`` parser: one subcommand per converter, plus ``verify`` and ``bench``."""
     parser = argparse.ArgumentParser(
         prog="python -m shards", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Turn ImageNet, COCO or any image folder into WebDataset tar shards "
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``python -m shards`` subcommand (default ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         from shards.bench import main as bench_main

@@ -20,9 +20,10 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from shards.convert import ConvertOptions, convert
+from shards.convert import ConvertOptions, Source, convert
 from shards.parallel import default_workers
 from shards.probe import ProbeOptions
 
@@ -73,7 +74,8 @@ def build_coco(photos: list[Path], root: Path, n: int, seed: int = 0) -> tuple[P
     return images, ann_file, total
 
 
-def _timed(label: str, source_fn, out: Path, options: ConvertOptions, n: int, nbytes: int) -> None:
+def _timed(label: str, source_fn: Callable[[], Source], out: Path, options: ConvertOptions, n: int,
+           nbytes: int) -> None:
     t0 = time.perf_counter()
     source = source_fn()
     with contextlib.redirect_stdout(io.StringIO()):  # keep the report to our own lines
@@ -86,6 +88,7 @@ def _timed(label: str, source_fn, out: Path, options: ConvertOptions, n: int, nb
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m shards bench``: time both converters on linked datasets; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m shards bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)

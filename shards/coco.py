@@ -22,6 +22,7 @@ from shards.plan import DUPLICATE, Item, Skip, dedupe_keys, sanitize_key
 
 
 def load_coco(path: Path) -> dict:
+    """The parsed annotation file; ValueError when it is unreadable or has no ``images`` list."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:

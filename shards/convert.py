@@ -69,6 +69,11 @@ class Source:
 
 @dataclass
 class ConvertOptions:
+    """How to convert: seed, shard size, sample cap, probe policy, workers, overwrite, progress.
+
+    ValueError on limits a loader would refuse.
+    """
+
     seed: int = 0
     shard_size: int = DEFAULT_SHARD_SIZE
     max_count: int | None = None

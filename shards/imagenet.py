@@ -31,6 +31,11 @@ def _class_dirs(folder: Path) -> list[str]:
 
 
 def find_root(src: Path) -> Path:
+    """The folder holding ``train/`` and/or ``val/`` (``src`` or its ``ILSVRC/Data/CLS-LOC``).
+
+    FileNotFoundError when there is neither, or when ``train/`` still holds per-class ``.tar``
+    archives.
+    """
     kaggle = src / "ILSVRC" / "Data" / "CLS-LOC"
     root = kaggle if kaggle.is_dir() else src
     if not (root / "train").is_dir() and not (root / "val").is_dir():

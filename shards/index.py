@@ -33,10 +33,12 @@ class Member:
 
     @property
     def key(self) -> str:
+        """The sample key: the name up to the first dot of its last path part."""
         return split_name(self.name)[0]
 
     @property
     def ext(self) -> str:
+        """The extension after that dot (``""`` when there is none)."""
         return split_name(self.name)[1]
 
 
@@ -59,6 +61,7 @@ def group_samples(members: list[Member]) -> list[list[Member]]:
 
 
 def format_index(samples: list[list[Member]]) -> str:
+    """The ``v1.2`` index text of ``samples``: a header line, then one line per sample."""
     lines = [f"{INDEX_VERSION} {len(samples)}"]
     for sample in samples:
         lines.append(" ".join(f"{m.ext} {m.offset} {m.size} {m.name}" for m in sample))

@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 
 
 def tool_version() -> str:
+    """The installed densessl version (``0+unknown`` when it is not installed)."""
     try:
         return importlib.metadata.version("densessl")
     except importlib.metadata.PackageNotFoundError:
@@ -78,6 +79,7 @@ def build_manifest(*, kind: str, source: dict, settings: dict, fingerprint: str,
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` through a synced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=False)
@@ -105,6 +107,7 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
 
 
 def human_bytes(n: float) -> str:
+    """``1234567`` -> ``1.2 MB`` (decimal units; whole bytes below 1000)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -16,9 +16,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import SynchronizedArray
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -43,7 +46,7 @@ def tick(nbytes: int) -> None:
             _on_tick()
 
 
-def _init_worker(counter, parent_pid: int) -> None:
+def _init_worker(counter: SynchronizedArray[int], parent_pid: int) -> None:
     global _counter
     _counter = counter
     # Ctrl-C goes to the whole process group; only the parent handles it (and stops us).
@@ -60,6 +63,7 @@ def _init_worker(counter, parent_pid: int) -> None:
 
 
 def default_workers() -> int:
+    """The default process count: the CPUs, at most 8 (at least 1)."""
     return max(1, min(8, os.cpu_count() or 1))
 
 

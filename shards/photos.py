@@ -26,6 +26,7 @@ def listed_photos() -> list[Path]:
 
 
 def skimage_photos() -> list[Path]:
+    """The photos of ``SKIMAGE_PHOTOS`` in scikit-image's data folder (none without the wheel)."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         return []

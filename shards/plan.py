@@ -50,6 +50,7 @@ class Skip:
     split: str = ""
 
     def as_dict(self) -> dict:
+        """The manifest's record of the skip: split, source, reason, detail."""
         return {"split": self.split, "source": self.source, "reason": self.reason,
                 "detail": self.detail}
 
@@ -64,10 +65,12 @@ class ShardJob:
 
     @property
     def name(self) -> str:
+        """The shard's tar file name, e.g. ``train-000003.tar``."""
         return shard_name(self.split, self.index)
 
 
 def shard_name(split: str, index: int) -> str:
+    """``("train", 3)`` -> ``train-000003.tar``."""
     return f"{split}-{index:06d}.tar"
 
 

@@ -62,10 +62,12 @@ class Probe:
 
     @property
     def kept(self) -> bool:
+        """Whether the image goes into the shard (no skip reason)."""
         return self.reason is None
 
     @property
     def ext(self) -> str:
+        """The extension it is stored under (``jpg``, ``png``, ``webp``; ``""`` otherwise)."""
         return EXTENSIONS.get(self.format or "", "")
 
 

@@ -34,6 +34,8 @@ _DECODE_ONLY = ProbeOptions(min_side=MIN_SIDE, max_pixels=MAX_PIXELS, check_deco
 
 @dataclass
 class ShardCheck:
+    """One shard to check (a worker's job): split, manifest entry, classes, whether to decode."""
+
     split: str
     entry: dict
     classes: list[str] | None

@@ -23,16 +23,20 @@ RECORD = 20 * BLOCK  # GNU/Python tar pad archives to whole 10 KiB records
 
 @dataclass
 class ShardStats:
+    """A finished shard: samples, bytes and sha256 of the tar."""
+
     count: int
     bytes: int
     sha256: str
 
 
 def tmp_name(final: Path) -> Path:
+    """The hidden path ``final`` is written under: ``.{name}.{pid}.tmp`` beside it."""
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
 def is_tmp(path: Path) -> bool:
+    """Whether ``path`` is named like a :func:`tmp_name` leftover."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
@@ -81,6 +85,7 @@ class ShardWriter:
 
     @property
     def count(self) -> int:
+        """Samples added so far."""
         return len(self.samples)
 
     def finish(self) -> ShardStats:
@@ -104,6 +109,7 @@ class ShardWriter:
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
+        """Close the file and remove both temporary files (the final paths are left alone)."""
         if not self._f.closed:
             self._f.close()
         for p in (self.tmp, self.index_tmp):

@@ -44,6 +44,7 @@ several processes on one CPU machine (testing): accelerate launch --multi_gpu --
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m train`` command line: ``--config``, ``--resume``, ``--print-config``, overrides."""
     p = argparse.ArgumentParser(
         prog="python -m train",
         description="Dense self-supervised pretraining (CLoVE, GTSA, or the global-only BYOL baseline) on "
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs ``python -m train``; returns the exit status (2 on a config or input error)."""
     args = build_parser().parse_args(argv)
     from train.config import ConfigError, dump_config, load_config
 

@@ -29,6 +29,7 @@ TMP_SUFFIX = ".tmp"
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
+    """``directory/ckpt-{step:08d}.pt``."""
     return Path(directory) / f"ckpt-{step:08d}.pt"
 
 

@@ -105,6 +105,8 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
+    """When checkpoints are written, how many are kept, and whether the backbone is exported at the end."""
+
     every_steps: int = setting(500, min=1)  # also written at the end of the run
     keep_last: int = setting(3, min=1)  # older checkpoints are deleted once a newer one is safely on disk
     export: bool = True  # export the student backbone to ``output_dir/exported`` at the end
@@ -112,6 +114,8 @@ class CheckpointConfig:
 
 @dataclass
 class LogConfig:
+    """How often and where the run logs (JSON lines, TensorBoard, progress bar)."""
+
     every_steps: int = setting(10, min=1)  # the only steps that read values back from the device
     tensorboard: bool = True  # through Accelerate's trackers, when tensorboard is installed
     progress: bool = True  # tqdm bar on the main process
@@ -336,6 +340,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text, in field order."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 

@@ -158,6 +158,7 @@ def _label(run: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs ``python -m train.curves``: plots the runs' curves into one PNG; returns the exit status."""
     ap = argparse.ArgumentParser(
         prog="python -m train.curves",
         description="Training curves (loss and its terms, lr, momentum, throughput, data wait, collapse monitor) "

@@ -97,7 +97,7 @@ def make_pairs(photos: list[Path], size: int = 224, pairs_per_photo: int = 1, se
             a_list.append(a)
             b_list.append(photometric_change(warp_image(a, h), rng))
             h_list.append(h)
-    def to_t(xs):
+    def to_t(xs: list[np.ndarray]) -> Tensor:
         return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     return to_t(a_list), to_t(b_list), torch.from_numpy(np.stack(h_list))
 

@@ -54,6 +54,7 @@ class EvalSettings:
 
     @classmethod
     def quick(cls) -> EvalSettings:
+        """Tiny settings (24 images per split, 4 photos, 3 probe epochs) for tests."""
         return cls(pixels_per_image=64, probe_epochs=3, knn_k=5, pair_size=96, max_photos=4, limit=24)
 
 
@@ -155,6 +156,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m train.evaluate`` command line."""
     p = argparse.ArgumentParser(
         prog="python -m train.evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure the dense features of frozen backbones: linear per-pixel probe (mIoU), kNN top-1 on "
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs ``python -m train.evaluate``: prints the table and JSON lines; returns the exit status."""
     args = build_parser().parse_args(argv)
     from train.eval_models import expand_spec
 

@@ -39,6 +39,7 @@ def export_checkpoint(path: str | Path, out_dir: str | Path) -> tuple[Path, dict
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs ``python -m train.export CKPT OUT`` and lists the written files; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m train.export",
         description="Export the student backbone of a densessl checkpoint in its method's formats: "

@@ -21,13 +21,17 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 
 def tensorboard_available() -> bool:
+    """True when ``tensorboard`` or ``tensorboardX`` is importable."""
     return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
 
 
@@ -49,13 +53,14 @@ class StepMeter:
         self.steps += 1
 
     def reset(self) -> None:
+        """Start a new window: clear the sums and counters, restart the clock."""
         self.__init__()
 
 
 class RunLogger:
     """Writes the JSON-lines log and the trackers (main process) and drives the progress bar."""
 
-    def __init__(self, accelerator, output_dir: Path, total_steps: int, start_step: int, progress: bool,
+    def __init__(self, accelerator: Accelerator, output_dir: Path, total_steps: int, start_step: int, progress: bool,
                  use_trackers: bool) -> None:
         self.accelerator = accelerator
         self.is_main = accelerator.is_main_process
@@ -82,6 +87,7 @@ class RunLogger:
             f.flush()
 
     def step_done(self) -> None:
+        """Advance the progress bar by one optimizer step."""
         if self.bar is not None:
             self.bar.update(1)
 
@@ -141,5 +147,6 @@ class RunLogger:
         return text
 
     def close(self) -> None:
+        """Close the progress bar."""
         if self.bar is not None:
             self.bar.close()

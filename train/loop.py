@@ -29,7 +29,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -42,10 +42,16 @@ from train.optim import build_optimizer, clip_per_parameter_, params_with_grad, 
 from train.plan import Plan, make_plan
 from train.resume import Position, restore
 
+if TYPE_CHECKING:
+    from pipeline.batch import ViewBatch
+
 __all__ = ["Plan", "RunResult", "make_plan", "parameter_digest", "setup_reproducibility", "train"]
 
 @dataclass
 class RunResult:
+    """What :func:`train` returns: the last step and the paths of the run's checkpoint, config, log,
+    TensorBoard directory and exported backbone files."""
+
     step: int
     checkpoint: Path | None
     config: Path
@@ -187,7 +193,7 @@ class Run:
 
     # --- steps -----------------------------------------------------------------------------------
 
-    def micro_step(self, batch, micro: int) -> dict[str, Any]:
+    def micro_step(self, batch: ViewBatch, micro: int) -> dict[str, Any]:
         """Forward and backward of one micro-batch; the teacher moves before the first of a cycle."""
         accum, plan = self.plan.grad_accum, self.plan
         if micro == 0:

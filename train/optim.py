@@ -12,7 +12,7 @@ host, so an optimizer step never forces a device sync.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +53,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 (torch's signature)
+    def step(self, closure: Callable[[], float] | None = None):  # noqa: D102 (torch's signature)
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -30,9 +30,11 @@ class Plan:
         return self.steps_per_epoch * self.grad_accum
 
     def lr(self, step: int) -> float:
+        """Learning rate at optimizer step ``step``: linear warm-up, then cosine to ``min_lr``."""
         return warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
 
     def wd(self, step: int) -> float:
+        """Weight decay at optimizer step ``step``: constant, or cosine to ``weight_decay_end``."""
         if self.weight_decay_end is None:
             return self.weight_decay
         return cosine(step, self.total_steps, self.weight_decay, self.weight_decay_end)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from train.config import Config, config_to_dict, flat_items
 from train.plan import Plan
+
+if TYPE_CHECKING:
+    from pipeline.loader import ViewLoader
 
 
 @dataclass
@@ -27,7 +31,8 @@ class Position:
     pending_rng: dict[str, Any] | None = None
 
 
-def restore(state: dict[str, Any], core: nn.Module, optimizer, scaler, loader, plan: Plan, cfg: Config, rank: int,
+def restore(state: dict[str, Any], core: nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler | None, loader: ViewLoader, plan: Plan, cfg: Config, rank: int,
             world: int) -> tuple[Position, dict[str, tuple[Any, Any]]]:
     """Put a loaded checkpoint ``state`` into the run; returns the position and the config keys that
     changed (``{key: (saved, now)}``)."""

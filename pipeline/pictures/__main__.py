@@ -17,7 +17,7 @@ The views are made by the cpu backend exactly as for training, with photometric 
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Help with every option's default, description and examples kept as written."""
 
 
 def _batch_args(p: argparse.ArgumentParser, recipe: str, locals_shown: int) -> None:
@@ -31,6 +31,7 @@ def _batch_args(p: argparse.ArgumentParser, recipe: str, locals_shown: int) -> N
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: one subcommand per picture, with its options."""
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.pictures",
         description="Draw what the pipeline does as PNG files: matched cells, inverse coordinate maps, "
@@ -116,6 +117,7 @@ def _draw(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Draw the requested picture and save it; the exit status."""
     args = parse_args(argv)
     from pipeline.pictures.figure import save_figure
 

@@ -33,6 +33,7 @@ def num_global(batch: ViewBatch) -> int:
 
 
 def view_name(batch: ViewBatch, v: int) -> str:
+    """Label of view ``v``: ``"global k"`` or ``"local k"``, counted from 1."""
     g = num_global(batch)
     return f"global {v + 1}" if v < g else f"local {v - g + 1}"
 

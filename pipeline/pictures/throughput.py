@@ -26,11 +26,13 @@ class ThroughputRow:
 
     @property
     def name(self) -> str:
+        """Recipe, label, mode (when set) and device, joined by ``·``."""
         parts = [self.recipe, self.label] + ([self.mode] if self.mode else []) + [self.device]
         return " · ".join(parts)
 
     @property
     def median(self) -> float:
+        """Median images/s over the runs."""
         return statistics.median(self.images_per_s)
 
 

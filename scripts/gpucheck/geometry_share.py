@@ -85,6 +85,7 @@ def time_geometry(geometry: CLoVEGeometry, matrices: list[Tensor], reps: int, de
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--batch-size``, ``--batches`` and ``--reps`` below 1 are errors."""
     ap = argparse.ArgumentParser(prog="python -m gpucheck.geometry_share", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", required=True, help="shard directory, glob or URL")
@@ -106,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time CLoVE's M on the loader's matrices and append one JSON line to ``--json-out``; returns 0."""
     args = parse_args(argv)
 
     from pipeline.config import LoaderConfig

@@ -75,6 +75,7 @@ class Step:
 
 def bench_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str, recipe: str, with_m: bool,
                vs_reference: bool = False) -> Step:
+    """A ``pipeline.bench`` run of ``backend`` with ``recipe`` (and M, or against the reference)."""
     name = f"bench.{backend}.{recipe}" + (".m" if with_m else "")
     json_out = out / "bench" / f"{name}.jsonl"
     argv = [*py, "-m", "pipeline.bench", "--shards", str(shards), "--backend", backend, "--recipe", recipe,
@@ -96,6 +97,7 @@ def bench_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str, 
 
 
 def train_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str) -> Step:
+    """A short ``python -m train`` run of CLoVE on the ``backend`` loader; its figures come from ``log.jsonl``."""
     run_dir = out / f"train-{backend}"
     argv = [*py, "-m", "train", "--config", sz.train_config, f"output_dir={run_dir}", f"data.shards={shards}",
             f"data.backend={backend}", f"data.batch_size={sz.train_batch}", f"data.num_workers={sz.workers}",

@@ -26,7 +26,7 @@ def _goal(name: str, text: str, value: float | None, target: float, at_least: bo
 def derived(records: list[dict]) -> list[dict]:
     """The M share of a training step and the goals, from the measured figures."""
     v = _values(records)
-    def val(k):
+    def val(k: str):
         return v[k]["value"] if k in v else None
     out: list[dict] = []
     train = next((b for b in ("torch", "dali") if f"train.{b}.step_ms" in v), None)

@@ -15,9 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpucheck import figures as F
 from gpucheck.plan import Step
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 MIN_USEFUL_S = 20  # a step given less than this would only measure start-up: skip it
@@ -25,6 +29,8 @@ MIN_USEFUL_S = 20  # a step given less than this would only measure start-up: sk
 
 @dataclass
 class Outcome:
+    """How a capped subprocess ended: status, time taken, why (when not ok), output and exit code."""
+
     status: str  # ok | failed | timeout | skipped
     seconds: float
     reason: str = ""
@@ -123,6 +129,7 @@ class FigureLog:
         path.write_text("")
 
     def add(self, record: dict) -> None:
+        """Append ``record``, stamped with the context and the time, to the records and the file."""
         record = {**record, **self.ctx, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.records.append(record)
         with self.path.open("a") as f:
@@ -130,7 +137,8 @@ class FigureLog:
 
 
 def run_plan(steps: list[Step], figures: FigureLog, logs: Path, env: dict, cwd: Path, deadline: float,
-             only: set[str] | None = None, on_line: Callable[[str], None] = log.info, progress=None) -> None:
+             only: set[str] | None = None, on_line: Callable[[str], None] = log.info,
+             progress: tqdm | None = None) -> None:
     """Run every step (or those named in ``only``) in order, within the ``deadline`` (a
     ``time.monotonic()`` value), turning each into figure records."""
     for step in steps:
