@@ -6,6 +6,7 @@ Run ``python -m shards --help`` or ``python -m shards <command> --help``.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 
@@ -190,6 +191,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    # the library reports through the "shards" logger; the command line prints its lines as they are
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("shards")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand of the parsed ``args``; returns the exit code."""
     try:
         if args.command == "verify":
             from shards.verify import verify

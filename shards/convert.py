@@ -20,6 +20,7 @@ same bytes whatever the worker count and however often the run was interrupted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -49,6 +50,8 @@ from shards.writer import ShardWriter, is_tmp, tmp_name
 PROGRESS = ".progress"
 DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
 SHARD_FILE = re.compile(r"^[A-Za-z0-9_-]+-\d{6}\.(tar|idx)$")
+
+log = logging.getLogger("shards")  # progress lines; `python -m shards` prints them to stdout
 
 
 class ConversionError(RuntimeError):
@@ -287,9 +290,9 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
     if finished is not None:
         restored = _restore_missing(out, finished, {job.name: job for job in jobs}, fp, options)
         if restored:
-            print(f"shards: restored {len(restored)} missing or damaged file(s): {', '.join(restored)}")
-        print(f"shards: {out} is already complete for these sources and options")
-        print(summary_line(finished, out))
+            log.info(f"shards: restored {len(restored)} missing or damaged file(s): {', '.join(restored)}")
+        log.info(f"shards: {out} is already complete for these sources and options")
+        log.info(summary_line(finished, out))
         return finished
 
     records: dict[str, dict] = {}
@@ -301,7 +304,7 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
         else:
             records[job.name] = rec
     if records:
-        print(f"shards: resuming: {len(records)} of {len(jobs)} shards already done")
+        log.info(f"shards: resuming: {len(records)} of {len(jobs)} shards already done")
     fn = partial(write_shard, out_dir=str(out), fp=fp, options=options.probe,
                  pause=options.pause_per_shard)
     total = sum(len(j.items) for j in todo)
@@ -323,5 +326,5 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
     write_json_atomic(out / INFO, timm_info(manifest))  # before the manifest, which means "done"
     write_json_atomic(out / MANIFEST, manifest)
     shutil.rmtree(out / PROGRESS, ignore_errors=True)
-    print(summary_line(manifest, out))
+    log.info(summary_line(manifest, out))
     return manifest

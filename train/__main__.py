@@ -78,11 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from train.loop import train
 
     try:
-        train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as e:
         # user-facing problems (missing shards, bad checkpoint path, ...) in one line; bugs keep their traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if result.is_main:
+        print(result.report())
     return 0
 
 

@@ -58,6 +58,16 @@ class RunResult:
     log: Path
     tensorboard: Path | None
     exported: dict[str, Path]
+    summary: str = ""  # "done: step N/M in S s; loss a -> b; images/s, data wait" (main process)
+    is_main: bool = True  # whether this process is the one that reports
+
+    def report(self) -> str:
+        """The closing lines ``python -m train`` prints: summary and where everything was written."""
+        lines = [f"\n{self.summary}", f"  checkpoint  {self.checkpoint}", f"  config      {self.config}"]
+        tb = f"   (TensorBoard: tensorboard --logdir {self.tensorboard})" if self.tensorboard else ""
+        lines.append(f"  log         {self.log}{tb}")
+        lines += [f"  exported    {p}   [{kind}]" for kind, p in self.exported.items()]
+        return "\n".join(lines)
 
 
 def setup_reproducibility(cfg: Config) -> None:
@@ -333,17 +343,9 @@ class Run:
         if self.last_saved is None:
             found = sorted(self.ckpt_dir.glob("ckpt-*.pt"))
             self.last_saved = found[-1] if found else None
-        result = RunResult(pos.step, self.last_saved, config_path, self.out_dir / "log.jsonl",
-                           self.out_dir / "tensorboard" if self.use_tb else None, exported)
-        if acc.is_main_process:
-            print(f"\ndone: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}")
-            print(f"  checkpoint  {result.checkpoint}")
-            print(f"  config      {result.config}")
-            tb = f"   (TensorBoard: tensorboard --logdir {result.tensorboard})" if self.use_tb else ""
-            print(f"  log         {result.log}{tb}")
-            for kind, p in exported.items():
-                print(f"  exported    {p}   [{kind}]")
-        return result
+        summary = f"done: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}"
+        return RunResult(pos.step, self.last_saved, config_path, self.out_dir / "log.jsonl",
+                         self.out_dir / "tensorboard" if self.use_tb else None, exported, summary, acc.is_main_process)
 
 
 def train(cfg: Config, resume: str | None = None) -> RunResult:
