@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from model.bench_step import timed, training_step
 from model.clove import CLoVE
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
@@ -38,11 +38,6 @@ def synthetic_batch(batch_size: int, global_size: int, local_size: int, num_loca
         image_size=torch.tensor(sizes, device=device),
         rotation=torch.zeros(batch_size, len(recipe.views), dtype=torch.long, device=device),
     )
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def build(args: argparse.Namespace, batched: bool) -> CLoVE:
@@ -72,12 +67,7 @@ class Variant:
 
     def step(self) -> None:
         """One full training step: EMA update, forward, backward, optimizer step."""
-        self.model.update_teacher(self.model.teacher_momentum(self.step_i, 1000))
-        with self.amp():
-            out = self.model(self.batch)
-        self.opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self.opt.step()
+        out = training_step(self.model, self.opt, self.batch, self.amp, self.step_i)
         self.step_i += 1
         self.loss = out["loss"].item()
 
@@ -92,12 +82,7 @@ class Variant:
 
     def timed(self, fn: Callable[[], object], reps: int) -> float:
         """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
-        _sync(self.args.device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        _sync(self.args.device)
-        return (time.perf_counter() - t0) / reps
+        return timed(fn, reps, self.args.device)
 
 
 def main(argv: list[str] | None = None) -> None:

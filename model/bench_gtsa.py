@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 import yaml
 
+from model.bench_step import timed, training_step
 from model.gtsa import GTSA
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
@@ -45,11 +45,6 @@ def gtsa_synthetic_batch(batch_size: int, global_size: int, local_size: int, num
     )
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 class Variant:
     """One model + AdamW, stepped on the same batch; ``name`` is batched or looped."""
 
@@ -70,12 +65,7 @@ class Variant:
 
     def step(self) -> None:
         """One full training step: EMA update, forward, backward, optimizer step."""
-        self.model.update_teacher(self.model.teacher_momentum(self.step_i, 1000))
-        with self.amp():
-            out = self.model(self.batch)
-        self.opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self.opt.step()
+        out = training_step(self.model, self.opt, self.batch, self.amp, self.step_i)
         self.step_i += 1
         self.out = out
 
@@ -92,12 +82,7 @@ class Variant:
 
     def timed(self, fn: Callable[[], object], reps: int) -> float:
         """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
-        _sync(self.args.device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        _sync(self.args.device)
-        return (time.perf_counter() - t0) / reps
+        return timed(fn, reps, self.args.device)
 
 
 def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
