@@ -21,7 +21,7 @@ from model.byol_loss import byol_pair_loss
 from model.contract import split_decay
 from model.ema import EMATeacher
 from model.options import resolve_options
-from model.pairs import student_teacher_pairs
+from model.pairs import checked_views, global_view_count, student_teacher_pairs, views_by_size
 from model.resnet_export import export_resnet
 from pipeline.batch import ViewBatch
 
@@ -89,14 +89,10 @@ class BYOL(EMATeacher, nn.Module):
         Views of one size go through the student together (BatchNorm statistics per size, as in
         CLoVE); the teacher sees the ``num_global`` leading views.
         """
-        views, b, g = batch.views, batch.batch_size, int(self.options["num_global"])
-        if not all(v.is_floating_point() for v in views):
-            raise ValueError("BYOL needs normalised float views; run pipeline.batch.normalize_views first")
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, v in enumerate(views):
-            by_size.setdefault(tuple(v.shape[-2:]), []).append(i)
+        views, b = checked_views(batch, "BYOL"), batch.batch_size
+        g = global_view_count(views, self.options["num_global"])
         preds: list[Tensor | None] = [None] * len(views)
-        for idx in by_size.values():
+        for idx in views_by_size(views).values():
             p = self.predictor(self.student(torch.cat([views[i] for i in idx])))
             for n, i in enumerate(idx):
                 preds[i] = p[n * b:(n + 1) * b]

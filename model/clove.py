@@ -24,7 +24,7 @@ from model.contract import split_decay
 from model.ema import EMATeacher
 from model.heads import DenseProjector
 from model.options import resolve_options
-from model.pairs import student_teacher_pairs
+from model.pairs import checked_views, global_view_count, student_teacher_pairs, views_by_size
 from model.resnet_export import export_resnet
 from pipeline.batch import ViewBatch
 from pipeline.geometry import correspondence_mask
@@ -159,19 +159,8 @@ class CLoVE(EMATeacher, nn.Module):
     # --- pieces -----------------------------------------------------------------------------------
 
     def global_view_count(self, batch: ViewBatch) -> int:
-        """Config ``num_global``, else the batch's ``num_global`` attribute, else the number of
-        leading views with the largest size."""
-        views = batch.views
-        g = self.num_global if self.num_global is not None else getattr(batch, "num_global", None)
-        sizes = [tuple(v.shape[-2:]) for v in views]
-        if g is None:
-            largest = max(sizes, key=lambda s: s[0] * s[1])
-            g = sum(s == largest for s in sizes)
-            if any(s != largest for s in sizes[:g]):
-                raise ValueError(f"global (largest) views must come first, got view sizes {sizes}")
-        if not 1 <= g <= len(views) or len(set(sizes[:g])) != 1:
-            raise ValueError(f"{g} global views do not fit view sizes {sizes}")
-        return int(g)
+        """Option ``num_global``, else the number of leading views of the largest size."""
+        return global_view_count(batch.views, self.num_global)
 
     def _prepare(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -179,17 +168,10 @@ class CLoVE(EMATeacher, nn.Module):
     def embed(self, batch: ViewBatch) -> Embeddings:
         """Student embeddings of every view (one backbone call per resolution) and teacher
         embeddings of the global views (no gradient)."""
-        views, b = batch.views, batch.batch_size
-        if len(views) != batch.num_views:
-            raise ValueError(f"batch has {len(views)} views but matrices for {batch.num_views}")
-        if not all(v.is_floating_point() for v in views):
-            raise ValueError("CLoVE needs normalised float views; run pipeline.batch.normalize_views first")
+        views, b = checked_views(batch, "CLoVE"), batch.batch_size
         g = self.global_view_count(batch)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, v in enumerate(views):
-            by_size.setdefault(tuple(v.shape[-2:]), []).append(i)
         student = []
-        for idx in by_size.values():
+        for idx in views_by_size(views).values():
             z, grid = self.student(self._prepare(torch.cat([views[i] for i in idx])))
             student.append(ViewGroup(idx, z.view(len(idx), b, *z.shape[1:]), grid, _stride(views[idx[0]], grid)))
         with torch.no_grad():

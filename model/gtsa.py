@@ -24,7 +24,7 @@ from model.ema import EMATeacher
 from model.gtsa_heads import DensePredictor, DenseProjector, RotationHead
 from model.gtsa_loss import aligned_loss, aligned_samples, patch_correspondence_loss, pc_keep, rotation_loss
 from model.options import resolve_options
-from model.pairs import student_teacher_pairs
+from model.pairs import checked_views, global_view_count, student_teacher_pairs
 from model.vit import ViTEncoder, disable_drop_path, export_timm_vit, vit_model_kwargs
 from pipeline.batch import ViewBatch
 
@@ -160,11 +160,7 @@ class GTSA(EMATeacher, nn.Module):
     def embed(self, batch: ViewBatch) -> Embedded:
         """Student maps and rotation logits of every view (one encoder call per view size) and the
         teacher's maps of the global views (no gradient)."""
-        views, b = batch.views, batch.batch_size
-        if len(views) != batch.num_views:
-            raise ValueError(f"batch has {len(views)} views but matrices for {batch.num_views}")
-        if not all(v.is_floating_point() for v in views):
-            raise ValueError("GTSA needs normalised float views; run pipeline.batch.normalize_views first")
+        views, b = checked_views(batch, "GTSA"), batch.batch_size
         g = self.global_view_count(batch)
         groups, logits, turns = [], [], []
         by_size: dict[tuple, list[int]] = {}
@@ -182,14 +178,7 @@ class GTSA(EMATeacher, nn.Module):
 
     def global_view_count(self, batch: ViewBatch) -> int:
         """Option ``num_global``, else the number of leading views of the largest size."""
-        sizes = [tuple(v.shape[-2:]) for v in batch.views]
-        g = self.options["num_global"]
-        if g is None:
-            largest = max(sizes, key=lambda s: s[0] * s[1])
-            g = next((i for i, s in enumerate(sizes) if s != largest), len(sizes))
-        if not 1 <= g <= len(sizes) or len(set(sizes[:g])) != 1:
-            raise ValueError(f"{g} global views do not fit view sizes {sizes}; set method option num_global")
-        return int(g)
+        return global_view_count(batch.views, self.options["num_global"])
 
     def objective(self, groups: list[StudentGroup], teacher: Tensor, teacher_size: tuple[int, int], matrices: Tensor):
         """Per-row aligned loss, its validity and pc loss over all pairs x images; ``teacher

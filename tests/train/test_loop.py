@@ -28,14 +28,15 @@ def fresh_accelerate_state():
     GradientState._reset_state()
 
 
-def test_few_steps(photo_shards, tmp_path, capsys):
+def test_few_steps(photo_shards, tmp_path):
     out = tmp_path / "run"
     cfg = load_config(None, tiny_overrides(photo_shards, out, {"train.epochs": 1, "checkpoint.keep_last": 1}))
     result = train(cfg)
-    printed = capsys.readouterr().out
     assert result.step == 4
+    report = result.report()  # what python -m train prints at the end: where everything is
+    assert report.lstrip().startswith("done: step 4/4") and "loss" in report
     for path in (result.checkpoint, result.config, result.log, result.exported["torchvision"]):
-        assert str(path) in printed  # the run ends by saying where everything is
+        assert str(path) in report
 
     records = read_log(out)
     steps = [r for r in records if "loss" in r]
