@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from model.bench_step import timed, training_step
+from model.bench_step import best_times, timed, training_step, variant_names
 from model.clove import CLoVE
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
@@ -122,13 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or any(v not in ("batched", "looped") for v in variants):
-        p.error(f"--variants takes batched and/or looped, got {args.variants!r}")
-    if min(args.batch_size, args.steps, args.rounds) < 1 or args.warmup < 0:
-        p.error("--batch-size, --steps and --rounds must be >= 1, --warmup >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    variants = variant_names(p, args)
 
     batch = synthetic_batch(args.batch_size, args.global_size, args.local_size, args.num_local, args.device)
     print(
@@ -137,18 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
         + f", bf16={args.bf16}, channels_last={args.channels_last}, compile={args.compile}, torch {torch.__version__}"
     )
-    # warm every variant first (compilation, cudnn autotuning, clocks), then time them in
-    # alternating rounds and keep each one's best, so that the order of variants does not matter
     runs = [Variant(args, v, batch) for v in variants]
-    for r in runs:
-        for _ in range(args.warmup):
-            r.step()
-            r.objective_step()
-    best = {r.name: [float("inf"), float("inf")] for r in runs}
-    for _ in range(args.rounds):
-        for r in runs:
-            best[r.name][0] = min(best[r.name][0], r.timed(r.step, args.steps))
-            best[r.name][1] = min(best[r.name][1], r.timed(r.objective_step, max(args.steps, 10)))
+    best = best_times(runs, args.warmup, args.rounds, args.steps, max(args.steps, 10))
     print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10} {'loss ms (fwd+bwd)':>18}  loss")
     for r in runs:
         step_s, loss_s = best[r.name]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from model.bench_step import timed, training_step
+from model.bench_step import best_times, timed, training_step, variant_names
 from model.gtsa import GTSA
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
@@ -138,13 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     _resolve(p, args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available")
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or any(v not in ("batched", "looped") for v in variants):
-        p.error(f"--variants takes batched and/or looped, got {args.variants!r}")
-    if min(args.batch_size, args.steps, args.rounds) < 1 or args.warmup < 0:
-        p.error("--batch-size, --steps and --rounds must be >= 1, --warmup >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    variants = variant_names(p, args)
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -157,15 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         + f", bf16={args.bf16}, compile={args.compile}, torch {torch.__version__}"
     )
     runs = [Variant(args, v, batch) for v in variants]
-    for r in runs:
-        for _ in range(args.warmup):
-            r.step()
-            r.objective_step()
-    best = {r.name: [float("inf"), float("inf")] for r in runs}
-    for _ in range(args.rounds):  # alternate variants so that their order does not matter
-        for r in runs:
-            best[r.name][0] = min(best[r.name][0], r.timed(r.step, args.steps))
-            best[r.name][1] = min(best[r.name][1], r.timed(r.objective_step, args.steps))
+    best = best_times(runs, args.warmup, args.rounds, args.steps, args.steps)
     print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10} {'loss ms (fwd+bwd)':>18}  loss (aligned / pc / rot)")
     for r in runs:
         o, (step_s, loss_s) = r.out, best[r.name]

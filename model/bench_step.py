@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -38,3 +39,35 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Vie
     out["loss"].backward()
     optimizer.step()
     return out
+
+
+def variant_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """``--variants`` as a list (``batched``/``looped``), after the benchmark's common argument
+    checks; ``parser.error`` (one line, exit 2) on a bad value. Sets ``--threads``."""
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in ("batched", "looped") for v in variants):
+        parser.error(f"--variants takes batched and/or looped, got {args.variants!r}")
+    if min(args.batch_size, args.steps, args.rounds) < 1 or args.warmup < 0:
+        parser.error("--batch-size, --steps and --rounds must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return variants
+
+
+def best_times(runs: list, warmup: int, rounds: int, steps: int, objective_steps: int) -> dict[str, tuple[float, float]]:
+    """``{name: (seconds per step, seconds per objective step)}``, best of ``rounds``.
+
+    Every variant is warmed first (compilation, cudnn autotuning, clocks), then the variants are
+    timed in alternating rounds and each keeps its best, so that their order does not matter.
+    ``runs`` have ``name``, ``step()``, ``objective_step()`` and ``timed(fn, reps)``.
+    """
+    for r in runs:
+        for _ in range(warmup):
+            r.step()
+            r.objective_step()
+    best = {r.name: [float("inf"), float("inf")] for r in runs}
+    for _ in range(rounds):
+        for r in runs:
+            best[r.name][0] = min(best[r.name][0], r.timed(r.step, steps))
+            best[r.name][1] = min(best[r.name][1], r.timed(r.objective_step, objective_steps))
+    return {k: (v[0], v[1]) for k, v in best.items()}

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.pictures.figure import pyplot, save_figure
+from pipeline.pictures.figure import pyplot, write_figure_command
 from pipeline.pictures.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -179,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.columns < 1 or args.dpi < 1:
         ap.error("--columns and --dpi must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
+
+    def draw() -> Any:
         runs = {}
         for run in args.runs:
             label = _label(Path(run))
@@ -187,12 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                 label += "'"
             runs[label] = run_series(read_jsonl(log_path(run)))
         evals = eval_series(read_jsonl(args.eval), args.metrics) if args.eval else None
-        path = save_figure(curves_figure(runs, evals, args.fields, args.columns, args.title), args.out, dpi=args.dpi)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
-    return 0
+        return curves_figure(runs, evals, args.fields, args.columns, args.title)
+
+    return write_figure_command(draw, args.out, dpi=args.dpi)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 EXAMPLES = """examples (shards from `python -m shards photos data/shards/photos`):
@@ -119,15 +118,9 @@ def _draw(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     """Draw the requested picture and save it; the exit status."""
     args = parse_args(argv)
-    from pipeline.pictures.figure import save_figure
+    from pipeline.pictures.figure import write_figure_command
 
-    try:
-        path = save_figure(_draw(args), args.out, dpi=args.dpi, palette=args.palette)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
-    return 0
+    return write_figure_command(lambda: _draw(args), args.out, dpi=args.dpi, palette=args.palette)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,15 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100, palette: bool = Fals
         fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
+
+
+def write_figure_command(draw: Callable[[], Any], out: str | Path, dpi: int = 100, palette: bool = False) -> int:
+    """What a picture command does at its end: draw, save, print ``wrote PATH (N kB)``; a
+    missing input or a bad value prints one ``error:`` line instead. Returns the exit status."""
+    try:
+        path = save_figure(draw(), out, dpi=dpi, palette=palette)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    return 0
