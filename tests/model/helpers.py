@@ -21,3 +21,15 @@ def make_batch(recipe: Recipe, b: int, seed: int = 0, size: tuple[int, int] = (1
     return ViewBatch(
         views, torch.tensor(mats, dtype=torch.float32), torch.tensor([size] * b), torch.zeros(b, v, dtype=torch.long)
     )
+
+
+def perturb(module: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights and BN statistics, so that a wrong mapping cannot go unnoticed."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if t.is_floating_point():
+                if "running_var" in name:
+                    t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.1)

@@ -13,21 +13,10 @@ import torchvision
 from model.backbones import build_backbone
 from model.registry import METHODS
 from model.resnet_export import export_resnet
+from tests.model.helpers import perturb
 from train.checkpoint import save_checkpoint
 from train.config import config_to_dict, load_config
 from train.export import main
-
-
-def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
-    """Random weights and BN statistics, so that a wrong mapping cannot go unnoticed."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.is_floating_point():
-                if "running_var" in name:
-                    t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-                else:
-                    t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
 
 
 def _torchvision_c5(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +26,7 @@ def _torchvision_c5(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Te
 
 def test_torchvision_export_loads_strictly_and_computes_the_same_features(tmp_path):
     backbone = METHODS["clove"]({"backbone": "resnet18", "proj_hidden": 64, "proj_dim": 32}).student.backbone
-    _perturb(backbone)
+    perturb(backbone)
     written = export_resnet(backbone, tmp_path, "clove")
     assert set(written) == {"torchvision", "backbone"}  # basic blocks: no detectron2 file
     info = json.loads(written["backbone"].read_text())
@@ -70,7 +59,7 @@ def _detectron2_names(blocks=(3, 4, 6, 3)) -> set[str]:
 
 def test_detectron2_export_of_resnet50(tmp_path):
     backbone = build_backbone("resnet50")
-    _perturb(backbone, seed=2)
+    perturb(backbone, seed=2)
     written = export_resnet(backbone, tmp_path, "clove")
     assert written["torchvision"].name == "resnet50_torchvision.pth"
     with open(written["detectron2"], "rb") as f:
@@ -104,7 +93,7 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     cfg = load_config(None, ["data.samples_per_epoch=64", "method.options.backbone=resnet18", "method.options.proj_hidden=64",
                              "method.options.proj_dim=32"])
     method = METHODS["clove"](cfg.method.options)
-    _perturb(method.student, seed=3)
+    perturb(method.student, seed=3)
     path = save_checkpoint({"config": config_to_dict(cfg), "model": method.state_dict()}, tmp_path / "run" / "checkpoints", 7)
     assert main([str(path), str(tmp_path / "out")]) == 0
     assert "resnet18_torchvision.pth" in capsys.readouterr().out

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,3 +73,36 @@ def read_log(out: Path) -> list[dict]:
 def step_losses(records: list[dict]) -> dict[int, float]:
     """Per-step loss; the last record of a step wins (a resumed run repeats steps after its checkpoint)."""
     return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def run_train(cmd: list[str], timeout: float = 300) -> None:
+    """Run a ``python -m train`` command line to its end; fail with its stderr's tail otherwise."""
+    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def run_and_kill(cmd: list[str], out: Path, after_step: int, timeout: float = 300) -> None:
+    """Start a training command and SIGKILL it (and its DataLoader workers, in the same session)
+    as soon as ``out``'s log holds the loss of step ``after_step``."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(r.get("step", 0) >= after_step and "loss" in r for r in read_log(out)):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the run and its DataLoader worker (its own session)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def final_state(out: Path) -> dict:
+    """The newest checkpoint of run ``out``, loaded on the CPU."""
+    import torch
+
+    ckpts = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    return torch.load(ckpts[-1], map_location="cpu", weights_only=True)

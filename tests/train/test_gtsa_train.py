@@ -3,17 +3,12 @@ per step. The cpu backend on real photos, AdamW with the wd schedule and per-par
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-
 import pytest
 import timm
 import torch
 
 from model.registry import METHODS
-from tests.train.helpers import PYTHON, REPO, read_log, step_losses, subprocess_env
+from tests.train.helpers import PYTHON, REPO, final_state, read_log, run_and_kill, run_train, step_losses
 from train.config import load_config
 from train.loop import train
 
@@ -107,40 +102,14 @@ def _cmd(shards, out, resume: bool = False) -> list[str]:
     return cmd + (["--resume", "auto"] if resume else [])
 
 
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _run_and_kill(cmd: list[str], out, after_step: int) -> None:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(r.get("step", 0) >= after_step and "loss" in r for r in read_log(out)):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the run and its DataLoader worker (its own session)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-
-
-def _final_state(out) -> dict:
-    return torch.load(sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1], map_location="cpu", weights_only=True)
-
-
 def test_gtsa_tiny_killed_mid_epoch_and_resumed_is_bit_identical(photo_shards, tmp_path):
     # drop-path draws from the global torch RNG every step: the resumed run repeats it only if the
     # checkpoint restores that RNG exactly where the first run was
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run(_cmd(photo_shards, straight))
-    _run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP)
+    run_train(_cmd(photo_shards, straight))
+    run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP)
     assert KILL_AFTER_STEP <= max(step_losses(read_log(killed))) < 8
-    _run(_cmd(photo_shards, killed, resume=True))
+    run_train(_cmd(photo_shards, killed, resume=True))
 
     records = read_log(killed)
     resumed = [r for r in records if r.get("event") == "resume"]
@@ -150,7 +119,7 @@ def test_gtsa_tiny_killed_mid_epoch_and_resumed_is_bit_identical(photo_shards, t
     got = {r["step"]: (r["loss"], r["aligned"], r["pc"], r["rot"]) for r in records if "loss" in r}
     assert got == expected  # every term bit-identical at every step, including the re-run ones
 
-    a, b = _final_state(straight), _final_state(killed)
+    a, b = final_state(straight), final_state(killed)
     assert a["step"] == b["step"] == 8
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name

@@ -8,13 +8,10 @@ every tensor of the final checkpoint).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 
 import torch
 
-from tests.train.helpers import PYTHON, REPO, read_log, step_losses, subprocess_env, tiny_overrides
+from tests.train.helpers import PYTHON, final_state, read_log, run_and_kill, run_train, step_losses, tiny_overrides
 
 # 2 epochs x 4 steps, checkpoints every 3 steps: the kill lands after step 7 is logged, so the run
 # resumes from step 6, in the middle of the second epoch (data position and RNG restored mid-epoch).
@@ -27,40 +24,13 @@ def _cmd(shards, out, resume: bool = False) -> list[str]:
     return cmd + (["--resume", "auto"] if resume else [])
 
 
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _run_and_kill(cmd: list[str], out, after_step: int) -> None:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(r.get("step", 0) >= after_step and "loss" in r for r in read_log(out)):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the run and its DataLoader worker (its own session)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-
-
-def _final_state(out) -> dict:
-    ckpts = sorted((out / "checkpoints").glob("ckpt-*.pt"))
-    return torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-
-
-def test_sigkill_and_resume_reproduces_the_uninterrupted_run(photo_shards, tmp_path):
+def test_sigkill_and_resume_reproduces_the_uninterruptedrun_train(photo_shards, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run(_cmd(photo_shards, straight))
-    _run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP)
+    run_train(_cmd(photo_shards, straight), timeout=240)
+    run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP, timeout=240)
     before = step_losses(read_log(killed))
     assert max(before) >= KILL_AFTER_STEP and max(before) < 8
-    _run(_cmd(photo_shards, killed, resume=True))
+    run_train(_cmd(photo_shards, killed, resume=True), timeout=240)
 
     records = read_log(killed)
     resumed = [r for r in records if r.get("event") == "resume"]
@@ -70,7 +40,7 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(photo_shards, tmp_p
     got = step_losses(records)
     assert got == expected  # bit-identical losses at every step, including the re-run ones
 
-    a, b = _final_state(straight), _final_state(killed)
+    a, b = final_state(straight), final_state(killed)
     assert a["step"] == b["step"] == 8
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
