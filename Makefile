@@ -7,7 +7,7 @@ DATA ?= data
 help:
 	@echo "make setup     create .venv, install densessl + real photos (no GPU needed)"
 	@echo "make demo      setup, build shards from the bundled real photos, run the default job"
-	@echo "make test      setup, then the linter (ruff) and the fast test suite (what CI runs)"
+	@echo "make test      setup, then ruff (lint + format check) and the fast test suite (what CI runs)"
 	@echo "make test-all  also the slow tests"
 
 setup: .venv/.installed
@@ -21,6 +21,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 test-all: setup

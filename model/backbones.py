@@ -67,6 +67,7 @@ def load_local_weights(trunk: ResNetC5, path: str | Path) -> None:
         )
     trunk.load_state_dict(state)
 
+
 def build_backbone(name: str, weights: str | Path | None = None, zero_init_residual: bool = True) -> ResNetC5:
     """A ResNet trunk returning C5.
 

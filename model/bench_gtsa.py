@@ -27,8 +27,9 @@ from pipeline.batch import ViewBatch
 from pipeline.views import gtsa_recipe, sample_views
 
 
-def gtsa_synthetic_batch(batch_size: int, global_size: int, local_size: int, num_local: int, device: str = "cpu",
-                         seed: int = 0) -> ViewBatch:
+def gtsa_synthetic_batch(
+    batch_size: int, global_size: int, local_size: int, num_local: int, device: str = "cpu", seed: int = 0
+) -> ViewBatch:
     """Random normalised views with GTSA geometry (overlap rule, quarter turns) from
     :func:`pipeline.views.sample_views`; ``rotation`` holds the sampled quarter turns."""
     recipe = gtsa_recipe(global_size, local_size, num_local)
@@ -76,8 +77,7 @@ class Variant:
                 self.emb = self.model.embed(self.batch)
             for g in self.emb.student:
                 g.maps = g.maps.detach().requires_grad_(True)
-        aligned, _, pc = self.model.objective(self.emb.student, self.emb.teacher, self.emb.teacher_size,
-                                              self.batch.matrices)
+        aligned, _, pc = self.model.objective(self.emb.student, self.emb.teacher, self.emb.teacher_size, self.batch.matrices)
         (aligned.mean() + pc.mean()).backward()
 
     def timed(self, fn: Callable[[], object], reps: int) -> float:
@@ -97,8 +97,12 @@ def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if raw.get("method", {}).get("name") != "gtsa":
             p.error(f"--config {args.config} is not a gtsa preset (method.name)")
         data, options = raw.get("data", {}), dict(raw["method"].get("options") or {})
-    for flag, key, default in (("batch_size", "batch_size", 32), ("global_size", "global_size", 224),
-                               ("local_size", "local_size", 96), ("num_local", "num_local", 8)):
+    for flag, key, default in (
+        ("batch_size", "batch_size", 32),
+        ("global_size", "global_size", 224),
+        ("local_size", "local_size", 96),
+        ("num_local", "num_local", 8),
+    ):
         if getattr(args, flag) is None:
             setattr(args, flag, data.get(key) or default)
     options.setdefault("arch", "vit_small_patch16_224")
@@ -119,8 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         "looped in Python. Synthetic inputs; prints images/s.",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--config", default=None, help="training preset (YAML) whose method options, view sizes and "
-                   "batch size to use; the flags below override it")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="training preset (YAML) whose method options, view sizes and batch size to use; the flags below override it",
+    )
     p.add_argument("--arch", default=None, help="timm ViT name (default vit_small_patch16_224)")
     p.add_argument("--patch-size", type=int, default=None, help="override the ViT's patch size")
     p.add_argument("--batch-size", type=int, default=None, help="images per step, each gives 2 + N views (default 32)")
@@ -147,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"GTSA step: {args.options['arch']} {args.options.get('model_kwargs') or ''}"
         + f", batch {args.batch_size}, views 2x{args.global_size} + {args.num_local}x{args.local_size}, "
-        f"device {args.device}" + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
+        f"device {args.device}"
+        + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
         + f", bf16={args.bf16}, compile={args.compile}, torch {torch.__version__}"
     )
     runs = [Variant(args, v, batch) for v in variants]
@@ -155,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10} {'loss ms (fwd+bwd)':>18}  loss (aligned / pc / rot)")
     for r in runs:
         o, (step_s, loss_s) = r.out, best[r.name]
-        print(f"{r.name:<8} {args.batch_size / step_s:>10.1f} {1e3 * step_s:>10.1f} {1e3 * loss_s:>18.2f}  "
-              f"{o['loss'].item():.4f} ({o['aligned'].item():.4f} / {o['pc'].item():.4f} / {o['rot'].item():.4f})")
+        print(
+            f"{r.name:<8} {args.batch_size / step_s:>10.1f} {1e3 * step_s:>10.1f} {1e3 * loss_s:>18.2f}  "
+            f"{o['loss'].item():.4f} ({o['aligned'].item():.4f} / {o['pc'].item():.4f} / {o['rot'].item():.4f})"
+        )
     if args.device.startswith("cuda"):
         print(f"peak GPU memory (all variants): {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")
 

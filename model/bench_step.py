@@ -29,8 +29,9 @@ def timed(fn: Callable[[], object], reps: int, device: str) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: ViewBatch,
-                  amp: Callable[[], AbstractContextManager], step: int) -> dict[str, Tensor]:
+def training_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: ViewBatch, amp: Callable[[], AbstractContextManager], step: int
+) -> dict[str, Tensor]:
     """One full training step as the loop does it: EMA update, forward, backward, optimizer step."""
     model.update_teacher(model.teacher_momentum(step, 1000))
     with amp():

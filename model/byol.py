@@ -95,7 +95,7 @@ class BYOL(EMATeacher, nn.Module):
         for idx in views_by_size(views).values():
             p = self.predictor(self.student(torch.cat([views[i] for i in idx])))
             for n, i in enumerate(idx):
-                preds[i] = p[n * b:(n + 1) * b]
+                preds[i] = p[n * b : (n + 1) * b]
         with torch.no_grad():
             k = self.teacher(torch.cat(views[:g])).view(g, b, -1)
         pairs = student_teacher_pairs(g, len(views))

@@ -153,8 +153,13 @@ class CLoVE(EMATeacher, nn.Module):
         """
         emb = self.embed(batch)
         loss, pos, neg, matches = self.objective(emb, batch.matrices)
-        return {"loss": loss, "positive": pos.detach(), "negative": neg.detach(), "matches": matches,
-                "embeddings": emb.teacher.emb[0].flatten(0, 1)}
+        return {
+            "loss": loss,
+            "positive": pos.detach(),
+            "negative": neg.detach(),
+            "matches": matches,
+            "embeddings": emb.teacher.emb[0].flatten(0, 1),
+        }
 
     # --- pieces -----------------------------------------------------------------------------------
 
@@ -210,9 +215,7 @@ class CLoVE(EMATeacher, nn.Module):
         ``[R, 3, 3]`` student/teacher matrices -> (loss, P, N, |M|), each ``[R]``."""
         # geometry in fp32 even under autocast: bf16 matmuls would shift cell centres by pixels
         with torch.autocast(ms.device.type, enabled=False):
-            mask = correspondence_mask(
-                ms.float(), mt.float(), group.grid, group.stride, teacher.grid, teacher.stride, self.t_pos
-            )
+            mask = correspondence_mask(ms.float(), mt.float(), group.grid, group.stride, teacher.grid, teacher.stride, self.t_pos)
         loss, pos, neg = clove_pair_loss(z, k, mask, self.gamma, self.margin, *self.neg_ranks)
         return loss, pos, neg, mask.sum(dim=(1, 2))
 
@@ -241,9 +244,7 @@ class CLoVE(EMATeacher, nn.Module):
         if not pairs:
             return None
         rows = [
-            self._rows(
-                group.emb[group.views.index(s)], teacher.emb[t], matrices[:, s], matrices[:, t], group, teacher
-            )
+            self._rows(group.emb[group.views.index(s)], teacher.emb[t], matrices[:, s], matrices[:, t], group, teacher)
             for s, t in pairs
         ]
         return tuple(torch.cat([r[i] for r in rows]) for i in range(4))

@@ -61,13 +61,7 @@ def hard_negative_term(logits: Tensor, mask: Tensor, first: int = 2, last: int =
 
 
 def clove_pair_loss(
-    z: Tensor,
-    k: Tensor,
-    mask: Tensor,
-    gamma: float = 2.0,
-    margin: float = 100.0,
-    neg_first: int = 2,
-    neg_last: int = 10,
+    z: Tensor, k: Tensor, mask: Tensor, gamma: float = 2.0, margin: float = 100.0, neg_first: int = 2, neg_last: int = 10
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Hinge loss of every (pair, image) row, in fp32.
 

@@ -74,7 +74,10 @@ def split_decay(module: nn.Module) -> list[dict[str, Any]]:
 
 def check_method(method: Any) -> None:
     """ValueError naming the missing members when ``method`` does not satisfy :class:`Method`."""
-    missing = [m for m in ("forward", "teacher_momentum", "update_teacher", "set_epoch", "parameter_groups", "export")
-               if not callable(getattr(method, m, None))]
+    missing = [
+        m
+        for m in ("forward", "teacher_momentum", "update_teacher", "set_epoch", "parameter_groups", "export")
+        if not callable(getattr(method, m, None))
+    ]
     if missing:
         raise ValueError(f"{type(method).__name__} does not satisfy model.contract.Method: missing {missing}")

@@ -122,8 +122,7 @@ class TorchvisionResNet:
     def random(self, arch: str, init: str) -> DenseFeatures:
         """Randomly initialised ResNet (``init``: ``default`` or ``zero_residual``)."""
         resnet = getattr(torchvision.models, arch)(weights=None, zero_init_residual=init == "zero_residual")
-        return self._wrap(resnet, f"random {arch} ({INITS[init]})",
-                          {"family": "torchvision_resnet", "arch": arch, "init": init})
+        return self._wrap(resnet, f"random {arch} ({INITS[init]})", {"family": "torchvision_resnet", "arch": arch, "init": init})
 
 
 class TimmViT:
@@ -154,8 +153,9 @@ class TimmViT:
         if init != "default":
             raise ValueError(f"a ViT has no {init!r} init; use random:{arch}")
         body = ViTFeatureMaps(timm.create_model(arch, pretrained=False, dynamic_img_size=True))
-        return DenseFeatures(body, dict(body.strides), f"random {arch} ({INITS[init]})",
-                             {"family": "timm_vit", "arch": arch, "init": init})
+        return DenseFeatures(
+            body, dict(body.strides), f"random {arch} ({INITS[init]})", {"family": "timm_vit", "arch": arch, "init": init}
+        )
 
 
 FAMILIES: dict[str, Family] = {"torchvision_resnet": TorchvisionResNet(), "timm_vit": TimmViT()}

@@ -152,8 +152,14 @@ class GTSA(EMATeacher, nn.Module):
             loss = loss + o["pc_weight"] * l_pc
         teacher = emb.teacher
         tokens = teacher[0].detach().flatten(2).transpose(1, 2).reshape(-1, teacher.shape[2])
-        return {"loss": loss, "aligned": l_aligned.detach(), "pc": l_pc.detach(), "rot": l_rot.detach(),
-                "rot_acc": rot_acc, "embeddings": tokens}
+        return {
+            "loss": loss,
+            "aligned": l_aligned.detach(),
+            "pc": l_pc.detach(),
+            "rot": l_rot.detach(),
+            "rot_acc": rot_acc,
+            "embeddings": tokens,
+        }
 
     # --- pieces -----------------------------------------------------------------------------------
 
@@ -173,8 +179,7 @@ class GTSA(EMATeacher, nn.Module):
             turns.append(batch.rotation[:, idx].transpose(0, 1).reshape(-1))  # view-major, as cat
         with torch.no_grad():
             k = self.teacher(torch.cat(views[:g]))
-        return Embedded(groups, k.view(g, b, *k.shape[1:]), tuple(views[0].shape[-2:]), torch.cat(logits),
-                        torch.cat(turns))
+        return Embedded(groups, k.view(g, b, *k.shape[1:]), tuple(views[0].shape[-2:]), torch.cat(logits), torch.cat(turns))
 
     def global_view_count(self, batch: ViewBatch) -> int:
         """Option ``num_global``, else the number of leading views of the largest size."""
@@ -209,8 +214,9 @@ class GTSA(EMATeacher, nn.Module):
             self._index_cache[key] = tuple(torch.tensor(i, device=device) for i in idx)
         return self._index_cache[key]
 
-    def _group_rows(self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]],
-                    matrices: Tensor):
+    def _group_rows(
+        self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]], matrices: Tensor
+    ):
         """All pairs whose student view is in ``grp``, pair-major rows, in one computation."""
         if not pairs:
             return None
@@ -221,11 +227,14 @@ class GTSA(EMATeacher, nn.Module):
         mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
         return self._rows(z, k, ms, mt, grp, teacher_size)
 
-    def _looped_rows(self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]],
-                     matrices: Tensor):
+    def _looped_rows(
+        self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]], matrices: Tensor
+    ):
         """The rows of :meth:`_group_rows`, one pair at a time (the benchmark's baseline)."""
         if not pairs:
             return None
-        rows = [self._rows(grp.maps[grp.views.index(v)], teacher[t], matrices[:, v], matrices[:, t], grp, teacher_size)
-                for t, v in pairs]
+        rows = [
+            self._rows(grp.maps[grp.views.index(v)], teacher[t], matrices[:, v], matrices[:, t], grp, teacher_size)
+            for t, v in pairs
+        ]
         return tuple(torch.cat([r[i] for r in rows]) for i in range(3))

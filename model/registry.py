@@ -22,11 +22,7 @@ METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "gtsa": lambda options: GTSA(**(options or {})),
 }
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "clove": CLOVE_DEFAULTS,
-    "byol": BYOL_DEFAULTS,
-    "gtsa": GTSA_DEFAULTS,
-}
+DEFAULTS: dict[str, dict[str, Any]] = {"clove": CLOVE_DEFAULTS, "byol": BYOL_DEFAULTS, "gtsa": GTSA_DEFAULTS}
 
 
 def method_defaults(name: str) -> dict[str, Any]:

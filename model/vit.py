@@ -79,8 +79,13 @@ def export_timm_vit(encoder: ViTEncoder, out_dir: str | Path, method: str) -> di
     written = {"timm": out / f"{encoder.arch}_timm.pth", "backbone": out / "backbone.json"}
     state = {k.removeprefix("module."): v.detach().cpu().clone() for k, v in encoder.vit.state_dict().items()}
     torch.save(state, written["timm"])
-    info = {"family": "timm_vit", "arch": encoder.arch, "weights": written["timm"].name,
-            "model_kwargs": encoder.model_kwargs, "method": method}
+    info = {
+        "family": "timm_vit",
+        "arch": encoder.arch,
+        "weights": written["timm"].name,
+        "model_kwargs": encoder.model_kwargs,
+        "method": method,
+    }
     written["backbone"].write_text(json.dumps(info, indent=2) + "\n")
     return written
 
@@ -104,8 +109,7 @@ class ViTFeatureMaps(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``[B, 3, H, W]`` -> ``{"block{i}": [B, D, H / p, W / p]}``."""
-        maps = self.vit.forward_intermediates(x, indices=self.indices, norm=True, output_fmt="NCHW",
-                                             intermediates_only=True)
+        maps = self.vit.forward_intermediates(x, indices=self.indices, norm=True, output_fmt="NCHW", intermediates_only=True)
         return dict(zip(self.strides, maps))
 
 

@@ -46,6 +46,7 @@ class ViewBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> ViewBatch:
         """A copy with every tensor on ``device`` (keys and a copy of the stats carried over)."""
+
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
@@ -61,8 +62,10 @@ class ViewBatch:
 
     def pin_memory(self) -> ViewBatch:
         """Called by DataLoader(pin_memory=True) on custom batch types."""
+
         def pin(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.pin_memory()
+
         return ViewBatch(
             [v.pin_memory() for v in self.views],
             pin(self.matrices),

@@ -156,9 +156,18 @@ def measure(
         return after[key] - before.get(key, 0) if key in after else None
 
     nbytes = delta("image_bytes")
-    return Measurement(label, images, images * views_per_image,
-                       float(nbytes) if nbytes is not None else images * bytes_per_image, wall, cpu,
-                       delta("bad_samples"), delta("recovered_samples"), nbytes is None, extra)
+    return Measurement(
+        label,
+        images,
+        images * views_per_image,
+        float(nbytes) if nbytes is not None else images * bytes_per_image,
+        wall,
+        cpu,
+        delta("bad_samples"),
+        delta("recovered_samples"),
+        nbytes is None,
+        extra,
+    )
 
 
 def endless(loader: Iterable[Any]) -> Iterator:
@@ -211,10 +220,18 @@ def run_backend(args: argparse.Namespace, cfg: LoaderConfig, device: torch.devic
         loader = build_loader(cfg, device=device)
         batches = ((b.batch_size, b) for b in endless(loader))
     try:
-        return measure(label, batches, steps=args.steps, warmup=args.warmup, device=device,
-                       views_per_image=len(recipe.views), bytes_per_image=bytes_per_image,
-                       stats=lambda: loader.stats, on_batch=counter,
-                       on_end=counter.result if counter else None)
+        return measure(
+            label,
+            batches,
+            steps=args.steps,
+            warmup=args.warmup,
+            device=device,
+            views_per_image=len(recipe.views),
+            bytes_per_image=bytes_per_image,
+            stats=lambda: loader.stats,
+            on_batch=counter,
+            on_end=counter.result if counter else None,
+        )
     finally:
         batches.close()  # stop this run's workers before the next run is measured
 
@@ -224,12 +241,25 @@ def run_reference(args: argparse.Namespace, cfg: LoaderConfig, device: torch.dev
     from pipeline.reference import build_reference_loader, iterate_reference
 
     recipe = recipe_from_config(cfg)
-    loader = build_reference_loader(cfg.shards, recipe, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                    pin_memory=device.type == "cuda", seed=cfg.seed)
+    loader = build_reference_loader(
+        cfg.shards,
+        recipe,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        seed=cfg.seed,
+    )
     batches = iterate_reference(loader, device)
     try:
-        return measure("reference", batches, steps=args.steps, warmup=args.warmup, device=device,
-                       views_per_image=len(recipe.views), bytes_per_image=bytes_per_image)
+        return measure(
+            "reference",
+            batches,
+            steps=args.steps,
+            warmup=args.warmup,
+            device=device,
+            views_per_image=len(recipe.views),
+            bytes_per_image=bytes_per_image,
+        )
     finally:
         batches.close()
 
@@ -269,14 +299,27 @@ def run_decode_only(args: argparse.Namespace, cfg: LoaderConfig, device: torch.d
     """Time full-size decoding of the same files with the same workers (:class:`DecodeOnly`)."""
     from pipeline.source import StreamPlan
 
-    plan = StreamPlan(urls=tuple(list_shards(cfg.shards)), seed=cfg.seed, num_workers=max(1, cfg.num_workers),
-                      batch_size=cfg.batch_size, batches_per_rank=cfg.samples_per_epoch // cfg.batch_size,
-                      shuffle_buffer=cfg.shuffle_buffer)
+    plan = StreamPlan(
+        urls=tuple(list_shards(cfg.shards)),
+        seed=cfg.seed,
+        num_workers=max(1, cfg.num_workers),
+        batch_size=cfg.batch_size,
+        batches_per_rank=cfg.samples_per_epoch // cfg.batch_size,
+        shuffle_buffer=cfg.shuffle_buffer,
+    )
     loader = StreamLoader(plan, DecodeOnly(), lambda out: out, num_workers=cfg.num_workers)
     batches = ((b.batch_size, b) for b in endless(loader))
     try:
-        return measure("decode-only", batches, steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
-                       views_per_image=0, bytes_per_image=bytes_per_image, stats=lambda: loader.stats)
+        return measure(
+            "decode-only",
+            batches,
+            steps=args.steps,
+            warmup=args.warmup,
+            device=torch.device("cpu"),
+            views_per_image=0,
+            bytes_per_image=bytes_per_image,
+            stats=lambda: loader.stats,
+        )
     finally:
         batches.close()
 
@@ -319,23 +362,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20, help="timed batches")
     ap.add_argument("--warmup", type=int, default=2, help="untimed batches first (worker start-up, caches)")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="where batches end up (and where the torch backend computes)")
-    ap.add_argument("--decode", choices=["auto", "gpu", "cpu"], default="auto",
-                    help="torch backend: nvJPEG on the device (gpu) or libjpeg-turbo in workers (cpu)")
-    ap.add_argument("--vs", choices=["reference"], default=None,
-                    help="also run the reference pipeline under the same conditions and print the ratio")
-    ap.add_argument("--decode-only", action="store_true",
-                    help="also measure full-size decoding of the same files with the same workers")
-    ap.add_argument("--with-m", action="store_true",
-                    help="also compute CLoVE's correspondence masks M (stride 32) per batch on the device (backend run only)")
-    ap.add_argument("--stream-only", action="store_true",
-                    help="torch backend: measure only what the workers hand the main process (raw batches: JPEG "
-                    "bytes with --decode gpu, pixels with --decode cpu), i.e. how fast the CPU side can feed the "
-                    "device step; runs without a GPU")
+    ap.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where batches end up (and where the torch backend computes)",
+    )
+    ap.add_argument(
+        "--decode",
+        choices=["auto", "gpu", "cpu"],
+        default="auto",
+        help="torch backend: nvJPEG on the device (gpu) or libjpeg-turbo in workers (cpu)",
+    )
+    ap.add_argument(
+        "--vs",
+        choices=["reference"],
+        default=None,
+        help="also run the reference pipeline under the same conditions and print the ratio",
+    )
+    ap.add_argument(
+        "--decode-only", action="store_true", help="also measure full-size decoding of the same files with the same workers"
+    )
+    ap.add_argument(
+        "--with-m",
+        action="store_true",
+        help="also compute CLoVE's correspondence masks M (stride 32) per batch on the device (backend run only)",
+    )
+    ap.add_argument(
+        "--stream-only",
+        action="store_true",
+        help="torch backend: measure only what the workers hand the main process (raw batches: JPEG "
+        "bytes with --decode gpu, pixels with --decode cpu), i.e. how fast the CPU side can feed the "
+        "device step; runs without a GPU",
+    )
     ap.add_argument("--no-photometric", action="store_true", help="geometry only (photometric augmentation off)")
-    ap.add_argument("--no-normalize", action="store_true",
-                    help="keep uint8 views (skip the float normalisation on --device; the reference always normalises)")
+    ap.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="keep uint8 views (skip the float normalisation on --device; the reference always normalises)",
+    )
     ap.add_argument("--json-out", default="runs/bench.jsonl", help="JSON-lines log; one line per run is appended")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = ap.parse_args(argv)
@@ -362,16 +426,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     total = (args.steps + args.warmup) * args.batch_size
-    cfg = LoaderConfig(shards=args.shards, backend=args.backend, recipe=args.recipe, batch_size=args.batch_size,
-                       num_workers=args.workers, samples_per_epoch=max(total, args.batch_size), seed=args.seed,
-                       photometric=not args.no_photometric, decode=args.decode, normalize=not args.no_normalize,
-                       pin_memory=device.type == "cuda")
+    cfg = LoaderConfig(
+        shards=args.shards,
+        backend=args.backend,
+        recipe=args.recipe,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        samples_per_epoch=max(total, args.batch_size),
+        seed=args.seed,
+        photometric=not args.no_photometric,
+        decode=args.decode,
+        normalize=not args.no_normalize,
+        pin_memory=device.type == "cuda",
+    )
     bytes_per_image = mean_image_bytes(args.shards)
     context = {
-        "shards": args.shards, "recipe": args.recipe, "batch_size": args.batch_size, "steps": args.steps,
-        "warmup": args.warmup, "workers": args.workers, "device": str(device), "photometric": not args.no_photometric,
-        "normalize": not args.no_normalize, "decode": args.decode,
-        "with_m": args.with_m, "host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "shards": args.shards,
+        "recipe": args.recipe,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "workers": args.workers,
+        "device": str(device),
+        "photometric": not args.no_photometric,
+        "normalize": not args.no_normalize,
+        "decode": args.decode,
+        "with_m": args.with_m,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if device.type == "cuda":
@@ -390,10 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     main_rate = runs[0].images_per_s
-    print(f"{args.recipe}, batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up, "
-          f"{args.workers} workers, device {device}, {bytes_per_image / 1e3:.1f} kB/image")
-    print(f"{'run':<22}{'images':>7}{'images/s':>10}{'views/s':>10}{'MB/s':>8}{'cores':>7}{'bad':>6}"
-          f"{'recov':>6}  vs {runs[0].label}")
+    print(
+        f"{args.recipe}, batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up, "
+        f"{args.workers} workers, device {device}, {bytes_per_image / 1e3:.1f} kB/image"
+    )
+    print(
+        f"{'run':<22}{'images':>7}{'images/s':>10}{'views/s':>10}{'MB/s':>8}{'cores':>7}{'bad':>6}"
+        f"{'recov':>6}  vs {runs[0].label}"
+    )
     with out.open("a") as f:
         for r in runs:
             s = r.summary()
@@ -402,16 +489,20 @@ def main(argv: list[str] | None = None) -> int:
             recovered = "-" if s["recovered_samples"] is None else s["recovered_samples"]
             ratio = f"{r.images_per_s / main_rate:.2f}x" if r is not runs[0] else "1.00x"
             mb = f"{s['mb_per_s']:.1f}" + ("~" if r.bytes_estimated else "")
-            print(f"{r.label:<22}{s['images']:>7}{s['images_per_s']:>10.1f}{s['views_per_s']:>10.1f}{mb:>8}"
-                  f"{s['cpu_cores_busy']:>7.2f}{bad!s:>6}{recovered!s:>6}  {ratio}")
+            print(
+                f"{r.label:<22}{s['images']:>7}{s['images_per_s']:>10.1f}{s['views_per_s']:>10.1f}{mb:>8}"
+                f"{s['cpu_cores_busy']:>7.2f}{bad!s:>6}{recovered!s:>6}  {ratio}"
+            )
             f.write(json.dumps({**context, "backend": args.backend, **s}) + "\n")
     for r in runs[1:]:
         ratio = main_rate / r.images_per_s
         note = f" ({100 * ratio:.0f}% of decode-only)" if r.label == "decode-only" else ""
         print(f"images/s ratio {runs[0].label} / {r.label} = {ratio:.2f}{note}")
     if args.with_m and "m_matches_per_batch" in runs[0].extra:
-        print(f"M: {runs[0].extra['m_pairs_per_batch']} view pairs per batch, "
-              f"{runs[0].extra['m_matches_per_batch']} matching cell pairs per batch on average")
+        print(
+            f"M: {runs[0].extra['m_pairs_per_batch']} view pairs per batch, "
+            f"{runs[0].extra['m_matches_per_batch']} matching cell pairs per batch on average"
+        )
     if any(r.bytes_estimated for r in runs):
         print("~: MB/s from the mean image size of the shards (that loader does not count the bytes it reads)")
     print(f"appended {len(runs)} line(s) to {out}")

@@ -106,8 +106,9 @@ def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_de
 
 
 # uint8 level -> ImageNet-normalised float32, per channel: normalising is one table lookup.
-_NORMALIZE_LUT = ((np.arange(256, dtype=np.float64)[:, None] - np.array(IMAGENET_MEAN) * 255.0)
-                  / (np.array(IMAGENET_STD) * 255.0)).astype(np.float32)  # [256, 3]
+_NORMALIZE_LUT = (
+    (np.arange(256, dtype=np.float64)[:, None] - np.array(IMAGENET_MEAN) * 255.0) / (np.array(IMAGENET_STD) * 255.0)
+).astype(np.float32)  # [256, 3]
 _NORMALIZE_LUT_HWC = _NORMALIZE_LUT.reshape(256, 1, 3)
 _NORMALIZE_LUT_PLANES = [np.ascontiguousarray(_NORMALIZE_LUT[:, c]) for c in range(3)]
 
@@ -162,8 +163,15 @@ class CpuBatchMaker:
     good one) re-augmented with the bad position's RNG; otherwise drop it.
     """
 
-    def __init__(self, recipe: Recipe, *, reduced_decode: bool = True, fill_bad: bool = True, channels_last: bool = False,
-                 normalize: bool = False):
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        reduced_decode: bool = True,
+        fill_bad: bool = True,
+        channels_last: bool = False,
+        normalize: bool = False,
+    ):
         self.recipe = recipe
         self.reduced_decode = reduced_decode
         self.channels_last = channels_last
@@ -199,12 +207,7 @@ def finish_on_device(device: torch.device | str, normalize: bool, channels_last:
 
 
 def build_cpu_loader(
-    cfg: LoaderConfig,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-    device: torch.device | str = "cpu",
-    recipe: Recipe | None = None,
+    cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu", recipe: Recipe | None = None
 ) -> StreamLoader:
     """The cpu backend's :class:`~pipeline.loader.ViewLoader` for one rank (see the module docstring).
 
@@ -220,8 +223,9 @@ def build_cpu_loader(
     # On a CPU "device" the workers normalise (in parallel, single-threaded); elsewhere they ship
     # uint8 (4x fewer bytes to pin and copy) and the device normalises.
     in_workers = cfg.normalize and device.type == "cpu"
-    maker = CpuBatchMaker(recipe, reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled,
-                          channels_last=cfg.channels_last, normalize=in_workers)
+    maker = CpuBatchMaker(
+        recipe, reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled, channels_last=cfg.channels_last, normalize=in_workers
+    )
     return StreamLoader(
         plan,
         maker,

@@ -208,14 +208,19 @@ class DaliViewLoader:
             self.epoch_samples = (cfg.samples_per_epoch // cfg.batch_size) * cfg.batch_size
             self.num_batches = cfg.samples_per_epoch // cfg.batch_size
         if self.num_batches == 0:
-            raise ValueError(
-                f"rank {rank} gets {self.epoch_samples} samples per epoch, less than one batch of {cfg.batch_size}"
-            )
+            raise ValueError(f"rank {rank} gets {self.epoch_samples} samples per epoch, less than one batch of {cfg.batch_size}")
         self.graph = GraphSpec(
-            paths=tuple(self.paths), index_paths=tuple(index_paths), recipe=self.recipe,
-            with_labels=with_labels, shard_id=rank, num_shards=world_size,
-            shuffle_buffer=cfg.shuffle_buffer, exact_epochs=self.exact,
-            gpu=self.device.type == "cuda", sampler=sampler, photometric=cfg.photometric,
+            paths=tuple(self.paths),
+            index_paths=tuple(index_paths),
+            recipe=self.recipe,
+            with_labels=with_labels,
+            shard_id=rank,
+            num_shards=world_size,
+            shuffle_buffer=cfg.shuffle_buffer,
+            exact_epochs=self.exact,
+            gpu=self.device.type == "cuda",
+            sampler=sampler,
+            photometric=cfg.photometric,
             channels_last=cfg.channels_last,
         )
         self.sizes = torch.tensor(self.recipe.sizes, device=self.device)
@@ -252,9 +257,14 @@ class DaliViewLoader:
         """Epoch, batches and samples consumed, rank, world size, build seed and DALI's pipeline checkpoint."""
         ckpt = self._pipe.checkpoint() if self._pipe is not None else self._checkpoint
         return {
-            "backend": "dali", "epoch": self._epoch, "batches": self._consumed,
-            "samples": self._samples, "rank": self.rank, "world_size": self.world_size,
-            "seed": self._build_seed, "dali_checkpoint": ckpt,
+            "backend": "dali",
+            "epoch": self._epoch,
+            "batches": self._consumed,
+            "samples": self._samples,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "seed": self._build_seed,
+            "dali_checkpoint": ckpt,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -298,9 +308,13 @@ class DaliViewLoader:
             # restarted at epoch e without loader state does not replay epoch 0's augmentations.
             self._build_seed = (self.cfg.seed + 7919 * self.rank + 104729 * self._epoch) % 2**31
         self._pipe = build_pipeline(
-            self.graph, batch_size=self.cfg.batch_size, num_threads=max(1, self.cfg.num_workers),
-            device_id=self.device.index if self.device.type == "cuda" else None, seed=self._build_seed,
-            prefetch_queue_depth=max(1, self.cfg.prefetch_factor), checkpoint=self._checkpoint,
+            self.graph,
+            batch_size=self.cfg.batch_size,
+            num_threads=max(1, self.cfg.num_workers),
+            device_id=self.device.index if self.device.type == "cuda" else None,
+            seed=self._build_seed,
+            prefetch_queue_depth=max(1, self.cfg.prefetch_factor),
+            checkpoint=self._checkpoint,
         )
 
     def _run(self):
@@ -331,7 +345,7 @@ class DaliViewLoader:
             views = [v.permute(0, 3, 1, 2) for v in views]
         views = [v.to(self.device, non_blocking=True) for v in views]
         windows, flips, turns, shape = (
-            torch.from_numpy(np.array(o.as_tensor())[:keep]).to(self.device) for o in outputs[nv:nv + 4]
+            torch.from_numpy(np.array(o.as_tensor())[:keep]).to(self.device) for o in outputs[nv : nv + 4]
         )
         matrices = view_matrices(windows, flips, turns, self.sizes, self.table)
         if self.cfg.normalize:
@@ -343,8 +357,7 @@ class DaliViewLoader:
             cls = outputs[nv + 5]
             labels = torch.tensor([_label_of(cls[i]) for i in range(keep)], dtype=torch.int64, device=self.device)
         return ViewBatch(
-            views=views, matrices=matrices, image_size=shape[:, [1, 0]].long(),
-            rotation=turns.long(), labels=labels, keys=keys,
+            views=views, matrices=matrices, image_size=shape[:, [1, 0]].long(), rotation=turns.long(), labels=labels, keys=keys
         )
 
 
@@ -352,7 +365,7 @@ def _dali_reason(message: str) -> str:
     """DALI's multi-line error -> ``fn.op: reason`` on one line."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     op = next((ln.split("`")[1] for ln in lines if ln.startswith("Error in") and ln.count("`") >= 2), "")
-    after = lines[lines.index("encountered:") + 1:] if "encountered:" in lines else lines
+    after = lines[lines.index("encountered:") + 1 :] if "encountered:" in lines else lines
     reason = next((ln for ln in after if "pipeline" not in ln), lines[0] if lines else "unknown error")
     return f"{op}: {reason}" if op else reason
 

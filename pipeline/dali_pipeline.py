@@ -96,9 +96,7 @@ class SharedSampler:
 
 def _shared_params(shape: DataNode, recipe: Recipe):
     seeds = fn.random.uniform(range=[0, 2**31 - 1], dtype=types.INT64)
-    return fn.python_function(
-        shape, seeds, function=SharedSampler(recipe), num_outputs=3, batch_processing=True
-    )
+    return fn.python_function(shape, seeds, function=SharedSampler(recipe), num_outputs=3, batch_processing=True)
 
 
 def check_sampler(sampler: str, recipe: Recipe) -> None:
@@ -107,8 +105,7 @@ def check_sampler(sampler: str, recipe: Recipe) -> None:
         raise ValueError(f"unknown DALI sampler {sampler!r}; choose shared or dali")
     if sampler == "dali" and (recipe.min_overlap_global > 0 or recipe.min_overlap_local > 0):
         raise ValueError(
-            f"recipe {recipe.name!r} has an overlap rule that fn.random_crop_generator cannot "
-            "express; use the shared sampler"
+            f"recipe {recipe.name!r} has an overlap rule that fn.random_crop_generator cannot express; use the shared sampler"
         )
 
 
@@ -194,8 +191,14 @@ def _photometric(img: DataNode, pm: Photometric, gpu: bool):
 
 
 def _view(
-    img: DataNode, spec: ViewSpec, window: DataNode, flip: DataNode, turns: DataNode, origin_x: DataNode,
-    origin_y: DataNode, g: GraphSpec,
+    img: DataNode,
+    spec: ViewSpec,
+    window: DataNode,
+    flip: DataNode,
+    turns: DataNode,
+    origin_x: DataNode,
+    origin_y: DataNode,
+    g: GraphSpec,
 ):
     """Cut one view: window relative to the decoded union ROI -> resize (+flip) -> turns -> colour."""
     x0 = window[0] - origin_x
@@ -207,8 +210,7 @@ def _view(
     end = fn.stack(y0 + h, x0 + (1.0 - f) * w)
     interp = INTERPOLATION[spec.interpolation]
     view = fn.resize(
-        img, size=[spec.size, spec.size], roi_start=start, roi_end=end,
-        min_filter=interp, mag_filter=interp, antialias=True,
+        img, size=[spec.size, spec.size], roi_start=start, roi_end=end, min_filter=interp, mag_filter=interp, antialias=True
     )
     if spec.rotate:
         # +90 degrees in DALI == torch.rot90(k=1, dims=(-2, -1)) (geometry.rot90_matrix), checked
@@ -218,8 +220,7 @@ def _view(
     if g.photometric and spec.photometric is not None:
         view = _photometric(view, spec.photometric, g.gpu)
     return fn.crop_mirror_normalize(
-        view, dtype=types.UINT8, output_layout="HWC" if g.channels_last else "CHW",
-        mean=[0.0], std=[1.0],
+        view, dtype=types.UINT8, output_layout="HWC" if g.channels_last else "CHW", mean=[0.0], std=[1.0]
     )
 
 
@@ -253,13 +254,15 @@ def _graph(g: GraphSpec):
     roi_start = fn.cast(fn.stack(uy0, ux0), dtype=types.INT32)  # windows are whole pixels
     roi_shape = fn.cast(fn.stack(uy1 - uy0, ux1 - ux0), dtype=types.INT32)
     image = fn.decoders.image_slice(
-        encoded, roi_start, roi_shape, axis_names="HW", output_type=types.RGB,
-        adjust_orientation=False, device="mixed" if g.gpu else "cpu",
+        encoded,
+        roi_start,
+        roi_shape,
+        axis_names="HW",
+        output_type=types.RGB,
+        adjust_orientation=False,
+        device="mixed" if g.gpu else "cpu",
     )
-    views = [
-        _view(image, spec, windows[v], flips[v], turns[v], ux0, uy0, g)
-        for v, spec in enumerate(g.recipe.views)
-    ]
+    views = [_view(image, spec, windows[v], flips[v], turns[v], ux0, uy0, g) for v, spec in enumerate(g.recipe.views)]
     info = fn.get_property(encoded, key="source_info")
     extra = [labels] if g.with_labels else []
     return (*views, windows, flips, turns, shape, info, *extra)

@@ -111,8 +111,9 @@ def scaled_size(width: int, height: int, num: int) -> tuple[int, int]:
     return math.ceil(width * num / 8), math.ceil(height * num / 8)
 
 
-def decoded_window(window: tuple[float, float, float, float], scale: float, decoded_size: tuple[int, int]
-                   ) -> tuple[int, int, int, int]:
+def decoded_window(
+    window: tuple[float, float, float, float], scale: float, decoded_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
     """Map an original-image window ``(x0, y0, w, h)`` to integer decoded pixels.
 
     Edges are rounded to the nearest decoded pixel boundary and clipped to the decoded image; the

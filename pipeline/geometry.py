@@ -122,8 +122,9 @@ def view_to_view(matrices_a: Tensor, matrices_b: Tensor) -> Tensor:
     return matrices_b @ affine_inverse(matrices_a)
 
 
-def cell_centres(grid_h: int, grid_w: int, stride: float, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32) -> Tensor:
+def cell_centres(
+    grid_h: int, grid_w: int, stride: float, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """View-space centres of the cells of a ``grid_h x grid_w`` map at ``stride``, row-major.
 
     Cell ``(i, j)`` is centred at ``((j + 0.5) * stride, (i + 0.5) * stride)``, so every centre lies
@@ -204,12 +205,7 @@ def correspondence_mask(
 
 
 @full_precision
-def sampling_grid(
-    matrices_src: Tensor,
-    matrices_dst: Tensor,
-    points_dst: Tensor,
-    src_size: tuple[int, int],
-) -> Tensor:
+def sampling_grid(matrices_src: Tensor, matrices_dst: Tensor, points_dst: Tensor, src_size: tuple[int, int]) -> Tensor:
     """``grid_sample`` grid that reads a map of view ``src`` at points given in view ``dst``.
 
     Used to bring the teacher's feature map onto a student's cells (GTSA's aligned targets). A
@@ -247,11 +243,7 @@ def view_window(matrices: Tensor, size: tuple[int, int]) -> Tensor:
 
 @full_precision
 def shared_region_points(
-    matrices_student: Tensor,
-    matrices_teacher: Tensor,
-    student_size: tuple[int, int],
-    teacher_size: tuple[int, int],
-    cells: int,
+    matrices_student: Tensor, matrices_teacher: Tensor, student_size: tuple[int, int], teacher_size: tuple[int, int], cells: int
 ) -> tuple[Tensor, Tensor]:
     """An ``cells x cells`` grid over the region two views share, in the student view's frame.
 

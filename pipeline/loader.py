@@ -44,9 +44,7 @@ class ViewLoader(Protocol):
         """Cumulative counters, e.g. ``bad_samples``, ``samples``."""
 
 
-def build_loader(
-    cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
-) -> ViewLoader:
+def build_loader(cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> ViewLoader:
     """Build the configured backend's loader for this rank (one-line ValueError for a bad config value)."""
     check_loader_config(cfg)
     module_name, func_name = BACKENDS[cfg.backend].split(":")

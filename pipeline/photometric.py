@@ -98,11 +98,16 @@ def params_to_tensors(params: list[PhotometricParams], device: torch.device | st
     order = torch.full((len(params), 4), -1, dtype=torch.int64)
     for i, p in enumerate(params):
         order[i, : len(p.jitter_order)] = torch.tensor(p.jitter_order, dtype=torch.int64)
+
     def f(name: str) -> torch.Tensor:
         return torch.tensor([getattr(p, name) for p in params], dtype=torch.float32)
+
     out = {
-        "brightness": f("brightness"), "contrast": f("contrast"), "saturation": f("saturation"),
-        "hue": f("hue"), "blur_sigma": f("blur_sigma"),
+        "brightness": f("brightness"),
+        "contrast": f("contrast"),
+        "saturation": f("saturation"),
+        "hue": f("hue"),
+        "blur_sigma": f("blur_sigma"),
         "jitter": torch.tensor([bool(p.jitter_order) for p in params]),
         "gray": torch.tensor([p.gray for p in params]),
         "solarize": torch.tensor([p.solarize for p in params]),

@@ -235,13 +235,19 @@ def augment(x: Tensor, p: PhotometricArrays, blur_radius: int | None = None) -> 
 
 def _draw_clove_like(n: int, gen: torch.Generator) -> PhotometricArrays:
     """Random parameters with CLoVE's global-view law, for the measurement below only."""
+
     def u(lo: float, hi: float) -> Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=gen)
+
     factors = torch.stack([u(0.6, 1.4), u(0.6, 1.4), u(0.8, 1.2), u(-0.1, 0.1)], dim=1)
     order = torch.argsort(torch.rand(n, 4, generator=gen), dim=1)
     blur = torch.where(torch.rand(n, generator=gen) < 0.5, u(0.1, 2.0), torch.zeros(n))
     return PhotometricArrays(
-        torch.rand(n, generator=gen) < 0.8, factors, order, torch.rand(n, generator=gen) < 0.2, blur,
+        torch.rand(n, generator=gen) < 0.8,
+        factors,
+        order,
+        torch.rand(n, generator=gen) < 0.2,
+        blur,
         torch.rand(n, generator=gen) < 0.2,
     )
 

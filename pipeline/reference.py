@@ -148,13 +148,20 @@ def build_reference_loader(
     random.seed(seed)
     torch.manual_seed(seed)
     dataset = (
-        wds.WebDataset(urls, resampled=True, shardshuffle=False, handler=wds.warn_and_continue, nodesplitter=None,
-                       empty_check=False)
+        wds.WebDataset(
+            urls, resampled=True, shardshuffle=False, handler=wds.warn_and_continue, nodesplitter=None, empty_check=False
+        )
         .map(_decode, handler=wds.warn_and_continue)
         .map(transform, handler=wds.warn_and_continue)
     )
-    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=False, prefetch_factor=2 if num_workers > 0 else None)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
 
 
 def iterate_reference(loader: DataLoader, device: torch.device | str = "cpu") -> Iterator[tuple[int, list[torch.Tensor]]]:

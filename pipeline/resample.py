@@ -147,8 +147,7 @@ def build_atlas(
         if k > 0:
             h, w = img.shape[-2:]
             oh, ow = max(1, math.ceil(h / 2**k)), max(1, math.ceil(w / 2**k))
-            img = F.interpolate(img[None].to(dtype), size=(oh, ow), mode="bilinear", antialias=True,
-                                align_corners=False)[0]
+            img = F.interpolate(img[None].to(dtype), size=(oh, ow), mode="bilinear", antialias=True, align_corners=False)[0]
             base[i, 0] *= ow / w  # exact scale of an explicit-size resize, pixel-centre convention
             base[i, 1] *= oh / h
         if img.shape[-2] > img.shape[-1]:
@@ -178,8 +177,9 @@ def build_atlas(
     sizes = to_device(torch.tensor([heights, widths], dtype=torch.int32), device)
     rows = torch.arange(h0, device=device, dtype=torch.int32)
     cols = torch.arange(w0, device=device, dtype=torch.int32)
-    atlas[:, channels, :h0, :w0] = ((rows[None, :, None] < sizes[0, :, None, None])
-                                    & (cols[None, None, :] < sizes[1, :, None, None])).to(dtype)
+    atlas[:, channels, :h0, :w0] = (
+        (rows[None, :, None] < sizes[0, :, None, None]) & (cols[None, None, :] < sizes[1, :, None, None])
+    ).to(dtype)
     for lvl in range(1, max_level + 1):
         (px, py), (x, y) = offsets[lvl - 1], offsets[lvl]
         src = atlas[:, :, py : py + h0 // 2 ** (lvl - 1), px : px + w0 // 2 ** (lvl - 1)]
@@ -191,9 +191,7 @@ def build_atlas(
     return MipAtlas(atlas, base, offsets, max_level)
 
 
-def render_views(
-    atlas: MipAtlas, matrices: Tensor, size: int, interpolation: str = "bilinear"
-) -> Tensor:
+def render_views(atlas: MipAtlas, matrices: Tensor, size: int, interpolation: str = "bilinear") -> Tensor:
     """All ``V`` views of one output size for the whole batch, in one ``grid_sample`` call.
 
     Args:

@@ -345,5 +345,13 @@ class BatchedStream(IterableDataset):
                 continue
             dropped_in_a_row = 0
             produced += 1
-            yield out, {"worker": worker, "position": position, "batches": produced, "counters": dict(counters),
-                        "buffer": (physical, slot)}
+            yield (
+                out,
+                {
+                    "worker": worker,
+                    "position": position,
+                    "batches": produced,
+                    "counters": dict(counters),
+                    "buffer": (physical, slot),
+                },
+            )

@@ -150,8 +150,9 @@ class StreamLoader:
         # batches in flight per worker: prefetch_factor queued + the one the consumer holds + one spare
         recycle = self.pooled is not None and workers > 0 and STORAGE_LIFETIME_TRACKED
         pool = BufferPool(workers, self.prefetch_factor + 2) if recycle else None
-        dataset = BatchedStream(plan, self.process_batch, [WorkerStart(s.positions, s.batches) for s in self._starts],
-                                self._next_worker, pool)
+        dataset = BatchedStream(
+            plan, self.process_batch, [WorkerStart(s.positions, s.batches) for s in self._starts], self._next_worker, pool
+        )
         loader = DataLoader(
             dataset,
             batch_size=None,

@@ -116,8 +116,15 @@ def _gpu_decodable(data: bytes) -> bool:
 def draw_sample(sample: RawSample, recipe: Recipe, rng: random.Random, gpu_decode: bool, reduced_decode: bool) -> Drawn:
     """Draw one sample's views and decode it (or not) for the device. Raises :class:`DecodeError`."""
     drawn = draw_views(sample, recipe, rng)
-    common = dict(matrices=drawn.params.matrices, turns=drawn.params.turns, photometric=drawn.photometric,
-                  size=drawn.size, label=sample.label, key=sample.key, nbytes=len(drawn.image))
+    common = dict(
+        matrices=drawn.params.matrices,
+        turns=drawn.params.turns,
+        photometric=drawn.photometric,
+        size=drawn.size,
+        label=sample.label,
+        key=sample.key,
+        nbytes=len(drawn.image),
+    )
     if gpu_decode and _gpu_decodable(drawn.image):
         return Drawn(data=np.frombuffer(drawn.image, dtype=np.uint8), encoded=True, scale=1.0, **common)
     decoded = decode_for_views(drawn, recipe, reduced_decode)
@@ -135,9 +142,7 @@ def view_groups(recipe: Recipe) -> list[tuple[int, str, list[int]]]:
 def collate_drawn(items: list[Drawn], groups: list[tuple[int, str, list[int]]]) -> RawBatch:
     """Collate in the worker: every sample's data into one buffer (recycled shared memory in a
     worker, :mod:`pipeline.shared_buffers`), photometric parameters packed per view group."""
-    photometric = [
-        PhotometricArrays.from_params([it.photometric[v] for it in items for v in idx]) for _, _, idx in groups
-    ]
+    photometric = [PhotometricArrays.from_params([it.photometric[v] for it in items for v in idx]) for _, _, idx in groups]
     spans, total = [], 0
     for it in items:
         spans.append((total, it.data.shape))
@@ -270,8 +275,10 @@ class DeviceAugmenter:
             for k, v in enumerate(idx):
                 view = out[:, k]
                 views[v] = view.contiguous(memory_format=torch.channels_last) if self.channels_last else view.contiguous()
+
         def move(t: Tensor) -> Tensor:
             return t.to(self.device, non_blocking=True)
+
         return ViewBatch(
             views=views,  # type: ignore[arg-type]
             matrices=move(raw.matrices).float(),
@@ -290,9 +297,17 @@ def _select(raw: RawBatch, keep: list[int], groups: list[tuple[int, str, list[in
         rows = (idx[:, None] * len(views) + torch.arange(len(views))).flatten()
         photometric.append(PhotometricArrays(*(getattr(arrays, f)[rows] for f in PhotometricArrays.FIELDS)))
     return RawBatch(
-        buffer=raw.buffer, spans=[raw.spans[i] for i in keep], encoded=[raw.encoded[i] for i in keep], scales=raw.scales[idx],
-        matrices=raw.matrices[idx], turns=raw.turns[idx], photometric=photometric,
-        image_size=raw.image_size[idx], labels=raw.labels[idx], keys=[raw.keys[i] for i in keep], nbytes=raw.nbytes,
+        buffer=raw.buffer,
+        spans=[raw.spans[i] for i in keep],
+        encoded=[raw.encoded[i] for i in keep],
+        scales=raw.scales[idx],
+        matrices=raw.matrices[idx],
+        turns=raw.turns[idx],
+        photometric=photometric,
+        image_size=raw.image_size[idx],
+        labels=raw.labels[idx],
+        keys=[raw.keys[i] for i in keep],
+        nbytes=raw.nbytes,
     )
 
 
@@ -350,14 +365,22 @@ def resolve_decode(decode: str, device: torch.device) -> str:
     return decode
 
 
-def build_torch_stream(cfg: LoaderConfig, *, gpu_decode: bool, rank: int = 0, world_size: int = 1,
-                       device: torch.device | str = "cpu", finish: Callable[[RawBatch], Any] = lambda raw: raw) -> StreamLoader:
+def build_torch_stream(
+    cfg: LoaderConfig,
+    *,
+    gpu_decode: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    finish: Callable[[RawBatch], Any] = lambda raw: raw,
+) -> StreamLoader:
     """The workers' half of the torch backend: a stream of :class:`RawBatch` (bytes for nvJPEG when
     ``gpu_decode``, else pixels), each passed through ``finish`` in the main process."""
     device = torch.device(device)
     plan = plan_from_config(cfg, rank, world_size)
-    maker = TorchBatchMaker(recipe_from_config(cfg), gpu_decode=gpu_decode, reduced_decode=cfg.reduced_decode,
-                            fill_bad=plan.resampled)
+    maker = TorchBatchMaker(
+        recipe_from_config(cfg), gpu_decode=gpu_decode, reduced_decode=cfg.reduced_decode, fill_bad=plan.resampled
+    )
     return StreamLoader(
         plan,
         maker,
@@ -380,6 +403,5 @@ def build_torch_loader(
     device = torch.device(device)
     mode = resolve_decode(cfg.decode, device)
     augmenter = DeviceAugmenter(recipe_from_config(cfg), device, normalize=cfg.normalize, channels_last=cfg.channels_last)
-    stream = build_torch_stream(cfg, gpu_decode=mode == "gpu", rank=rank, world_size=world_size, device=device,
-                                finish=augmenter)
+    stream = build_torch_stream(cfg, gpu_decode=mode == "gpu", rank=rank, world_size=world_size, device=device, finish=augmenter)
     return TorchLoader(stream, augmenter)

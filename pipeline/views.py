@@ -79,20 +79,50 @@ class Recipe:
 # every view or (first global view, other global views, local views).
 RECIPE_AUGMENT: dict[str, AugmentConfig] = {
     "clove": AugmentConfig(
-        global_scale=(0.2, 1.0), local_scale=(0.08, 0.3), ratio=(3 / 4, 4 / 3), interpolation="bicubic",
-        flip_p=0.5, rotate=False, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2,
-        blur_p=(1.0, 0.1, 0.5), blur_sigma=(0.1, 2.0), solarize_p=(0.0, 0.2, 0.0), min_overlap=(0.0, 0.0),
+        global_scale=(0.2, 1.0),
+        local_scale=(0.08, 0.3),
+        ratio=(3 / 4, 4 / 3),
+        interpolation="bicubic",
+        flip_p=0.5,
+        rotate=False,
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        jitter_p=0.8,
+        gray_p=0.2,
+        blur_p=(1.0, 0.1, 0.5),
+        blur_sigma=(0.1, 2.0),
+        solarize_p=(0.0, 0.2, 0.0),
+        min_overlap=(0.0, 0.0),
     ),
     "gtsa": AugmentConfig(
-        global_scale=(0.3, 1.0), local_scale=(0.1, 0.3), ratio=(3 / 4, 4 / 3), interpolation="bilinear",
-        flip_p=0.0, rotate=True, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, gray_p=0.2,
-        blur_p=0.2, blur_sigma=(0.1, 2.0), solarize_p=0.0, min_overlap=(0.02, 0.01),
+        global_scale=(0.3, 1.0),
+        local_scale=(0.1, 0.3),
+        ratio=(3 / 4, 4 / 3),
+        interpolation="bilinear",
+        flip_p=0.0,
+        rotate=True,
+        jitter=(0.8, 0.8, 0.8, 0.2),
+        jitter_p=0.8,
+        gray_p=0.2,
+        blur_p=0.2,
+        blur_sigma=(0.1, 2.0),
+        solarize_p=0.0,
+        min_overlap=(0.02, 0.01),
     ),
     # geometry only: the loader-throughput baseline (probabilities 0: no photometric stage at all)
     "two-view": AugmentConfig(
-        global_scale=(0.2, 1.0), local_scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear",
-        flip_p=0.5, rotate=False, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.0, gray_p=0.0,
-        blur_p=0.0, blur_sigma=(0.1, 2.0), solarize_p=0.0, min_overlap=(0.0, 0.0),
+        global_scale=(0.2, 1.0),
+        local_scale=(0.2, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        interpolation="bilinear",
+        flip_p=0.5,
+        rotate=False,
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        jitter_p=0.0,
+        gray_p=0.0,
+        blur_p=0.0,
+        blur_sigma=(0.1, 2.0),
+        solarize_p=0.0,
+        min_overlap=(0.0, 0.0),
     ),
 }
 RECIPE_NUM_LOCAL = {"clove": 6, "gtsa": 8, "two-view": 0}
@@ -112,8 +142,9 @@ def _per_view(value: float | tuple[float, float, float], kind: int) -> float:
     return float(value[kind]) if isinstance(value, tuple) else float(value)
 
 
-def recipe_from_augment(name: str, aug: AugmentConfig, global_size: int, local_size: int, num_local: int,
-                        num_global: int = NUM_GLOBAL) -> Recipe:
+def recipe_from_augment(
+    name: str, aug: AugmentConfig, global_size: int, local_size: int, num_local: int, num_global: int = NUM_GLOBAL
+) -> Recipe:
     """The views of a recipe from its complete augmentation ``aug`` (no null field)."""
     missing = [k for k, v in asdict(aug).items() if v is None]
     if missing:
@@ -123,15 +154,26 @@ def recipe_from_augment(name: str, aug: AugmentConfig, global_size: int, local_s
         is_global = v < num_global
         kind = 0 if v == 0 else 1 if is_global else 2
         pm = Photometric(
-            jitter=aug.jitter, jitter_p=_per_view(aug.jitter_p, kind), gray_p=_per_view(aug.gray_p, kind),
-            blur_p=_per_view(aug.blur_p, kind), blur_sigma=aug.blur_sigma, solarize_p=_per_view(aug.solarize_p, kind),
+            jitter=aug.jitter,
+            jitter_p=_per_view(aug.jitter_p, kind),
+            gray_p=_per_view(aug.gray_p, kind),
+            blur_p=_per_view(aug.blur_p, kind),
+            blur_sigma=aug.blur_sigma,
+            solarize_p=_per_view(aug.solarize_p, kind),
         )
         off = pm.jitter_p == pm.gray_p == pm.blur_p == pm.solarize_p == 0
-        views.append(ViewSpec(
-            size=global_size if is_global else local_size, scale=aug.global_scale if is_global else aug.local_scale,
-            ratio=aug.ratio, flip_p=_per_view(aug.flip_p, kind), rotate=aug.rotate, interpolation=aug.interpolation,
-            photometric=None if off else pm, is_global=is_global,
-        ))
+        views.append(
+            ViewSpec(
+                size=global_size if is_global else local_size,
+                scale=aug.global_scale if is_global else aug.local_scale,
+                ratio=aug.ratio,
+                flip_p=_per_view(aug.flip_p, kind),
+                rotate=aug.rotate,
+                interpolation=aug.interpolation,
+                photometric=None if off else pm,
+                is_global=is_global,
+            )
+        )
     return Recipe(name, tuple(views), min_overlap_global=aug.min_overlap[0], min_overlap_local=aug.min_overlap[1])
 
 

@@ -40,25 +40,48 @@ STASH = Path("/tmp/densessl-transfer")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (``sys.argv[1:]`` when ``argv`` is None); ``--trip-mb`` below 1 is an error."""
-    ap = argparse.ArgumentParser(prog="bash scripts/gpu_check.sh", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bash scripts/gpu_check.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = ap.add_argument_group("what to do (default: measure)")
     mode.add_argument("--dry-run", action="store_true", help="run the same plan on the CPU with tiny sizes")
     mode.add_argument("--list", action="store_true", help="print the plan (steps, caps, commands) and exit")
-    mode.add_argument("--prepare", type=Path, metavar="DIR",
-                      help="download the wheels and pack the photos into DIR/trips/trip-NN (needs the registries)")
-    mode.add_argument("--stash", type=Path, nargs="+", metavar="TRIP",
-                      help=f"copy these trip folders' pieces into --stash-dir (default {STASH}) and exit")
+    mode.add_argument(
+        "--prepare",
+        type=Path,
+        metavar="DIR",
+        help="download the wheels and pack the photos into DIR/trips/trip-NN (needs the registries)",
+    )
+    mode.add_argument(
+        "--stash",
+        type=Path,
+        nargs="+",
+        metavar="TRIP",
+        help=f"copy these trip folders' pieces into --stash-dir (default {STASH}) and exit",
+    )
     run = ap.add_argument_group("measuring")
-    run.add_argument("--wheels", type=Path, nargs="+", metavar="DIR",
-                     help="folders holding trips or stashed pieces: rebuild, verify and install them first")
-    run.add_argument("--photos", type=Path, help="JPEG/PNG photos for the benchmark shards (default: those "
-                     "that came with --wheels, else the installed real photos)")
-    run.add_argument("--out", type=Path, default=None, help="output folder (default runs/gpu-check, or "
-                     "runs/gpu-check-dry for --dry-run)")
-    run.add_argument("--budget-s", type=float, default=None,
-                     help="seconds for the whole run; later steps skip when it is spent (default 480; dry run 3600, "
-                     "its caps x5: the CPU steps are slow on a shared 2-core machine)")
+    run.add_argument(
+        "--wheels",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="folders holding trips or stashed pieces: rebuild, verify and install them first",
+    )
+    run.add_argument(
+        "--photos",
+        type=Path,
+        help="JPEG/PNG photos for the benchmark shards (default: those that came with --wheels, else the installed real photos)",
+    )
+    run.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/gpu-check, or runs/gpu-check-dry for --dry-run)"
+    )
+    run.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="seconds for the whole run; later steps skip when it is spent (default 480; dry run 3600, "
+        "its caps x5: the CPU steps are slow on a shared 2-core machine)",
+    )
     run.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (names as --list shows)")
     run.add_argument("--copy-to", type=Path, help="also copy figures.jsonl, table.md and logs.tar.gz here")
     prep = ap.add_argument_group("--prepare")
@@ -89,21 +112,28 @@ def do_prepare(args: argparse.Namespace) -> int:
             t["bytes"] += p["size"]
             t["groups"].add(f["group"])
     trip_dir = args.prepare / "trips"
-    print(f"{len(manifest['files'])} files in {manifest['trips']} trips under {trip_dir} ("
-          + ", ".join(f"{g} {mb:.0f} MB" for g, mb in groups.items()) + "):")
+    print(
+        f"{len(manifest['files'])} files in {manifest['trips']} trips under {trip_dir} ("
+        + ", ".join(f"{g} {mb:.0f} MB" for g, mb in groups.items())
+        + "):"
+    )
     needed = [i for i, t in sorted(trips.items()) if t["groups"] - {"spare"}]
     for i, t in sorted(trips.items()):
         note = "" if i in needed else "   (spare only: the GPU image had these; bring it if pip says one is missing)"
         print(f"  trip-{i:02d}  {t['bytes'] / 1e6:6.1f} MB  {', '.join(sorted(t['groups']))}{note}")
-    print("\non the GPU machine: one call per trip, back to back so that it stays warm (carry the trip folder),\n"
-          "the last one runs the check (about 8 minutes; run's timeout_s 600):")
+    print(
+        "\non the GPU machine: one call per trip, back to back so that it stays warm (carry the trip folder),\n"
+        "the last one runs the check (about 8 minutes; run's timeout_s 600):"
+    )
     for i in needed[:-1]:
         print(f"  bash scripts/gpu_check.sh --stash {trip_dir}/trip-{i:02d}")
-    print(f"  bash scripts/gpu_check.sh --wheels {STASH} {trip_dir}/trip-{needed[-1]:02d} --copy-to \"$OUT\"")
+    print(f'  bash scripts/gpu_check.sh --wheels {STASH} {trip_dir}/trip-{needed[-1]:02d} --copy-to "$OUT"')
     first = sorted(trips[needed[0]]["groups"])
     if "dali" in groups and {"base", "photos"} <= set(first):
-        print(f"a short window, without DALI (its steps skip): bash scripts/gpu_check.sh --wheels {trip_dir}/trip-"
-              f"{needed[0]:02d} --copy-to \"$OUT\"")
+        print(
+            f"a short window, without DALI (its steps skip): bash scripts/gpu_check.sh --wheels {trip_dir}/trip-"
+            f'{needed[0]:02d} --copy-to "$OUT"'
+        )
     return 0
 
 
@@ -113,8 +143,9 @@ def model_bench_flags(py: list[str], env: dict) -> set[str]:
     return {tok.strip(",[]") for tok in r.stdout.split() if tok.startswith(("--", "[--"))} if r.returncode == 0 else set()
 
 
-def build_shards(py: list[str], sz: Sizes, out: Path, photos: Path | None, env: dict,
-                 say: Callable[[str], object]) -> tuple[Path, str]:
+def build_shards(
+    py: list[str], sz: Sizes, out: Path, photos: Path | None, env: dict, say: Callable[[str], object]
+) -> tuple[Path, str]:
     """Benchmark shards from the photos (reused when already built); returns (folder, status)."""
     shards = out / "shards"
     if (shards / "manifest.json").is_file():
@@ -124,9 +155,26 @@ def build_shards(py: list[str], sz: Sizes, out: Path, photos: Path | None, env: 
     make += ["--photos", str(photos)] if photos else []
     r = run_capped(make, out / "logs" / "setup.images.log", 180, env, ROOT)
     if r.status == "ok":
-        r = run_capped([*py, "-m", "shards", "folder", str(images), str(shards), "--shard-size", sz.shard_size,
-                        "--workers", str(max(1, sz.workers)), "--no-progress", "--overwrite"],
-                       out / "logs" / "setup.shards.log", 180, env, ROOT)
+        r = run_capped(
+            [
+                *py,
+                "-m",
+                "shards",
+                "folder",
+                str(images),
+                str(shards),
+                "--shard-size",
+                sz.shard_size,
+                "--workers",
+                str(max(1, sz.workers)),
+                "--no-progress",
+                "--overwrite",
+            ],
+            out / "logs" / "setup.shards.log",
+            180,
+            env,
+            ROOT,
+        )
     say(f"{r.status:<5} shards: {sz.images} images -> {shards}" + (f" ({r.reason})" if r.reason else f" ({r.seconds:.0f} s)"))
     return shards, r.status
 
@@ -154,8 +202,11 @@ def measure(args: argparse.Namespace) -> int:
     out = (args.out or ROOT / ("runs/gpu-check-dry" if args.dry_run else "runs/gpu-check")).resolve()
     budget = args.budget_s or (3600 if args.dry_run else 480)
     deadline = t_start + budget
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")]),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    }
     if args.dry_run:
         env["CUDA_VISIBLE_DEVICES"] = ""  # the dry run is the CPU plan, also on a machine with a GPU
     py = [sys.executable]
@@ -184,8 +235,7 @@ def measure(args: argparse.Namespace) -> int:
     steps = build_plan(py, sz, out, shards, flags, ROOT)
     unknown = set(args.only or []) - {s.name for s in steps}
     if unknown:
-        print(f"error: no step {', '.join(sorted(unknown))}; the steps are: {', '.join(s.name for s in steps)}",
-              file=sys.stderr)
+        print(f"error: no step {', '.join(sorted(unknown))}; the steps are: {', '.join(s.name for s in steps)}", file=sys.stderr)
         return 2
     if args.list:
         for s in steps:
@@ -196,8 +246,16 @@ def measure(args: argparse.Namespace) -> int:
 
     figures = FigureLog(out / "figures.jsonl", {**context(mode)})
     shards, status = build_shards(py, sz, out, photos, env, say)
-    figures.add({"figure": "setup.shards", "status": status, "value": sz.images if status == "ok" else None,
-                 "unit": "images", "what": "benchmark shards", "command": "`scripts/make_bench_images.py` + `shards folder`"})
+    figures.add(
+        {
+            "figure": "setup.shards",
+            "status": status,
+            "value": sz.images if status == "ok" else None,
+            "unit": "images",
+            "what": "benchmark shards",
+            "command": "`scripts/make_bench_images.py` + `shards folder`",
+        }
+    )
     if status != "ok":
         for s in steps:
             if s.kind in ("bench", "train", "geometry"):
@@ -209,8 +267,10 @@ def measure(args: argparse.Namespace) -> int:
         figures.add(rec)
     text = table(figures.records)
     (out / "table.md").write_text(text)
-    print(f"\n{text}\nfigures: {out / 'figures.jsonl'} ({len(figures.records)} lines); logs: {out / 'logs'}; "
-          f"{time.monotonic() - t_start:.0f} s")
+    print(
+        f"\n{text}\nfigures: {out / 'figures.jsonl'} ({len(figures.records)} lines); logs: {out / 'logs'}; "
+        f"{time.monotonic() - t_start:.0f} s"
+    )
     if args.copy_to:
         copy_results(out, args.copy_to)
         print(f"copied figures.jsonl, table.md, logs.tar.gz to {args.copy_to}")

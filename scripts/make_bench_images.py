@@ -27,9 +27,13 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000, help="number of JPEGs to write (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quality", type=int, default=95)
-    ap.add_argument("--photos", type=Path, default=None,
-                    help="take the JPEG/PNG photos under this folder instead of the installed ones (a machine "
-                    "without the Debian photo packages, e.g. the photos that scripts/gpu_check.py --prepare packs)")
+    ap.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="take the JPEG/PNG photos under this folder instead of the installed ones (a machine "
+        "without the Debian photo packages, e.g. the photos that scripts/gpu_check.py --prepare packs)",
+    )
     args = ap.parse_args()
 
     if args.photos is not None:

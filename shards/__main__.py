@@ -53,133 +53,181 @@ def _positive(text: str) -> int:
 
 def _add_common(p: argparse.ArgumentParser, shard_size: int = DEFAULT_SHARD_SIZE) -> None:
     g = p.add_argument_group("sharding")
-    g.add_argument("--shard-size", type=parse_size, default=shard_size, metavar="SIZE",
-                   help=f"target bytes per shard, e.g. 256MB, 1G (default {shard_size >> 20}MB)")
-    g.add_argument("--max-count", type=_positive, default=None, metavar="N",
-                   help="also close a shard after N samples (default: no limit)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed of the shuffle across shards; same seed, same shards (default 0)")
-    g.add_argument("--workers", type=int, default=default_workers(), metavar="N",
-                   help="processes reading, checking and writing shards; the output does not "
-                        "depend on it (default %(default)s; 1 = no subprocesses)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace shards of a different conversion found in OUT")
+    g.add_argument(
+        "--shard-size",
+        type=parse_size,
+        default=shard_size,
+        metavar="SIZE",
+        help=f"target bytes per shard, e.g. 256MB, 1G (default {shard_size >> 20}MB)",
+    )
+    g.add_argument(
+        "--max-count", type=_positive, default=None, metavar="N", help="also close a shard after N samples (default: no limit)"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the shuffle across shards; same seed, same shards (default 0)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        metavar="N",
+        help="processes reading, checking and writing shards; the output does not "
+        "depend on it (default %(default)s; 1 = no subprocesses)",
+    )
+    g.add_argument("--overwrite", action="store_true", help="replace shards of a different conversion found in OUT")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--pause-per-shard", type=float, default=0.0, help=argparse.SUPPRESS)
-    q = p.add_argument_group("bad input (each file is kept with its real format, or skipped "
-                             "and listed with its reason in manifest.json)")
-    q.add_argument("--min-side", type=int, default=ProbeOptions.min_side, metavar="PX",
-                   help=f"skip images with a side below PX (default %(default)s; at least "
-                        f"{MIN_SIDE}, the loaders' limit)")
-    q.add_argument("--max-pixels", type=int, default=ProbeOptions.max_pixels, metavar="N",
-                   help=f"skip images over N pixels, judged from the header without decoding "
-                        f"(default and maximum {MAX_PIXELS}, the loaders' limit; files too large "
-                        f"to hold such an image are skipped unread)")
-    q.add_argument("--no-decode-check", action="store_true",
-                   help="trust headers and end markers instead of test-decoding every image at "
-                        "reduced scale (faster; corrupt data inside a file goes unnoticed)")
+    q = p.add_argument_group(
+        "bad input (each file is kept with its real format, or skipped and listed with its reason in manifest.json)"
+    )
+    q.add_argument(
+        "--min-side",
+        type=int,
+        default=ProbeOptions.min_side,
+        metavar="PX",
+        help=f"skip images with a side below PX (default %(default)s; at least {MIN_SIDE}, the loaders' limit)",
+    )
+    q.add_argument(
+        "--max-pixels",
+        type=int,
+        default=ProbeOptions.max_pixels,
+        metavar="N",
+        help=f"skip images over N pixels, judged from the header without decoding "
+        f"(default and maximum {MAX_PIXELS}, the loaders' limit; files too large "
+        f"to hold such an image are skipped unread)",
+    )
+    q.add_argument(
+        "--no-decode-check",
+        action="store_true",
+        help="trust headers and end markers instead of test-decoding every image at "
+        "reduced scale (faster; corrupt data inside a file goes unnoticed)",
+    )
 
 
 def _options(args: argparse.Namespace) -> ConvertOptions:
     return ConvertOptions(
-        seed=args.seed, shard_size=args.shard_size, max_count=args.max_count,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        max_count=args.max_count,
         probe=ProbeOptions(args.min_side, args.max_pixels, not args.no_decode_check),
-        workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
-        pause_per_shard=args.pause_per_shard)
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        pause_per_shard=args.pause_per_shard,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m shards`` parser: one subcommand per converter, plus ``verify`` and ``bench``."""
     parser = argparse.ArgumentParser(
-        prog="python -m shards", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Turn ImageNet, COCO or any image folder into WebDataset tar shards "
-                    "(with DALI index files and a manifest), and verify them.",
-        epilog=EPILOG)
+        "(with DALI index files and a manifest), and verify them.",
+        epilog=EPILOG,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    p = sub.add_parser("imagenet", formatter_class=fmt, help="ILSVRC-2012 train/val -> shards",
-                       description="Convert the ILSVRC-2012 layout: SRC/train/<wnid>/*.JPEG and "
-                       "SRC/val/ (per-class folders, or flat with the devkit ground truth or "
-                       "LOC_val_solution.csv). Splits 'train' and 'val'; class index = position "
-                       "of the sorted wnids; .json holds wnid, source path, width, height.",
-                       epilog="example: python -m shards imagenet /data/ILSVRC2012 "
-                       "/data/shards/imagenet")
+    p = sub.add_parser(
+        "imagenet",
+        formatter_class=fmt,
+        help="ILSVRC-2012 train/val -> shards",
+        description="Convert the ILSVRC-2012 layout: SRC/train/<wnid>/*.JPEG and "
+        "SRC/val/ (per-class folders, or flat with the devkit ground truth or "
+        "LOC_val_solution.csv). Splits 'train' and 'val'; class index = position "
+        "of the sorted wnids; .json holds wnid, source path, width, height.",
+        epilog="example: python -m shards imagenet /data/ILSVRC2012 /data/shards/imagenet",
+    )
     p.add_argument("src", metavar="SRC", help="folder holding train/ and/or val/")
     p.add_argument("out", metavar="OUT", help="output folder for shards and manifest.json")
-    p.add_argument("--devkit", metavar="DIR", help="ILSVRC2012_devkit_t12 folder, for a flat val/ "
-                   "(found automatically inside or beside SRC)")
-    p.add_argument("--val-labels", metavar="FILE", help="labels of a flat val/: Kaggle's "
-                   "LOC_val_solution.csv or lines '<file name> <wnid>'")
+    p.add_argument(
+        "--devkit", metavar="DIR", help="ILSVRC2012_devkit_t12 folder, for a flat val/ (found automatically inside or beside SRC)"
+    )
+    p.add_argument(
+        "--val-labels", metavar="FILE", help="labels of a flat val/: Kaggle's LOC_val_solution.csv or lines '<file name> <wnid>'"
+    )
     _add_common(p)
 
-    p = sub.add_parser("coco", formatter_class=fmt, help="COCO images + annotations -> shards",
-                       description="Convert every image listed in a COCO annotation file, with or "
-                       "without annotations. .json holds id, file_name, width, height and the "
-                       "image's annotations as given (boxes, polygons/RLE, keypoints with "
-                       "--keypoints).",
-                       epilog="example: python -m shards coco --images coco/train2017 "
-                       "--annotations coco/annotations/instances_train2017.json "
-                       "--keypoints coco/annotations/person_keypoints_train2017.json "
-                       "/data/shards/coco")
+    p = sub.add_parser(
+        "coco",
+        formatter_class=fmt,
+        help="COCO images + annotations -> shards",
+        description="Convert every image listed in a COCO annotation file, with or "
+        "without annotations. .json holds id, file_name, width, height and the "
+        "image's annotations as given (boxes, polygons/RLE, keypoints with "
+        "--keypoints).",
+        epilog="example: python -m shards coco --images coco/train2017 "
+        "--annotations coco/annotations/instances_train2017.json "
+        "--keypoints coco/annotations/person_keypoints_train2017.json "
+        "/data/shards/coco",
+    )
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the image files")
-    p.add_argument("--annotations", required=True, metavar="FILE.json",
-                   help="instances_*.json (or image_info_*.json)")
+    p.add_argument("--annotations", required=True, metavar="FILE.json", help="instances_*.json (or image_info_*.json)")
     p.add_argument("--keypoints", metavar="FILE.json", help="person_keypoints_*.json to merge")
     p.add_argument("--split", help="split name in shard names (default: the images folder name)")
     p.add_argument("out", metavar="OUT", help="output folder for shards and manifest.json")
     _add_common(p)
 
-    p = sub.add_parser("folder", formatter_class=fmt, help="any image folder -> shards",
-                       description="Convert every image under SRC, recursively (jpg/jpeg/png/"
-                       "webp kept; other image formats skipped and listed).",
-                       epilog="example: python -m shards folder ~/pictures data/shards/pictures "
-                       "--classes-from-dirs")
+    p = sub.add_parser(
+        "folder",
+        formatter_class=fmt,
+        help="any image folder -> shards",
+        description="Convert every image under SRC, recursively (jpg/jpeg/png/"
+        "webp kept; other image formats skipped and listed).",
+        epilog="example: python -m shards folder ~/pictures data/shards/pictures --classes-from-dirs",
+    )
     p.add_argument("src", metavar="SRC")
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--classes-from-dirs", action="store_true",
-                   help="class = first folder below SRC (as torchvision's ImageFolder); adds .cls")
+    p.add_argument(
+        "--classes-from-dirs",
+        action="store_true",
+        help="class = first folder below SRC (as torchvision's ImageFolder); adds .cls",
+    )
     p.add_argument("--split", default="train", help="split name in shard names (default train)")
     _add_common(p)
 
-    p = sub.add_parser("photos", formatter_class=fmt,
-                       help="the real photos installed by scripts/setup.sh -> shards",
-                       description="All photos of shards.photos.available_photos() as one folder "
-                       "dataset, split 'train' (the default job's data).")
-    p.add_argument("out", metavar="OUT", nargs="?", default="data/shards/photos",
-                   help="output folder (default %(default)s)")
+    p = sub.add_parser(
+        "photos",
+        formatter_class=fmt,
+        help="the real photos installed by scripts/setup.sh -> shards",
+        description="All photos of shards.photos.available_photos() as one folder "
+        "dataset, split 'train' (the default job's data).",
+    )
+    p.add_argument("out", metavar="OUT", nargs="?", default="data/shards/photos", help="output folder (default %(default)s)")
     _add_common(p, shard_size=2 << 20)
 
-    p = sub.add_parser("copy-paste", formatter_class=fmt,
-                       help="dense evaluation set: real cut-outs on real photos -> COCO shards",
-                       description="Paste the real object cut-outs of tuxpaint-stamps-default (category "
-                       "= stamp folder) onto the real photos, 3-6 objects per image with occlusion, "
-                       "seeded; write images, semantic masks and COCO instances (RLE) per split into "
-                       "OUT/source/, then convert them with the COCO converter into OUT/train-*.tar and "
-                       "OUT/test-*.tar. Train and test use disjoint stamps and background photos. "
-                       "Same seed, same set.",
-                       epilog="example: python -m shards copy-paste data/shards/copy-paste\n"
-                       "then:    python -m train.evaluate --checkpoint random:resnet18 "
-                       "--data data/shards/copy-paste")
+    p = sub.add_parser(
+        "copy-paste",
+        formatter_class=fmt,
+        help="dense evaluation set: real cut-outs on real photos -> COCO shards",
+        description="Paste the real object cut-outs of tuxpaint-stamps-default (category "
+        "= stamp folder) onto the real photos, 3-6 objects per image with occlusion, "
+        "seeded; write images, semantic masks and COCO instances (RLE) per split into "
+        "OUT/source/, then convert them with the COCO converter into OUT/train-*.tar and "
+        "OUT/test-*.tar. Train and test use disjoint stamps and background photos. "
+        "Same seed, same set.",
+        epilog="example: python -m shards copy-paste data/shards/copy-paste\n"
+        "then:    python -m train.evaluate --checkpoint random:resnet18 "
+        "--data data/shards/copy-paste",
+    )
     p.add_argument("out", metavar="OUT", help="output folder for shards, manifest.json and source/")
     p.add_argument("--train", type=int, default=200, metavar="N", help="train images (default %(default)s)")
     p.add_argument("--test", type=int, default=100, metavar="N", help="test images (default %(default)s)")
-    p.add_argument("--size", type=int, default=192, metavar="PX",
-                   help="side of the square images (default %(default)s)")
+    p.add_argument("--size", type=int, default=192, metavar="PX", help="side of the square images (default %(default)s)")
     _add_common(p, shard_size=16 << 20)
 
-    p = sub.add_parser("verify", help="check shards against manifest and index files",
-                       description="Check every shard of OUT against manifest.json and its index: "
-                       "sizes, sha256, member offsets, sample counts, and that every image "
-                       "decodes. Exit 1 with a one-line reason on the first mismatch.")
+    p = sub.add_parser(
+        "verify",
+        help="check shards against manifest and index files",
+        description="Check every shard of OUT against manifest.json and its index: "
+        "sizes, sha256, member offsets, sample counts, and that every image "
+        "decodes. Exit 1 with a one-line reason on the first mismatch.",
+    )
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
-                   help="processes (default %(default)s)")
+    p.add_argument("--workers", type=int, default=default_workers(), metavar="N", help="processes (default %(default)s)")
     p.add_argument("--no-decode", action="store_true", help="skip the image decode check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    sub.add_parser("bench", add_help=False, help="conversion throughput benchmark "
-                   "(python -m shards bench --help)")
+    sub.add_parser("bench", add_help=False, help="conversion throughput benchmark (python -m shards bench --help)")
     return parser
 
 
@@ -209,8 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "verify":
             from shards.verify import verify
 
-            ok, message = verify(args.out, workers=args.workers, decode=not args.no_decode,
-                                 progress=not args.no_progress)
+            ok, message = verify(args.out, workers=args.workers, decode=not args.no_decode, progress=not args.no_progress)
             print(f"verify: {'OK' if ok else 'FAILED'}: {message}")
             return 0 if ok else 1
         options = _options(args)  # bad limits fail here, before a long scan
@@ -222,8 +269,7 @@ def _run(args: argparse.Namespace) -> int:
             manifest = build(args.out, args.train, args.test, args.size, args.seed, options)
             for split, info in manifest["splits"].items():
                 print(f"  {split}: {info['count']} images in {len(info['shards'])} shard(s)")
-            print(f"  {len(manifest['categories'])} categories: "
-                  + ", ".join(c["name"] for c in manifest["categories"]))
+            print(f"  {len(manifest['categories'])} categories: " + ", ".join(c["name"] for c in manifest["categories"]))
             print(f"  sources (images, semantic masks, instances_*.json): {args.out}/source")
             return 0
         if args.command == "imagenet":
@@ -237,8 +283,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "folder":
             from shards.folder import scan_folder
 
-            source = scan_folder(args.src, split=args.split,
-                                 classes_from_dirs=args.classes_from_dirs)
+            source = scan_folder(args.src, split=args.split, classes_from_dirs=args.classes_from_dirs)
         else:
             from shards.folder import scan_photos
 

@@ -39,8 +39,13 @@ def _merge_categories(base: list[dict], more: list[dict]) -> list[dict]:
     return [by_id[k] for k in sorted(by_id)]
 
 
-def scan_coco(images: str | os.PathLike, annotations: str | os.PathLike,
-              keypoints: str | os.PathLike | None = None, *, split: str | None = None) -> Source:
+def scan_coco(
+    images: str | os.PathLike,
+    annotations: str | os.PathLike,
+    keypoints: str | os.PathLike | None = None,
+    *,
+    split: str | None = None,
+) -> Source:
     """List the images of a COCO annotation file; the split defaults to the images folder name."""
     image_dir = Path(images).resolve()
     if not image_dir.is_dir():
@@ -74,8 +79,7 @@ def scan_coco(images: str | os.PathLike, annotations: str | os.PathLike,
             continue
         seen_ids.add(img.get("id"))
         seen_files.add(name)
-        meta = {"id": img.get("id"), "file_name": name,
-                "annotations": per_image.get(img.get("id"), [])}
+        meta = {"id": img.get("id"), "file_name": name, "annotations": per_image.get(img.get("id"), [])}
         if img.get("width") and img.get("height"):  # declared size, checked against the bytes
             meta["width"], meta["height"] = img["width"], img["height"]
         key = sanitize_key(Path(name).with_suffix("").as_posix().replace("/", "__"))
@@ -85,6 +89,5 @@ def scan_coco(images: str | os.PathLike, annotations: str | os.PathLike,
     dedupe_keys(items)
     info["images_listed"] = len(data["images"])
     info["images_with_annotations"] = sum(1 for it in items if it.meta["annotations"])
-    info["annotations_without_image"] = sum(len(v) for k, v in per_image.items()
-                                            if k not in seen_ids)
+    info["annotations_without_image"] = sum(len(v) for k, v in per_image.items() if k not in seen_ids)
     return Source("coco", {split: items}, skipped, None, info, {"categories": categories})

@@ -33,14 +33,7 @@ from pathlib import Path
 from shards import parallel
 from shards.index import format_index, group_samples, scan_tar
 from shards.limits import check_limits, max_file_bytes
-from shards.manifest import (
-    MANIFEST,
-    build_manifest,
-    read_manifest,
-    summary_line,
-    tool_version,
-    write_json_atomic,
-)
+from shards.manifest import MANIFEST, build_manifest, read_manifest, summary_line, tool_version, write_json_atomic
 from shards.plan import Item, ShardJob, Skip, assign, fingerprint
 from shards.probe import UNREADABLE, ProbeOptions, probe
 from shards.source_file import SourceFileError, read_source_file
@@ -91,8 +84,7 @@ class ConvertOptions:
         check_limits(self.probe.min_side, self.probe.max_pixels)
 
 
-def _sample_json(item: Item, width: int, height: int, fmt: str, mode: str,
-                 notes: dict) -> tuple[bytes, bool]:
+def _sample_json(item: Item, width: int, height: int, fmt: str, mode: str, notes: dict) -> tuple[bytes, bool]:
     """The sample's ``.json``: the converter's metadata plus what the probe found.
 
     Returns the bytes and whether a size declared by the source disagrees with the stored image.
@@ -110,8 +102,7 @@ def _sample_json(item: Item, width: int, height: int, fmt: str, mode: str,
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode(), mismatch
 
 
-def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
-                pause: float = 0.0) -> dict:
+def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions, pause: float = 0.0) -> dict:
     """Read, probe and write one shard (runs in a worker); returns its record."""
     out = Path(out_dir)
     writer = ShardWriter(out / job.name)
@@ -130,8 +121,7 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
                 parallel.tick(0)
                 continue
             except OSError as exc:
-                skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc),
-                                    job.split).as_dict())
+                skipped.append(Skip(source, UNREADABLE, exc.strerror or str(exc), job.split).as_dict())
                 parallel.tick(0)
                 continue
             verdict = probe(data, options)
@@ -139,8 +129,7 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
             if not verdict.kept:
                 skipped.append(Skip(source, verdict.reason, verdict.detail, job.split).as_dict())
                 continue
-            payload, mismatch = _sample_json(item, verdict.width, verdict.height,
-                                             verdict.format, verdict.mode, verdict.notes)
+            payload, mismatch = _sample_json(item, verdict.width, verdict.height, verdict.format, verdict.mode, verdict.notes)
             members = [(verdict.ext, data)]
             if item.cls is not None:
                 members.append(("cls", str(item.cls).encode()))
@@ -152,10 +141,19 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions,
             if mismatch:
                 notes["size_mismatch"] += 1
         stats = writer.finish()
-        record = {"fingerprint": fp, "split": job.split, "name": job.name,
-                  "index": writer.index_final.name, "count": stats.count, "bytes": stats.bytes,
-                  "sha256": stats.sha256, "skipped": skipped, "formats": dict(formats),
-                  "modes": dict(modes), "notes": dict(notes)}
+        record = {
+            "fingerprint": fp,
+            "split": job.split,
+            "name": job.name,
+            "index": writer.index_final.name,
+            "count": stats.count,
+            "bytes": stats.bytes,
+            "sha256": stats.sha256,
+            "skipped": skipped,
+            "formats": dict(formats),
+            "modes": dict(modes),
+            "notes": dict(notes),
+        }
         # Record first, then index and tar: the tar's final name appears last and means "done".
         write_json_atomic(out / PROGRESS / f"{job.name}.json", record)
         if stats.count:
@@ -187,8 +185,7 @@ def _is_done(out: Path, job: ShardJob, fp: str) -> dict | None:
     return None
 
 
-def _restore_missing(out: Path, manifest: dict, jobs: dict[str, ShardJob], fp: str,
-                     options: ConvertOptions) -> list[str]:
+def _restore_missing(out: Path, manifest: dict, jobs: dict[str, ShardJob], fp: str, options: ConvertOptions) -> list[str]:
     """Bring a finished conversion back to what its manifest lists; returns the files rewritten.
 
     A missing (or resized) shard is rewritten from its sources, which the matching fingerprint
@@ -205,11 +202,11 @@ def _restore_missing(out: Path, manifest: dict, jobs: dict[str, ShardJob], fp: s
             if not tar.is_file() or tar.stat().st_size != entry["bytes"]:
                 (out / PROGRESS).mkdir(exist_ok=True)
                 rec = write_shard(jobs[entry["name"]], str(out), fp, options.probe)
-                if (rec["count"], rec["bytes"], rec["sha256"]) != (
-                        entry["count"], entry["bytes"], entry["sha256"]):
+                if (rec["count"], rec["bytes"], rec["sha256"]) != (entry["count"], entry["bytes"], entry["sha256"]):
                     raise ConversionError(
                         f"{tar} rewritten from its sources differs from the finished conversion "
-                        "(sources changed in place?); pass --overwrite to rebuild everything")
+                        "(sources changed in place?); pass --overwrite to rebuild everything"
+                    )
                 restored += [tar.name, idx.name]
             elif not idx.is_file():
                 tmp = tmp_name(idx)
@@ -259,7 +256,8 @@ def _prepare(out: Path, fp: str, overwrite: bool) -> dict | None:
         if not overwrite:
             raise ConversionError(
                 f"{out} already holds shards of a different conversion (other sources or "
-                "options); pass --overwrite to replace them, or choose another OUT")
+                "options); pass --overwrite to replace them, or choose another OUT"
+            )
         _clear(out)
     (out / PROGRESS).mkdir(exist_ok=True)
     for folder in (out, out / PROGRESS):  # leftovers of a killed run
@@ -275,17 +273,23 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
     """Convert ``source`` into shards under ``out_dir``; returns the manifest (also written)."""
     out = Path(out_dir)
     if not any(source.splits.values()):
-        raise ConversionError(f"no images found in {source.info.get('root', source.info)}"
-                              + (f" ({len(source.skipped)} skipped)" if source.skipped else ""))
+        raise ConversionError(
+            f"no images found in {source.info.get('root', source.info)}"
+            + (f" ({len(source.skipped)} skipped)" if source.skipped else "")
+        )
     bad = [s for s in source.splits if not re.fullmatch(r"[A-Za-z0-9_-]+", s)]
     if bad:
         raise ConversionError(f"split name {bad[0]!r}: use letters, digits, '_' and '-' only")
-    settings = {"seed": options.seed, "shard_size": options.shard_size,
-                "max_count": options.max_count, **asdict(options.probe)}
-    jobs = [job for split, items in source.splits.items()
-            for job in assign(split, items, options.seed, options.shard_size, options.max_count)]
-    fp = fingerprint(jobs, {"kind": source.kind, "tool": tool_version(), "settings": settings,
-                            "classes": source.classes, "extra": source.extra})
+    settings = {"seed": options.seed, "shard_size": options.shard_size, "max_count": options.max_count, **asdict(options.probe)}
+    jobs = [
+        job
+        for split, items in source.splits.items()
+        for job in assign(split, items, options.seed, options.shard_size, options.max_count)
+    ]
+    fp = fingerprint(
+        jobs,
+        {"kind": source.kind, "tool": tool_version(), "settings": settings, "classes": source.classes, "extra": source.extra},
+    )
     finished = _prepare(out, fp, options.overwrite)
     if finished is not None:
         restored = _restore_missing(out, finished, {job.name: job for job in jobs}, fp, options)
@@ -305,13 +309,12 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
             records[job.name] = rec
     if records:
         log.info(f"shards: resuming: {len(records)} of {len(jobs)} shards already done")
-    fn = partial(write_shard, out_dir=str(out), fp=fp, options=options.probe,
-                 pause=options.pause_per_shard)
+    fn = partial(write_shard, out_dir=str(out), fp=fp, options=options.probe, pause=options.pause_per_shard)
     total = sum(len(j.items) for j in todo)
     try:
-        for rec in parallel.run_jobs(fn, todo, workers=options.workers, total=total,
-                                     desc=f"{source.kind} -> {out.name}",
-                                     progress=options.progress):
+        for rec in parallel.run_jobs(
+            fn, todo, workers=options.workers, total=total, desc=f"{source.kind} -> {out.name}", progress=options.progress
+        ):
             records[rec["name"]] = rec
     except OSError as exc:
         raise ConversionError(f"writing shards in {out}: {exc}") from None
@@ -319,10 +322,16 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
     per_split: dict[str, list[dict]] = {split: [] for split in source.splits}
     for job in jobs:
         per_split[job.split].append(records[job.name])
-    manifest = build_manifest(kind=source.kind, source=source.info, settings=settings,
-                              fingerprint=fp, splits=per_split,
-                              skipped=[s.as_dict() for s in source.skipped],
-                              classes=source.classes, extra=source.extra)
+    manifest = build_manifest(
+        kind=source.kind,
+        source=source.info,
+        settings=settings,
+        fingerprint=fp,
+        splits=per_split,
+        skipped=[s.as_dict() for s in source.skipped],
+        classes=source.classes,
+        extra=source.extra,
+    )
     write_json_atomic(out / INFO, timm_info(manifest))  # before the manifest, which means "done"
     write_json_atomic(out / MANIFEST, manifest)
     shutil.rmtree(out / PROGRESS, ignore_errors=True)

@@ -66,8 +66,9 @@ def list_stamps(root: str | Path = TUXPAINT_STAMPS, min_side: int = 32) -> list[
     """Every PNG stamp under ``root/<category>/...`` with transparency and both sides >= ``min_side``."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"no stamps at {root}: install the Debian package tuxpaint-stamps-default "
-                                "(bash scripts/setup.sh as root)")
+        raise FileNotFoundError(
+            f"no stamps at {root}: install the Debian package tuxpaint-stamps-default (bash scripts/setup.sh as root)"
+        )
     found = []
     for path in sorted(root.rglob("*.png")):
         with Image.open(path) as im:
@@ -95,8 +96,7 @@ def split_stamps(stamps: list[Stamp], seed: int, test_fraction: float = 0.25) ->
 def split_backgrounds(photos: list[Path]) -> dict[str, list[Path]]:
     """Every fourth photo (sorted order) is a test background, the rest train."""
     photos = sorted(photos)
-    return {"train": [p for i, p in enumerate(photos) if i % 4 != 3],
-            "test": [p for i, p in enumerate(photos) if i % 4 == 3]}
+    return {"train": [p for i, p in enumerate(photos) if i % 4 != 3], "test": [p for i, p in enumerate(photos) if i % 4 == 3]}
 
 
 @cache
@@ -127,8 +127,13 @@ def background_crop(path: Path, size: int, rng: random.Random) -> np.ndarray:
     return np.asarray(crop, dtype=np.uint8)
 
 
-def compose(background: np.ndarray, stamps: list[Stamp], category_ids: dict[str, int], rng: random.Random,
-            scale: tuple[float, float] = (0.2, 0.55)) -> Composite:
+def compose(
+    background: np.ndarray,
+    stamps: list[Stamp],
+    category_ids: dict[str, int],
+    rng: random.Random,
+    scale: tuple[float, float] = (0.2, 0.55),
+) -> Composite:
     """Paste ``stamps`` in order onto ``background`` (uint8 ``[S, S, 3]``); returns image and visible masks."""
     size = background.shape[0]
     canvas = background.astype(np.float32)
@@ -149,7 +154,7 @@ def compose(background: np.ndarray, stamps: list[Stamp], category_ids: dict[str,
         ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x0 + w, size), min(y0 + h, size)
         if ax0 >= ax1 or ay0 >= ay1:
             continue
-        part = arr[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
+        part = arr[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0]
         alpha = part[..., 3:] / 255.0
         region = canvas[ay0:ay1, ax0:ax1]
         canvas[ay0:ay1, ax0:ax1] = region * (1 - alpha) + part[..., :3] * alpha
@@ -164,9 +169,16 @@ def compose(background: np.ndarray, stamps: list[Stamp], category_ids: dict[str,
     return out
 
 
-def iter_composites(split: str, count: int, stamps: list[Stamp], backgrounds: list[Path],
-                    category_ids: dict[str, int], size: int, seed: int,
-                    objects: tuple[int, int] = (3, 6)) -> Iterator[Composite]:
+def iter_composites(
+    split: str,
+    count: int,
+    stamps: list[Stamp],
+    backgrounds: list[Path],
+    category_ids: dict[str, int],
+    size: int,
+    seed: int,
+    objects: tuple[int, int] = (3, 6),
+) -> Iterator[Composite]:
     """``count`` composites of one split; image ``i`` depends only on ``(seed, split, i)``."""
     if not stamps or not backgrounds:
         raise ValueError(f"split {split}: no stamps or no background photos to draw from")
@@ -185,15 +197,28 @@ def coco_instances(composites: list[Composite], split: str, categories: list[str
     for i, comp in enumerate(composites):
         h, w = comp.image.shape[:2]
         image_id = i + 1
-        images.append({"id": image_id, "file_name": f"{split}_{i:06d}.jpg", "width": w, "height": h,
-                       "background": comp.background})
+        images.append(
+            {"id": image_id, "file_name": f"{split}_{i:06d}.jpg", "width": w, "height": h, "background": comp.background}
+        )
         for mask, cat, stamp in zip(comp.masks, comp.categories, comp.stamps):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                                "segmentation": encode_rle(mask), "area": int(mask.sum()),
-                                "bbox": mask_bbox(mask), "iscrowd": 0, "stamp": stamp})
-    return {"info": {"description": f"densessl copy-paste set, split {split}"},
-            "images": images, "annotations": annotations,
-            "categories": [{"id": k + 1, "name": name, "supercategory": "stamp"} for k, name in enumerate(categories)]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "segmentation": encode_rle(mask),
+                    "area": int(mask.sum()),
+                    "bbox": mask_bbox(mask),
+                    "iscrowd": 0,
+                    "stamp": stamp,
+                }
+            )
+    return {
+        "info": {"description": f"densessl copy-paste set, split {split}"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": k + 1, "name": name, "supercategory": "stamp"} for k, name in enumerate(categories)],
+    }
 
 
 def jpeg_bytes(image: np.ndarray, quality: int = 92) -> bytes:
@@ -203,9 +228,15 @@ def jpeg_bytes(image: np.ndarray, quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
-def write_sources(work: str | Path, counts: dict[str, int], size: int = 192, seed: int = 0,
-                  stamp_root: str | Path = TUXPAINT_STAMPS, photos: list[Path] | None = None,
-                  progress: bool = True) -> dict[str, tuple[Path, Path]]:
+def write_sources(
+    work: str | Path,
+    counts: dict[str, int],
+    size: int = 192,
+    seed: int = 0,
+    stamp_root: str | Path = TUXPAINT_STAMPS,
+    photos: list[Path] | None = None,
+    progress: bool = True,
+) -> dict[str, tuple[Path, Path]]:
     """Generate each split into ``work/<split>/*.jpg`` + ``work/instances_<split>.json`` and a
     semantic mask PNG per image in ``work/<split>_semantic/``. Returns ``{split: (image dir, json)}``."""
     from tqdm import tqdm
@@ -218,8 +249,14 @@ def write_sources(work: str | Path, counts: dict[str, int], size: int = 192, see
     work = Path(work)
     written = {}
     for split, count in counts.items():
-        comps = list(tqdm(iter_composites(split, count, stamp_split[split], photo_split[split], category_ids,
-                                          size, seed), total=count, desc=f"copy-paste {split}", disable=not progress))
+        comps = list(
+            tqdm(
+                iter_composites(split, count, stamp_split[split], photo_split[split], category_ids, size, seed),
+                total=count,
+                desc=f"copy-paste {split}",
+                disable=not progress,
+            )
+        )
         image_dir, mask_dir = work / split, work / f"{split}_semantic"
         image_dir.mkdir(parents=True, exist_ok=True)
         mask_dir.mkdir(parents=True, exist_ok=True)
@@ -236,9 +273,16 @@ def write_sources(work: str | Path, counts: dict[str, int], size: int = 192, see
     return written
 
 
-def build(out: str | Path, train: int = 200, test: int = 100, size: int = 192, seed: int = 0,
-          options: ConvertOptions | None = None, stamp_root: str | Path = TUXPAINT_STAMPS,
-          photos: list[Path] | None = None) -> dict:
+def build(
+    out: str | Path,
+    train: int = 200,
+    test: int = 100,
+    size: int = 192,
+    seed: int = 0,
+    options: ConvertOptions | None = None,
+    stamp_root: str | Path = TUXPAINT_STAMPS,
+    photos: list[Path] | None = None,
+) -> dict:
     """Generate the set into ``out/source/`` and convert it with the COCO converter into
     ``out/train-*.tar`` and ``out/test-*.tar``; returns the shards' manifest."""
     from shards.coco import scan_coco
@@ -248,8 +292,7 @@ def build(out: str | Path, train: int = 200, test: int = 100, size: int = 192, s
     counts = {split: n for split, n in (("train", train), ("test", test)) if n > 0}
     written = write_sources(Path(out) / "source", counts, size, seed, stamp_root, photos, options.progress)
     sources = [scan_coco(image_dir, ann, split=split) for split, (image_dir, ann) in written.items()]
-    merged = Source("coco", {}, [], None, {"builder": "copy-paste", "seed": seed, "size": size},
-                    sources[0].extra)
+    merged = Source("coco", {}, [], None, {"builder": "copy-paste", "seed": seed, "size": size}, sources[0].extra)
     for src in sources:
         merged.splits.update(src.splits)
         merged.skipped += src.skipped

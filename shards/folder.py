@@ -17,8 +17,7 @@ from shards.source_file import NOT_REGULAR, not_regular
 
 # Candidates by name; formats we do not keep (gif, bmp, tiff) are skipped and counted by the
 # probe, so that the manifest tells the user they were there.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif",
-                  ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def list_images(root: Path) -> tuple[list[Path], int]:
@@ -37,8 +36,16 @@ def list_images(root: Path) -> tuple[list[Path], int]:
     return sorted(found), ignored
 
 
-def stat_item(path: Path, key: str, split: str, skipped: list[Skip], *, cls: int | None = None,
-              meta: dict | None = None, source: str | None = None) -> Item | None:
+def stat_item(
+    path: Path,
+    key: str,
+    split: str,
+    skipped: list[Skip],
+    *,
+    cls: int | None = None,
+    meta: dict | None = None,
+    source: str | None = None,
+) -> Item | None:
     """An :class:`Item` for an existing regular file; otherwise a skip: ``missing`` (broken
     link, vanished) or ``not-a-regular-file`` (named pipe, device, socket, folder named like an
     image; symlinks are followed). The writer checks the opened file again (it may change)."""
@@ -54,8 +61,7 @@ def stat_item(path: Path, key: str, split: str, skipped: list[Skip], *, cls: int
     return Item(key=key, path=str(path), size=size, cls=cls, meta=meta or {})
 
 
-def scan_folder(src: str | os.PathLike, *, split: str = "train",
-                classes_from_dirs: bool = False) -> Source:
+def scan_folder(src: str | os.PathLike, *, split: str = "train", classes_from_dirs: bool = False) -> Source:
     """List an image folder as one split; classes from the first-level folders when asked."""
     root = Path(src).resolve()
     if not root.is_dir():
@@ -64,8 +70,7 @@ def scan_folder(src: str | os.PathLike, *, split: str = "train",
     skipped: list[Skip] = []
     classes = None
     if classes_from_dirs:
-        classes = sorted({p.relative_to(root).parts[0] for p in paths
-                          if len(p.relative_to(root).parts) > 1})
+        classes = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
     class_index = {name: i for i, name in enumerate(classes or [])}
     items: list[Item] = []
     for path in paths:
@@ -74,9 +79,9 @@ def scan_folder(src: str | os.PathLike, *, split: str = "train",
         cls = None
         if classes_from_dirs:
             if len(rel.parts) < 2:
-                skipped.append(Skip(rel.as_posix(), NO_CLASS,
-                                    "file directly under SRC; --classes-from-dirs expects "
-                                    "SRC/<class>/...", split))
+                skipped.append(
+                    Skip(rel.as_posix(), NO_CLASS, "file directly under SRC; --classes-from-dirs expects SRC/<class>/...", split)
+                )
                 continue
             meta["class"] = rel.parts[0]
             cls = class_index[rel.parts[0]]
@@ -86,8 +91,7 @@ def scan_folder(src: str | os.PathLike, *, split: str = "train",
         if item is not None:
             items.append(item)
     dedupe_keys(items)
-    info = {"root": str(root), "split": split, "classes_from_dirs": classes_from_dirs,
-            "ignored_files": ignored}
+    info = {"root": str(root), "split": split, "classes_from_dirs": classes_from_dirs, "ignored_files": ignored}
     return Source("folder", {split: items}, skipped, classes, info)
 
 
@@ -101,10 +105,8 @@ def scan_photos(paths: list[Path] | None = None, *, split: str = "train") -> Sou
     skipped: list[Skip] = []
     items = []
     for path in paths:
-        item = stat_item(path, sanitize_key(path.stem), split, skipped,
-                         meta={"source": str(path)})
+        item = stat_item(path, sanitize_key(path.stem), split, skipped, meta={"source": str(path)})
         if item is not None:
             items.append(item)
     dedupe_keys(items)
-    return Source("photos", {split: items}, skipped, None, {"root": "shards.photos",
-                                                            "split": split})
+    return Source("photos", {split: items}, skipped, None, {"root": "shards.photos", "split": split})

@@ -39,12 +39,10 @@ def find_root(src: Path) -> Path:
     kaggle = src / "ILSVRC" / "Data" / "CLS-LOC"
     root = kaggle if kaggle.is_dir() else src
     if not (root / "train").is_dir() and not (root / "val").is_dir():
-        raise FileNotFoundError(f"{src}: no train/ or val/ folder (expected the ILSVRC-2012 "
-                                "layout)")
+        raise FileNotFoundError(f"{src}: no train/ or val/ folder (expected the ILSVRC-2012 layout)")
     train = root / "train"
     if train.is_dir() and not _class_dirs(train) and any(train.glob("*.tar")):
-        raise FileNotFoundError(f"{train} holds per-class .tar archives: extract each into "
-                                "train/<wnid>/ first")
+        raise FileNotFoundError(f"{train} holds per-class .tar archives: extract each into train/<wnid>/ first")
     return root
 
 
@@ -58,8 +56,9 @@ def devkit_labels(devkit: Path) -> dict[int, str]:
     try:
         from scipy.io import loadmat
     except ImportError:
-        raise RuntimeError("reading the devkit's meta.mat needs scipy (pip install scipy), or "
-                           "pass --val-labels with LOC_val_solution.csv") from None
+        raise RuntimeError(
+            "reading the devkit's meta.mat needs scipy (pip install scipy), or pass --val-labels with LOC_val_solution.csv"
+        ) from None
     synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
     id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
     ids = [int(line) for line in truth.read_text().split()]
@@ -79,32 +78,30 @@ def file_labels(path: Path) -> dict[str, str]:
             if len(words) >= 2 and not line.lstrip().startswith("#"):
                 labels[Path(words[0]).stem] = words[1]
     if not labels:
-        raise ValueError(f"{path}: no labels found (expected LOC_val_solution.csv or "
-                         "'<name> <wnid>' lines)")
+        raise ValueError(f"{path}: no labels found (expected LOC_val_solution.csv or '<name> <wnid>' lines)")
     return labels
 
 
-def _flat_val_labels(src: Path, root: Path, devkit: Path | None,
-                     val_labels: Path | None) -> tuple[dict[str, str], dict]:
+def _flat_val_labels(src: Path, root: Path, devkit: Path | None, val_labels: Path | None) -> tuple[dict[str, str], dict]:
     """Stem -> wnid for a flat val/ and a description of where the labels came from."""
     if val_labels is not None:
         return file_labels(val_labels), {"val_labels": str(val_labels.resolve())}
-    candidates = ([devkit] if devkit is not None
-                  else [src / DEVKIT, root / DEVKIT, src.parent / DEVKIT])
+    candidates = [devkit] if devkit is not None else [src / DEVKIT, root / DEVKIT, src.parent / DEVKIT]
     for d in candidates:
         if d is not None and d.is_dir():
             by_number = devkit_labels(d)
-            return ({f"ILSVRC2012_val_{n:08d}": w for n, w in by_number.items()},
-                    {"devkit": str(d.resolve())})
+            return ({f"ILSVRC2012_val_{n:08d}": w for n, w in by_number.items()}, {"devkit": str(d.resolve())})
     for csv_path in (src / "LOC_val_solution.csv", root / "LOC_val_solution.csv"):
         if csv_path.is_file():
             return file_labels(csv_path), {"val_labels": str(csv_path.resolve())}
-    raise FileNotFoundError(f"{root / 'val'} is flat: pass --devkit DIR ({DEVKIT}) or "
-                            "--val-labels FILE (LOC_val_solution.csv) for its classes")
+    raise FileNotFoundError(
+        f"{root / 'val'} is flat: pass --devkit DIR ({DEVKIT}) or --val-labels FILE (LOC_val_solution.csv) for its classes"
+    )
 
 
-def scan_imagenet(src: str | os.PathLike, *, devkit: str | os.PathLike | None = None,
-                  val_labels: str | os.PathLike | None = None) -> Source:
+def scan_imagenet(
+    src: str | os.PathLike, *, devkit: str | os.PathLike | None = None, val_labels: str | os.PathLike | None = None
+) -> Source:
     """List ILSVRC-2012 train and val as splits ``train`` and ``val``."""
     src_path = Path(src).resolve()
     root = find_root(src_path)
@@ -121,8 +118,9 @@ def scan_imagenet(src: str | os.PathLike, *, devkit: str | os.PathLike | None = 
 
     labels: dict[str, str] = {}
     if val.is_dir() and not val_per_class:
-        labels, where = _flat_val_labels(src_path, root, Path(devkit) if devkit else None,
-                                         Path(val_labels) if val_labels else None)
+        labels, where = _flat_val_labels(
+            src_path, root, Path(devkit) if devkit else None, Path(val_labels) if val_labels else None
+        )
         info.update(where)
         if not classes:
             classes = sorted(set(labels.values()))
@@ -143,15 +141,20 @@ def scan_imagenet(src: str | os.PathLike, *, devkit: str | os.PathLike | None = 
             else:
                 wnid = labels.get(path.stem) or labels.get(path.name)
                 if wnid is None:
-                    skipped.append(Skip(rel, UNLABELED, "no ground-truth label for this file",
-                                        split))
+                    skipped.append(Skip(rel, UNLABELED, "no ground-truth label for this file", split))
                     continue
             if wnid not in class_index:
                 skipped.append(Skip(rel, UNKNOWN_CLASS, f"wnid {wnid} is not a train class", split))
                 continue
-            item = stat_item(path, sanitize_key(path.stem), split, skipped,
-                             cls=class_index[wnid], meta={"wnid": wnid, "source": rel},
-                             source=rel)
+            item = stat_item(
+                path,
+                sanitize_key(path.stem),
+                split,
+                skipped,
+                cls=class_index[wnid],
+                meta={"wnid": wnid, "source": rel},
+                source=rel,
+            )
             if item is not None:
                 items.append(item)
         dedupe_keys(items)

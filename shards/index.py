@@ -45,7 +45,7 @@ class Member:
 def split_name(name: str) -> tuple[str, str]:
     """``dir/key.ext.more`` -> (``dir/key``, ``ext.more``), as WebDataset and DALI split names."""
     dot = name.find(".", name.rfind("/") + 1)
-    return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
+    return (name, "") if dot < 0 else (name[:dot], name[dot + 1 :])
 
 
 def group_samples(members: list[Member]) -> list[list[Member]]:
@@ -110,9 +110,9 @@ def read_index(index_path: str | os.PathLike) -> list[list[Member]]:
             raise ValueError(f"{index_path}:{number}: expected groups of 'ext offset size name'")
         sample = []
         for i in range(0, len(words), 4):
-            ext, offset, size, name = words[i:i + 4]
+            ext, offset, size, name = words[i : i + 4]
             if not (offset.isdigit() and size.isdigit()) or split_name(name)[1] != ext:
-                entry = " ".join(words[i:i + 4])
+                entry = " ".join(words[i : i + 4])
                 raise ValueError(f"{index_path}:{number}: malformed entry {entry!r}")
             sample.append(Member(name, int(offset), int(size)))
         samples.append(sample)

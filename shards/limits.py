@@ -32,8 +32,12 @@ def max_file_bytes(max_pixels: int = MAX_PIXELS) -> int:
 def check_limits(min_side: int, max_pixels: int) -> None:
     """Refuse a converter policy looser than the loaders; ValueError with a one-line reason."""
     if min_side < MIN_SIDE:
-        raise ValueError(f"min_side {min_side} is below {MIN_SIDE}, the smallest side every loader "
-                         f"decodes (shards.limits.MIN_SIDE); use {MIN_SIDE} or more")
+        raise ValueError(
+            f"min_side {min_side} is below {MIN_SIDE}, the smallest side every loader "
+            f"decodes (shards.limits.MIN_SIDE); use {MIN_SIDE} or more"
+        )
     if not 0 < max_pixels <= MAX_PIXELS:
-        raise ValueError(f"max_pixels {max_pixels} is outside 1..{MAX_PIXELS}, the largest image every "
-                         f"loader decodes (shards.limits.MAX_PIXELS); use at most {MAX_PIXELS}")
+        raise ValueError(
+            f"max_pixels {max_pixels} is outside 1..{MAX_PIXELS}, the largest image every "
+            f"loader decodes (shards.limits.MAX_PIXELS); use at most {MAX_PIXELS}"
+        )

@@ -28,9 +28,17 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-def build_manifest(*, kind: str, source: dict, settings: dict, fingerprint: str,
-                   splits: dict[str, list[dict]], skipped: list[dict],
-                   classes: list[str] | None, extra: dict) -> dict:
+def build_manifest(
+    *,
+    kind: str,
+    source: dict,
+    settings: dict,
+    fingerprint: str,
+    splits: dict[str, list[dict]],
+    skipped: list[dict],
+    classes: list[str] | None,
+    extra: dict,
+) -> dict:
     """Assemble the manifest from the per-shard records (in plan order) and plan-time skips."""
     out_splits: dict[str, dict] = {}
     formats: Counter = Counter()
@@ -38,13 +46,12 @@ def build_manifest(*, kind: str, source: dict, settings: dict, fingerprint: str,
     notes: Counter = Counter()
     all_skipped = list(skipped)
     for split, records in splits.items():
-        shards = [{"name": r["name"], "index": r["index"], "count": r["count"],
-                   "bytes": r["bytes"], "sha256": r["sha256"]} for r in records if r["count"]]
-        out_splits[split] = {
-            "count": sum(s["count"] for s in shards),
-            "bytes": sum(s["bytes"] for s in shards),
-            "shards": shards,
-        }
+        shards = [
+            {"name": r["name"], "index": r["index"], "count": r["count"], "bytes": r["bytes"], "sha256": r["sha256"]}
+            for r in records
+            if r["count"]
+        ]
+        out_splits[split] = {"count": sum(s["count"] for s in shards), "bytes": sum(s["bytes"] for s in shards), "shards": shards}
         for r in records:
             formats.update(r["formats"])
             modes.update(r["modes"])
@@ -101,8 +108,7 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {manifest.get('format_version')}, "
-                         f"this tool reads {FORMAT_VERSION}")
+        raise ValueError(f"{path}: format version {manifest.get('format_version')}, this tool reads {FORMAT_VERSION}")
     return manifest
 
 
@@ -120,5 +126,4 @@ def summary_line(manifest: dict, out_dir: str | os.PathLike) -> str:
     t = manifest["totals"]
     reasons = ", ".join(f"{k} {v}" for k, v in t["skipped_by_reason"].items())
     skipped = f"skipped {t['skipped']}" + (f" ({reasons})" if reasons else "")
-    return (f"shards: kept {t['samples']} images in {t['shards']} shards "
-            f"({human_bytes(t['bytes'])}) -> {out_dir}; {skipped}")
+    return f"shards: kept {t['samples']} images in {t['shards']} shards ({human_bytes(t['bytes'])}) -> {out_dir}; {skipped}"

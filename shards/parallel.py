@@ -67,8 +67,9 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, total: int,
-             desc: str, progress: bool = True) -> Iterator[R]:
+def run_jobs(
+    fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, total: int, desc: str, progress: bool = True
+) -> Iterator[R]:
     """Yield ``fn(job)`` for every job, in completion order.
 
     ``workers <= 1`` runs inline (no processes: simplest to debug and what tests use).
@@ -77,8 +78,15 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, total: in
     """
     global _counter, _on_tick
     tqdm.monitor_interval = 0  # no monitor thread: workers are forked
-    bar = tqdm(total=total, unit="img", desc=desc, disable=None if progress else True,
-               dynamic_ncols=True, smoothing=0.05, mininterval=0.5)
+    bar = tqdm(
+        total=total,
+        unit="img",
+        desc=desc,
+        disable=None if progress else True,
+        dynamic_ncols=True,
+        smoothing=0.05,
+        mininterval=0.5,
+    )
     start = time.monotonic()
 
     def refresh(images: int, nbytes: int) -> None:
@@ -107,8 +115,9 @@ def run_jobs(fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, total: in
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Array("q", 2)
-        pool = cf.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
-                                      initializer=_init_worker, initargs=(counter, os.getpid()))
+        pool = cf.ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker, initargs=(counter, os.getpid())
+        )
         completed = False
         try:
             pending = {pool.submit(fn, job) for job in jobs}

@@ -12,8 +12,17 @@ from pathlib import Path
 
 LIST_FILE = Path(__file__).with_name("real_photos.txt")
 SKIMAGE_PHOTOS = (
-    "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "rocket.jpg",
-    "hubble_deep_field.jpg", "moon.png", "retina.jpg", "motorcycle_left.png", "motorcycle_right.png",
+    "astronaut.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "moon.png",
+    "retina.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
 )
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 MISSING_HINT = "no real photos installed: run `bash scripts/setup.sh` (as root, for the Debian photo packages)"

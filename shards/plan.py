@@ -51,8 +51,7 @@ class Skip:
 
     def as_dict(self) -> dict:
         """The manifest's record of the skip: split, source, reason, detail."""
-        return {"split": self.split, "source": self.source, "reason": self.reason,
-                "detail": self.detail}
+        return {"split": self.split, "source": self.source, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass
@@ -79,7 +78,7 @@ def sanitize_key(text: str) -> str:
     key = _KEY_UNSAFE.sub("_", text).strip("_") or "sample"
     if len(key) > MAX_KEY_LEN:
         digest = hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-        key = f"{key[:MAX_KEY_LEN - 11]}-{digest}"
+        key = f"{key[: MAX_KEY_LEN - 11]}-{digest}"
     return key
 
 
@@ -102,6 +101,7 @@ def dedupe_keys(items: list[Item]) -> None:
 
 def estimated_bytes(item: Item) -> int:
     """Tar bytes one sample will take: headers, padded image, small ``.cls``/``.json`` members."""
+
     def padded(n: int) -> int:
         return -(-n // TAR_BLOCK) * TAR_BLOCK
 
@@ -112,8 +112,7 @@ def estimated_bytes(item: Item) -> int:
     return members
 
 
-def assign(split: str, items: list[Item], seed: int, shard_size: int,
-           max_count: int | None) -> list[ShardJob]:
+def assign(split: str, items: list[Item], seed: int, shard_size: int, max_count: int | None) -> list[ShardJob]:
     """Shuffle ``items`` with ``seed`` and cut them into consecutive shards.
 
     A shard closes before the sample that would take it past ``shard_size`` bytes (estimated) or
@@ -144,6 +143,9 @@ def fingerprint(jobs: Iterable[ShardJob], settings: dict) -> str:
     for job in jobs:
         h.update(f"\n#{job.name}".encode())
         for it in job.items:
-            h.update(json.dumps([it.key, it.path, it.size, it.cls, it.meta], sort_keys=True,
-                                default=str).encode("utf-8", "surrogateescape"))
+            h.update(
+                json.dumps([it.key, it.path, it.size, it.cls, it.meta], sort_keys=True, default=str).encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
     return h.hexdigest()

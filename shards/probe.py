@@ -129,8 +129,7 @@ def _check_size(p: Probe, options: ProbeOptions) -> None:
     if p.width <= 0 or p.height <= 0:
         raise _Bad(CORRUPT, f"invalid size {p.width}x{p.height}")
     if min(p.width, p.height) < options.min_side:
-        raise _Bad(TOO_SMALL,
-                   f"{p.width}x{p.height} has a side below --min-side {options.min_side}")
+        raise _Bad(TOO_SMALL, f"{p.width}x{p.height} has a side below --min-side {options.min_side}")
     if p.width * p.height > options.max_pixels:
         raise _Bad(TOO_LARGE, f"{p.width}x{p.height} exceeds --max-pixels {options.max_pixels}")
 
@@ -160,10 +159,10 @@ def _jpeg_header(data: bytes, p: Probe) -> None:
             raise _Bad(CORRUPT, "end of image before any scan")
         if pos + 2 > n:
             break
-        length = struct.unpack(">H", data[pos:pos + 2])[0]
+        length = struct.unpack(">H", data[pos : pos + 2])[0]
         if length < 2 or pos + length > n:
             raise _Bad(TRUNCATED, f"segment 0x{marker:02X} runs past the end of the file")
-        seg = data[pos + 2:pos + length]
+        seg = data[pos + 2 : pos + length]
         if marker in _SOF_MARKERS:
             if len(seg) < 6:
                 raise _Bad(CORRUPT, "short frame header")
@@ -202,9 +201,9 @@ def _exif_orientation(tiff: bytes) -> int | None:
     try:
         endian = {b"II": "<", b"MM": ">"}[tiff[:2]]
         ifd = struct.unpack(endian + "I", tiff[4:8])[0]
-        count = struct.unpack(endian + "H", tiff[ifd:ifd + 2])[0]
+        count = struct.unpack(endian + "H", tiff[ifd : ifd + 2])[0]
         for i in range(count):
-            entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+            entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
             tag, typ = struct.unpack(endian + "HH", entry[:4])
             if tag == 0x0112 and typ == 3:
                 return struct.unpack(endian + "H", entry[8:10])[0]
@@ -237,12 +236,12 @@ def _png_chunks(data: bytes):
     while True:
         if pos + 8 > n:
             raise _Bad(TRUNCATED, "file ends before IEND")
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 12 + length
         if end > n:
             raise _Bad(TRUNCATED, f"chunk {ctype!r} runs past the end of the file")
-        payload = data[pos + 8:pos + 8 + length]
-        crc = struct.unpack(">I", data[end - 4:end])[0]
+        payload = data[pos + 8 : pos + 8 + length]
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
         if zlib.crc32(ctype + payload) & 0xFFFFFFFF != crc:
             raise _Bad(CORRUPT, f"bad CRC in chunk {ctype.decode('latin-1')}")
         yield ctype, payload
@@ -268,15 +267,14 @@ def _png_header(data: bytes, p: Probe) -> None:
 
 def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> int:
     """Bytes of the filtered scanlines the IDAT stream must inflate to."""
+
     def rows(w: int, h: int) -> int:
         return 0 if w == 0 or h == 0 else h * (1 + (w * bits_per_pixel + 7) // 8)
 
     if not interlaced:
         return rows(width, height)
-    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
-              (0, 1, 1, 2))
-    return sum(rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy)
-               for x0, y0, dx, dy in passes)
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    return sum(rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in passes)
 
 
 def _png_decode(data: bytes, p: Probe) -> None:
@@ -296,8 +294,7 @@ def _png_decode(data: bytes, p: Probe) -> None:
     except zlib.error as exc:
         raise _Bad(CORRUPT, f"pixel stream: {exc}") from None
     if not inflater.eof or total != expected:
-        raise _Bad(TRUNCATED if total < expected else CORRUPT,
-                   f"pixel stream holds {total} bytes, {expected} expected")
+        raise _Bad(TRUNCATED if total < expected else CORRUPT, f"pixel stream holds {total} bytes, {expected} expected")
 
 
 # ---------------------------------------------------------------- WebP

@@ -27,9 +27,14 @@ class SourceFileError(Exception):
 
 def file_kind(mode: int) -> str:
     """Human name of a file type from ``st_mode`` (``"named pipe (FIFO)"``, ``"regular file"``...)."""
-    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
-                       (stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -68,8 +73,9 @@ def read_source_file(path: str | os.PathLike, max_bytes: int) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise SourceFileError(NOT_REGULAR, _describe(path, st.st_mode))
         if st.st_size > max_bytes:
-            raise SourceFileError(FILE_TOO_LARGE, f"file of {st.st_size} bytes exceeds the cap of "
-                                  f"{max_bytes} bytes derived from --max-pixels")
+            raise SourceFileError(
+                FILE_TOO_LARGE, f"file of {st.st_size} bytes exceeds the cap of {max_bytes} bytes derived from --max-pixels"
+            )
         chunks, total = [], 0
         while total <= max_bytes:  # the size may have grown since fstat: never trust it
             chunk = f.read(min(1 << 24, max_bytes + 1 - total))
@@ -78,6 +84,7 @@ def read_source_file(path: str | os.PathLike, max_bytes: int) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
         if total > max_bytes:
-            raise SourceFileError(FILE_TOO_LARGE, f"file grew past the cap of {max_bytes} bytes "
-                                  "derived from --max-pixels while being read")
+            raise SourceFileError(
+                FILE_TOO_LARGE, f"file grew past the cap of {max_bytes} bytes derived from --max-pixels while being read"
+            )
         return b"".join(chunks)

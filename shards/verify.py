@@ -49,7 +49,7 @@ def _check_sample(data: mmap.mmap, sample: list, check: ShardCheck) -> str | Non
     want = sorted(images[:1] + ["json"] + (["cls"] if check.classes is not None else []))
     if len(images) != 1 or sorted(exts) != want:
         return f"sample {key}: members {exts}, expected {want}"
-    parts = {m.ext: bytes(data[m.offset:m.offset + m.size]) for m in sample}
+    parts = {m.ext: bytes(data[m.offset : m.offset + m.size]) for m in sample}
     try:
         meta = json.loads(parts["json"])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -102,8 +102,7 @@ def check_shard(check: ShardCheck, out_dir: str) -> dict:
         return fail(f"unreadable tar ({exc})")
     flat = [m for sample in index for m in sample]
     if flat != members:
-        bad = next((i for i, (a, b) in enumerate(zip(flat, members, strict=False)) if a != b),
-                   min(len(flat), len(members)))
+        bad = next((i for i, (a, b) in enumerate(zip(flat, members, strict=False)) if a != b), min(len(flat), len(members)))
         got = members[bad] if bad < len(members) else "end of tar"
         want = flat[bad] if bad < len(flat) else "end of index"
         return fail(f"member {bad}: tar has {got}, index has {want}")
@@ -119,8 +118,7 @@ def check_shard(check: ShardCheck, out_dir: str) -> dict:
     return result
 
 
-def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True,
-           progress: bool = True) -> tuple[bool, str]:
+def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True, progress: bool = True) -> tuple[bool, str]:
     """Check ``out_dir``; returns (ok, one-line message)."""
     out = Path(out_dir)
     try:
@@ -128,14 +126,13 @@ def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True,
     except ValueError as exc:
         return False, str(exc)
     classes = manifest.get("classes")
-    checks = [ShardCheck(split, entry, classes, decode)
-              for split, s in manifest["splits"].items() for entry in s["shards"]]
+    checks = [ShardCheck(split, entry, classes, decode) for split, s in manifest["splits"].items() for entry in s["shards"]]
     listed = {c.entry["name"] for c in checks} | {c.entry["index"] for c in checks}
-    stray = sorted(p.name for p in out.iterdir()
-                   if SHARD_FILE.match(p.name) and p.name not in listed)
+    stray = sorted(p.name for p in out.iterdir() if SHARD_FILE.match(p.name) and p.name not in listed)
     if stray:
         return False, f"{stray[0]}: shard file not listed in {MANIFEST}" + (
-            f" (and {len(stray) - 1} more)" if len(stray) > 1 else "")
+            f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        )
     for split, s in manifest["splits"].items():
         if s["count"] != sum(e["count"] for e in s["shards"]):
             return False, f"split {split}: count {s['count']} is not the sum of its shards"
@@ -145,8 +142,9 @@ def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True,
     problems: list[str] = []
     keys: dict[str, set[str]] = {}
     by_name = {c.entry["name"]: c.split for c in checks}
-    for res in parallel.run_jobs(partial(check_shard, out_dir=str(out)), checks, workers=workers,
-                                 total=total, desc=f"verify {out.name}", progress=progress):
+    for res in parallel.run_jobs(
+        partial(check_shard, out_dir=str(out)), checks, workers=workers, total=total, desc=f"verify {out.name}", progress=progress
+    ):
         problems.extend(res["problems"])
         seen = keys.setdefault(by_name[res["name"]], set())
         dup = seen.intersection(res["keys"])
@@ -159,10 +157,10 @@ def verify(out_dir: str | os.PathLike, *, workers: int = 1, decode: bool = True,
     try:
         info = json.loads((out / INFO).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        return False, (f"{INFO} missing or unreadable ({type(exc).__name__}); run the same "
-                       "conversion command again to restore it")
+        return False, (
+            f"{INFO} missing or unreadable ({type(exc).__name__}); run the same conversion command again to restore it"
+        )
     if info != timm_info(manifest):
         return False, f"{INFO} disagrees with {MANIFEST}; run the same conversion command again"
-    splits = ", ".join(f"{k} {v['count']} in {len(v['shards'])} shards"
-                       for k, v in manifest["splits"].items())
+    splits = ", ".join(f"{k} {v['count']} in {len(v['shards'])} shards" for k, v in manifest["splits"].items())
     return True, f"{splits}; {human_bytes(manifest['totals']['bytes'])}"

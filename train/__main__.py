@@ -54,9 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default="configs/default.yaml", help="YAML preset (default: %(default)s)")
-    p.add_argument("--resume", metavar="auto|PATH", default=None,
-                   help="'auto': continue from the newest checkpoint in output_dir/checkpoints (start fresh if "
-                   "there is none); PATH: a checkpoint file or a run directory")
+    p.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        default=None,
+        help="'auto': continue from the newest checkpoint in output_dir/checkpoints (start fresh if "
+        "there is none); PATH: a checkpoint file or a run directory",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return p

@@ -107,8 +107,10 @@ def newest_readable(found: list[Path]) -> tuple[Path, dict[str, Any]] | None:
             log.warning("resuming from %s, the newest readable checkpoint (%d newer one(s) unreadable)", path, len(skipped))
         return path, state
     if skipped:
-        raise ValueError(f"no readable checkpoint among {len(skipped)} in {found[0].parent} (newest: {skipped[0]}); "
-                         "remove them or start without --resume")
+        raise ValueError(
+            f"no readable checkpoint among {len(skipped)} in {found[0].parent} (newest: {skipped[0]}); "
+            "remove them or start without --resume"
+        )
     return None
 
 
@@ -149,8 +151,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -27,9 +27,15 @@ NOT_PLOTTED = {"step", "epoch", "time", "bad_samples"}
 # panels in this order first (when present), then the method's other terms alphabetically
 FIRST = ["loss"]
 LAST = ["lr", "wd", "momentum", "images_per_s", "data_wait", "emb_std", "emb_rank"]
-TITLES = {"lr": "learning rate", "wd": "weight decay", "momentum": "teacher EMA momentum",
-          "images_per_s": "images/s", "data_wait": "share of time waiting for data",
-          "emb_std": "embedding std (collapse monitor)", "emb_rank": "embedding rank (collapse monitor)"}
+TITLES = {
+    "lr": "learning rate",
+    "wd": "weight decay",
+    "momentum": "teacher EMA momentum",
+    "images_per_s": "images/s",
+    "data_wait": "share of time waiting for data",
+    "emb_std": "embedding std (collapse monitor)",
+    "emb_rank": "embedding rank (collapse monitor)",
+}
 
 
 def _number(value: Any) -> float | None:
@@ -113,8 +119,13 @@ def panel_order(names: set[str]) -> list[str]:
     return [n for n in FIRST if n in names] + middle + [n for n in LAST if n in names]
 
 
-def curves_figure(runs: dict[str, Series], evals: dict[str, Series] | None = None, fields: list[str] | None = None,
-                  columns: int = 3, title: str = "") -> Any:
+def curves_figure(
+    runs: dict[str, Series],
+    evals: dict[str, Series] | None = None,
+    fields: list[str] | None = None,
+    columns: int = 3,
+    title: str = "",
+) -> Any:
     """One panel per field (every run overlaid) and per evaluation metric (every model), in a grid.
 
     Raises:
@@ -144,7 +155,7 @@ def curves_figure(runs: dict[str, Series], evals: dict[str, Series] | None = Non
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         if len(curves) > 1 or kind == "eval":
             ax.legend(fontsize=7)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(title or "training curves: " + ", ".join(runs), fontsize=10)
     fig.tight_layout()
@@ -164,13 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         "of one or more runs as one PNG, optionally with evaluation metrics against the training step.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  python -m train.curves runs/default --out runs/pictures/curves.png \\\n"
-        "      [--eval runs/eval.jsonl --metrics knn_top1 miou_layer4]")
+        "      [--eval runs/eval.jsonl --metrics knn_top1 miou_layer4]",
+    )
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run output directories (or their log.jsonl files)")
     ap.add_argument("--out", default="runs/pictures/curves.png", help="PNG path (default: %(default)s)")
     ap.add_argument("--fields", nargs="*", default=None, help="only these log fields (default: every numeric one)")
     ap.add_argument("--eval", default=None, metavar="EVAL.jsonl", help="evaluation JSON lines to plot against step")
-    ap.add_argument("--metrics", nargs="*", default=None,
-                    help="evaluation fields to plot (default: every numeric field but step/epoch/time)")
+    ap.add_argument(
+        "--metrics", nargs="*", default=None, help="evaluation fields to plot (default: every numeric field but step/epoch/time)"
+    )
     ap.add_argument("--columns", type=int, default=3, help="panels per row (default: %(default)s)")
     ap.add_argument("--title", default="", help="figure title (default: the runs' names)")
     ap.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default: %(default)s)")

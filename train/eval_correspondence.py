@@ -27,9 +27,14 @@ from PIL import Image
 from torch import Tensor
 
 
-def random_homography(rng: random.Random, size: int, max_rotation: float = 30.0,
-                      scale: tuple[float, float] = (0.8, 1.25), perspective: float = 0.15,
-                      shift: float = 0.1) -> np.ndarray:
+def random_homography(
+    rng: random.Random,
+    size: int,
+    max_rotation: float = 30.0,
+    scale: tuple[float, float] = (0.8, 1.25),
+    perspective: float = 0.15,
+    shift: float = 0.1,
+) -> np.ndarray:
     """``[3, 3]`` float64 map of A's pixel coordinates to B's (both ``size`` x ``size``): rotation
     by up to ``max_rotation`` degrees, isotropic scale in ``scale`` (log-uniform), a perspective
     tilt up to ``perspective`` (relative change of depth across the image), and a shift up to
@@ -37,13 +42,11 @@ def random_homography(rng: random.Random, size: int, max_rotation: float = 30.0,
     c = size / 2
     theta = math.radians(rng.uniform(-max_rotation, max_rotation))
     s = math.exp(rng.uniform(math.log(scale[0]), math.log(scale[1])))
-    linear = np.array([[s * math.cos(theta), -s * math.sin(theta), 0],
-                       [s * math.sin(theta), s * math.cos(theta), 0], [0, 0, 1]])
+    linear = np.array([[s * math.cos(theta), -s * math.sin(theta), 0], [s * math.sin(theta), s * math.cos(theta), 0], [0, 0, 1]])
     tilt = np.eye(3)
     tilt[2, :2] = [rng.uniform(-perspective, perspective) / size, rng.uniform(-perspective, perspective) / size]
     to_origin = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1.0]])
-    back = np.array([[1, 0, c + rng.uniform(-shift, shift) * size], [0, 1, c + rng.uniform(-shift, shift) * size],
-                     [0, 0, 1.0]])
+    back = np.array([[1, 0, c + rng.uniform(-shift, shift) * size], [0, 1, c + rng.uniform(-shift, shift) * size], [0, 0, 1.0]])
     return back @ tilt @ linear @ to_origin
 
 
@@ -85,8 +88,7 @@ def square_photo(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side)))
 
 
-def make_pairs(photos: list[Path], size: int = 224, pairs_per_photo: int = 1, seed: int = 0
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def make_pairs(photos: list[Path], size: int = 224, pairs_per_photo: int = 1, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Pairs from real photos: A, B uint8 ``[P, 3, S, S]`` and ``H`` float64 ``[P, 3, 3]`` (A -> B)."""
     a_list, b_list, h_list = [], [], []
     for i, path in enumerate(sorted(photos)):
@@ -97,8 +99,10 @@ def make_pairs(photos: list[Path], size: int = 224, pairs_per_photo: int = 1, se
             a_list.append(a)
             b_list.append(photometric_change(warp_image(a, h), rng))
             h_list.append(h)
+
     def to_t(xs: list[np.ndarray]) -> Tensor:
         return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+
     return to_t(a_list), to_t(b_list), torch.from_numpy(np.stack(h_list))
 
 
@@ -108,8 +112,9 @@ def cell_centres(h: int, w: int, stride: float) -> Tensor:
     return torch.stack([(xs.reshape(-1) + 0.5) * stride, (ys.reshape(-1) + 0.5) * stride], 1)
 
 
-def match_counts(feat_a: Tensor, feat_b: Tensor, h: np.ndarray | Tensor, stride: float,
-                 image_size: tuple[int, int]) -> tuple[int, int]:
+def match_counts(
+    feat_a: Tensor, feat_b: Tensor, h: np.ndarray | Tensor, stride: float, image_size: tuple[int, int]
+) -> tuple[int, int]:
     """``(correct, valid)`` cells for one pair: ``feat_a`` ``[C, ha, wa]``, ``feat_b`` ``[C, hb, wb]``,
     ``h`` A -> B, ``image_size`` (H, W) of B. Rule in the module docstring."""
     _, ha, wa = feat_a.shape

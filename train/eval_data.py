@@ -56,15 +56,20 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> De
     for key, image_bytes, meta in samples:
         img = np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
         if images and img.shape != images[0].shape:
-            raise ValueError(f"{key}: image {img.shape[:2]} differs from {images[0].shape[:2]}; "
-                             "the evaluation set needs one image size")
+            raise ValueError(
+                f"{key}: image {img.shape[:2]} differs from {images[0].shape[:2]}; the evaluation set needs one image size"
+            )
         anns = meta.get("annotations") or []
         images.append(img)
         masks.append(semantic_mask(anns, img.shape[0], img.shape[1]))
         labels.append(image_label(anns))
         keys.append(key)
-    return DenseSplit(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                      torch.from_numpy(np.stack(masks)).long(), torch.tensor(labels), keys)
+    return DenseSplit(
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(np.stack(masks)).long(),
+        torch.tensor(labels),
+        keys,
+    )
 
 
 def _read_members(url: str) -> Iterator[tuple[str, bytes, dict]]:

@@ -12,8 +12,9 @@ def pool(features: Tensor) -> Tensor:
     return features.float().mean(dim=(2, 3))
 
 
-def knn_predict(memory: Tensor, memory_labels: Tensor, queries: Tensor, num_classes: int, k: int = 10,
-                temperature: float = 0.07) -> Tensor:
+def knn_predict(
+    memory: Tensor, memory_labels: Tensor, queries: Tensor, num_classes: int, k: int = 10, temperature: float = 0.07
+) -> Tensor:
     """Class per query ``[M]``: the ``k`` most cosine-similar memory rows (``memory`` ``[N, D]``,
     ``queries`` ``[M, D]``) vote with weight ``exp(similarity / temperature)`` (as DINO's kNN);
     ties go to the lowest class id."""
@@ -25,8 +26,15 @@ def knn_predict(memory: Tensor, memory_labels: Tensor, queries: Tensor, num_clas
     return votes.argmax(1)
 
 
-def knn_top1(memory: Tensor, memory_labels: Tensor, queries: Tensor, query_labels: Tensor, num_classes: int,
-             k: int = 10, temperature: float = 0.07) -> float:
+def knn_top1(
+    memory: Tensor,
+    memory_labels: Tensor,
+    queries: Tensor,
+    query_labels: Tensor,
+    num_classes: int,
+    k: int = 10,
+    temperature: float = 0.07,
+) -> float:
     """Top-1 accuracy of :func:`knn_predict` on labelled queries."""
     pred = knn_predict(memory, memory_labels, queries, num_classes, k, temperature)
     return float((pred == query_labels.long()).double().mean())

@@ -61,5 +61,6 @@ def expand_spec(spec: str, all_steps: bool = False, seed: int = 0) -> list[tuple
     if path.exists():
         ckpt = resolve_resume(str(path), path)
         return [(str(ckpt), lambda: features_from_checkpoint(ckpt))]
-    raise FileNotFoundError(f"--checkpoint {spec!r}: not random:ARCH, random-zero:ARCH, an export dir, "
-                            "a checkpoint file or a run dir")
+    raise FileNotFoundError(
+        f"--checkpoint {spec!r}: not random:ARCH, random-zero:ARCH, an export dir, a checkpoint file or a run dir"
+    )

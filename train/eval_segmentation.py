@@ -71,8 +71,16 @@ class LinearProbe:
         return logits.argmax(1)
 
 
-def train_linear_probe(x: Tensor, y: Tensor, num_classes: int, epochs: int = 20, lr: float = 1e-2,
-                       batch_size: int = 1024, weight_decay: float = 1e-4, seed: int = 0) -> LinearProbe:
+def train_linear_probe(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    epochs: int = 20,
+    lr: float = 1e-2,
+    batch_size: int = 1024,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> LinearProbe:
     """Fit the probe with Adam on samples ``x`` ``[M, C]``, labels ``y`` ``[M]`` (cross-entropy)."""
     gen = torch.Generator().manual_seed(seed)
     x = x.float()
@@ -102,8 +110,16 @@ def pixel_training_set(features: Tensor, masks: Tensor, pixels_per_image: int, s
     return feats.reshape(-1, feats.shape[-1]), labels.reshape(-1)
 
 
-def segmentation_miou(train_features: Tensor, train_masks: Tensor, test_features: Tensor, test_masks: Tensor,
-                      num_classes: int, pixels_per_image: int = 256, epochs: int = 20, seed: int = 0) -> float:
+def segmentation_miou(
+    train_features: Tensor,
+    train_masks: Tensor,
+    test_features: Tensor,
+    test_masks: Tensor,
+    num_classes: int,
+    pixels_per_image: int = 256,
+    epochs: int = 20,
+    seed: int = 0,
+) -> float:
     """Train the probe on the train split's features ``[N, C, h, w]`` / masks ``[N, H, W]``, return
     the test split's mIoU."""
     x, y = pixel_training_set(train_features, train_masks, pixels_per_image, seed)

@@ -79,12 +79,20 @@ def load_data(data_dir: str | Path, settings: EvalSettings, photos: list[Path] |
     if not photos:
         raise FileNotFoundError(MISSING_HINT)
     a, b, h = make_pairs(photos, settings.pair_size, settings.pairs_per_photo, settings.seed)
-    return EvalData(load_split(data_dir, "train", settings.limit), load_split(data_dir, "test", settings.limit),
-                    num_classes(data_dir), a, b, h, str(data_dir))
+    return EvalData(
+        load_split(data_dir, "train", settings.limit),
+        load_split(data_dir, "test", settings.limit),
+        num_classes(data_dir),
+        a,
+        b,
+        h,
+        str(data_dir),
+    )
 
 
-def extract(features: DenseFeatures, images: Tensor, batch_size: int, device: str, desc: str,
-            progress: bool = True) -> dict[str, Tensor]:
+def extract(
+    features: DenseFeatures, images: Tensor, batch_size: int, device: str, desc: str, progress: bool = True
+) -> dict[str, Tensor]:
     """Feature maps of uint8 ``[N, 3, H, W]`` images: ``{layer: [N, C, h, w]}`` float32 on the CPU."""
     mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
     std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
@@ -107,11 +115,20 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def layer_figures(layer: str, stride: int, train_f: Tensor, test_f: Tensor, a_f: Tensor, b_f: Tensor,
-                  data: EvalData, settings: EvalSettings) -> dict[str, float]:
+def layer_figures(
+    layer: str, stride: int, train_f: Tensor, test_f: Tensor, a_f: Tensor, b_f: Tensor, data: EvalData, settings: EvalSettings
+) -> dict[str, float]:
     """mIoU, kNN top-1 and correspondence accuracy of one layer from its feature maps ``[N, C, h, w]``."""
-    miou = segmentation_miou(train_f, data.train.masks, test_f, data.test.masks, data.num_classes,
-                             settings.pixels_per_image, settings.probe_epochs, settings.seed)
+    miou = segmentation_miou(
+        train_f,
+        data.train.masks,
+        test_f,
+        data.test.masks,
+        data.num_classes,
+        settings.pixels_per_image,
+        settings.probe_epochs,
+        settings.seed,
+    )
     knn = knn_top1(pool(train_f), data.train.labels, pool(test_f), data.test.labels, data.num_classes, settings.knn_k)
     correct = valid = 0
     for fa, fb, h in zip(a_f, b_f, data.homographies):
@@ -120,8 +137,9 @@ def layer_figures(layer: str, stride: int, train_f: Tensor, test_f: Tensor, a_f:
     return {f"miou/{layer}": miou, f"knn/{layer}": knn, f"corr/{layer}": correct / valid if valid else float("nan")}
 
 
-def evaluate(features: DenseFeatures, data: EvalData, settings: EvalSettings | None = None,
-             device: str = "cpu", progress: bool = True) -> dict:
+def evaluate(
+    features: DenseFeatures, data: EvalData, settings: EvalSettings | None = None, device: str = "cpu", progress: bool = True
+) -> dict:
     """All figures for one model: ``{"model", "info", "figures": {"miou/L", "knn/L", "corr/L"}, "seconds"}``."""
     settings = settings or EvalSettings()
     start = time.perf_counter()
@@ -134,10 +152,18 @@ def evaluate(features: DenseFeatures, data: EvalData, settings: EvalSettings | N
     figures: dict[str, float] = {}
     for layer in tqdm(features.strides, desc=f"{name}: probes", disable=not progress, leave=False):
         with single_thread():  # thousands of tiny ops: thread hand-offs cost 10x the maths on a busy CPU
-            figures.update(layer_figures(layer, features.strides[layer], train_f[layer], test_f[layer],
-                                         a_f[layer], b_f[layer], data, settings))
-    return {"model": name, "info": features.info, "figures": figures, "data": data.data_dir,
-            "seconds": round(time.perf_counter() - start, 1)}
+            figures.update(
+                layer_figures(
+                    layer, features.strides[layer], train_f[layer], test_f[layer], a_f[layer], b_f[layer], data, settings
+                )
+            )
+    return {
+        "model": name,
+        "info": features.info,
+        "figures": figures,
+        "data": data.data_dir,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def format_table(rows: list[dict]) -> str:
@@ -158,7 +184,8 @@ def format_table(rows: list[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m train.evaluate`` command line."""
     p = argparse.ArgumentParser(
-        prog="python -m train.evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m train.evaluate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure the dense features of frozen backbones: linear per-pixel probe (mIoU), kNN top-1 on "
         "pooled features, and nearest-neighbour correspondence under known homographies, per layer. "
         "Prints a table (figures in percent) and one JSON line per model (figures as fractions).",
@@ -172,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  corr/L (cells matched within one cell under known homographies)\n\n"
         "build the data first:  python -m shards copy-paste data/shards/copy-paste\n"
         "example:  python -m train.evaluate --checkpoint random:resnet18 --checkpoint random-zero:resnet18 \\\n"
-        "              --data data/shards/copy-paste --out runs/eval.jsonl")
+        "              --data data/shards/copy-paste --out runs/eval.jsonl",
+    )
     p.add_argument("--checkpoint", action="append", required=True, metavar="SPEC", help="model to evaluate (see below)")
     p.add_argument("--data", required=True, metavar="DIR", help="shards of python -m shards copy-paste")
     p.add_argument("--all-steps", action="store_true", help="with a run dir: every ckpt-*.pt, rows by step")
@@ -180,11 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     p.add_argument("--out", metavar="FILE.jsonl", help="append each model's JSON line to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of random inits, probes and pairs (default %(default)s)")
-    p.add_argument("--pairs-per-photo", type=int, default=1, metavar="N",
-                   help="correspondence pairs per real photo (default %(default)s)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="torch intra-op threads for the forward passes (default: torch's choice); on a CPU "
-                   "shared with other jobs, 1 is often faster")
+    p.add_argument(
+        "--pairs-per-photo", type=int, default=1, metavar="N", help="correspondence pairs per real photo (default %(default)s)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch intra-op threads for the forward passes (default: torch's choice); on a CPU "
+        "shared with other jobs, 1 is often faster",
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings (24 images per split, 4 photos): for tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

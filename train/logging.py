@@ -60,8 +60,9 @@ class StepMeter:
 class RunLogger:
     """Writes the JSON-lines log and the trackers (main process) and drives the progress bar."""
 
-    def __init__(self, accelerator: Accelerator, output_dir: Path, total_steps: int, start_step: int, progress: bool,
-                 use_trackers: bool) -> None:
+    def __init__(
+        self, accelerator: Accelerator, output_dir: Path, total_steps: int, start_step: int, progress: bool, use_trackers: bool
+    ) -> None:
         self.accelerator = accelerator
         self.is_main = accelerator.is_main_process
         self.path = Path(output_dir) / "log.jsonl"
@@ -91,8 +92,16 @@ class RunLogger:
         if self.bar is not None:
             self.bar.update(1)
 
-    def log(self, meter: StepMeter, step: int, epoch: int, scalars: dict[str, float], images_per_micro: int,
-            bad_samples: int, recovered_samples: int = 0) -> dict[str, Any]:
+    def log(
+        self,
+        meter: StepMeter,
+        step: int,
+        epoch: int,
+        scalars: dict[str, float],
+        images_per_micro: int,
+        bad_samples: int,
+        recovered_samples: int = 0,
+    ) -> dict[str, Any]:
         """Reduce the window over ranks (one collective), write it, reset ``meter``. All ranks call it.
 
         ``bad_samples``, ``recovered_samples``: this rank's loader counters (cumulative)."""
@@ -101,8 +110,7 @@ class RunLogger:
         elapsed = max(time.perf_counter() - meter.start, 1e-9)
         device = acc.device
         means = [meter.sums[k] / max(meter.steps, 1) for k in names]
-        host = torch.tensor([meter.data_time / elapsed, float(bad_samples), float(recovered_samples)],
-                            dtype=torch.float64)
+        host = torch.tensor([meter.data_time / elapsed, float(bad_samples), float(recovered_samples)], dtype=torch.float64)
         packed = torch.cat([torch.stack(means).double().cpu() if means else torch.zeros(0, dtype=torch.float64), host])
         if acc.num_processes > 1:
             packed = acc.reduce(packed.to(device), reduction="sum").cpu()
@@ -128,8 +136,12 @@ class RunLogger:
                 acc.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and math.isfinite(v)}, step=step)
             if self.bar is not None:
                 post = {k: f"{record[k]:.4g}" for k in names if k in record}
-                post.update(lr=f"{record.get('lr', 0):.3g}", img_s=f"{record['images_per_s']:.1f}",
-                            data=f"{100 * record['data_wait']:.0f}%", bad=record["bad_samples"])
+                post.update(
+                    lr=f"{record.get('lr', 0):.3g}",
+                    img_s=f"{record['images_per_s']:.1f}",
+                    data=f"{100 * record['data_wait']:.0f}%",
+                    bad=record["bad_samples"],
+                )
                 if record["recovered_samples"]:
                     post["recovered"] = record["recovered_samples"]
                 self.bar.set_postfix(post, refresh=False)

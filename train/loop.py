@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Plan", "RunResult", "make_plan", "parameter_digest", "setup_reproducibility", "train"]
 
+
 @dataclass
 class RunResult:
     """What :func:`train` returns: the last step and the paths of the run's checkpoint, config, log,
@@ -164,8 +165,9 @@ class Run:
         if found is None:
             return
         path, state = found
-        self.pos, changed = restore(state, self.core, self.optimizer, self.accelerator.scaler, self.loader, self.plan,
-                                    self.cfg, self.rank, self.world)
+        self.pos, changed = restore(
+            state, self.core, self.optimizer, self.accelerator.scaler, self.loader, self.plan, self.cfg, self.rank, self.world
+        )
         self.resumed_from = self.last_saved = path
         self.last_saved_step = self.pos.step
         self.say(f"resumed from {path} at step {self.pos.step} (epoch {self.pos.epoch}, batch {self.pos.batch_in_epoch})")
@@ -180,8 +182,14 @@ class Run:
         from accelerate.utils import gather_object
 
         acc, pos = self.accelerator, self.pos
-        mine = {"rank": self.rank, "step": pos.step, "batch_in_epoch": pos.batch_in_epoch, "rng": rng_state(),
-                "loader": self.loader.state_dict(), "param_digest": parameter_digest(self.core) if self.world > 1 else None}
+        mine = {
+            "rank": self.rank,
+            "step": pos.step,
+            "batch_in_epoch": pos.batch_in_epoch,
+            "rng": rng_state(),
+            "loader": self.loader.state_dict(),
+            "param_digest": parameter_digest(self.core) if self.world > 1 else None,
+        }
         ranks = gather_object([mine]) if self.world > 1 else [mine]
         path = None
         if acc.is_main_process:
@@ -189,10 +197,16 @@ class Run:
             if len(digests) > 1:
                 warnings.warn(f"step {pos.step}: weights differ between ranks ({len(digests)} distinct digests)", stacklevel=1)
             state = {
-                "format": 1, "step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch,
-                "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "format": 1,
+                "step": pos.step,
+                "epoch": pos.epoch,
+                "batch_in_epoch": pos.batch_in_epoch,
+                "model": self.core.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
-                "config": config_to_dict(self.cfg), "ranks": ranks, "world_size": self.world,
+                "config": config_to_dict(self.cfg),
+                "ranks": ranks,
+                "world_size": self.world,
             }
             path = save_checkpoint(state, self.ckpt_dir, pos.step, self.cfg.checkpoint.keep_last)
             save_config(self.cfg, self.ckpt_dir / "config.yaml")
@@ -241,13 +255,21 @@ class Run:
         if self.use_tb:
             acc.init_trackers("densessl", config=_tracker_config(cfg))
         self.logger = RunLogger(acc, self.out_dir, plan.max_steps, self.pos.step, cfg.log.progress, self.use_tb)
-        self.logger.event(event="resume" if self.resumed_from else "start", step=self.pos.step,
-                          checkpoint=str(self.resumed_from) if self.resumed_from else None, processes=self.world,
-                          device=str(acc.device), steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
-                          peak_lr=plan.peak_lr)
-        self.say(f"{cfg.method.name}: {self.world} process(es) on {acc.device}, {plan.steps_per_epoch} steps/epoch x "
-                 f"{cfg.train.epochs} epochs = {plan.total_steps} steps (stop at {plan.max_steps}), global batch "
-                 f"{plan.images_per_micro * plan.grad_accum}, peak lr {plan.peak_lr:.4g}")
+        self.logger.event(
+            event="resume" if self.resumed_from else "start",
+            step=self.pos.step,
+            checkpoint=str(self.resumed_from) if self.resumed_from else None,
+            processes=self.world,
+            device=str(acc.device),
+            steps_per_epoch=plan.steps_per_epoch,
+            total_steps=plan.total_steps,
+            peak_lr=plan.peak_lr,
+        )
+        self.say(
+            f"{cfg.method.name}: {self.world} process(es) on {acc.device}, {plan.steps_per_epoch} steps/epoch x "
+            f"{cfg.train.epochs} epochs = {plan.total_steps} steps (stop at {plan.max_steps}), global batch "
+            f"{plan.images_per_micro * plan.grad_accum}, peak lr {plan.peak_lr:.4g}"
+        )
         return config_path
 
     def loop(self) -> None:
@@ -310,15 +332,23 @@ class Run:
     def after_step(self, meter: StepMeter, out: dict[str, Any], lr: float, wd: float) -> None:
         """Logging (with the collapse monitor) and checkpoints on their steps."""
         cfg, plan, pos = self.cfg, self.plan, self.pos
-        last = pos.step >= plan.max_steps or (pos.epoch == cfg.train.epochs - 1
-                                              and pos.batch_in_epoch >= plan.micro_batches_per_epoch)
+        last = pos.step >= plan.max_steps or (
+            pos.epoch == cfg.train.epochs - 1 and pos.batch_in_epoch >= plan.micro_batches_per_epoch
+        )
         if pos.step % cfg.log.every_steps == 0 or last:
             scalars = {"lr": lr, "wd": wd, "momentum": float(self.core.teacher_momentum(pos.step - 1, plan.total_steps))}
             if isinstance(out.get("embeddings"), torch.Tensor):
                 scalars.update({k: float(v) for k, v in collapse_stats(out["embeddings"]).items()})
             data_stats = getattr(self.loader, "stats", {})
-            self.logger.log(meter, pos.step, pos.epoch, scalars, plan.images_per_micro,
-                            int(data_stats.get("bad_samples", 0)), int(data_stats.get("recovered_samples", 0)))
+            self.logger.log(
+                meter,
+                pos.step,
+                pos.epoch,
+                scalars,
+                plan.images_per_micro,
+                int(data_stats.get("bad_samples", 0)),
+                int(data_stats.get("recovered_samples", 0)),
+            )
         if pos.step % cfg.checkpoint.every_steps == 0 or last:
             t_save = time.perf_counter()
             self.save()
@@ -344,8 +374,16 @@ class Run:
             found = sorted(self.ckpt_dir.glob("ckpt-*.pt"))
             self.last_saved = found[-1] if found else None
         summary = f"done: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}"
-        return RunResult(pos.step, self.last_saved, config_path, self.out_dir / "log.jsonl",
-                         self.out_dir / "tensorboard" if self.use_tb else None, exported, summary, acc.is_main_process)
+        return RunResult(
+            pos.step,
+            self.last_saved,
+            config_path,
+            self.out_dir / "log.jsonl",
+            self.out_dir / "tensorboard" if self.use_tb else None,
+            exported,
+            summary,
+            acc.is_main_process,
+        )
 
 
 def train(cfg: Config, resume: str | None = None) -> RunResult:

@@ -25,8 +25,15 @@ def param_groups(method: nn.Module, weight_decay: float) -> list[dict]:
     groups = []
     for g in method.parameter_groups():
         decay = bool(g["decay"])
-        groups.append({"params": list(g["params"]), "weight_decay": weight_decay if decay else 0.0,
-                       "apply_wd": decay, "lars": decay, "group": g.get("name", "decay" if decay else "no_decay")})
+        groups.append(
+            {
+                "params": list(g["params"]),
+                "weight_decay": weight_decay if decay else 0.0,
+                "apply_wd": decay,
+                "lars": decay,
+                "group": g.get("name", "decay" if decay else "no_decay"),
+            }
+        )
     return [g for g in groups if g["params"]]
 
 
@@ -89,8 +96,7 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.opti
     if not groups:
         raise ValueError("the model has no trainable parameters")
     if cfg.name == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                    trust_coefficient=cfg.trust_coefficient)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, trust_coefficient=cfg.trust_coefficient)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":  # plain SGD with momentum (baselines, and tests that need a linear update)

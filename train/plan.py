@@ -54,5 +54,16 @@ def make_plan(cfg: Config, loader_len: int, num_processes: int) -> Plan:
     total = cfg.train.epochs * steps_per_epoch
     max_steps = total if cfg.train.max_steps is None else min(cfg.train.max_steps, total)
     warmup = min(int(round(cfg.optim.warmup_epochs * steps_per_epoch)), total)
-    return Plan(loader_len, steps_per_epoch, total, max_steps, warmup, peak, floor, cfg.optim.weight_decay,
-                cfg.optim.weight_decay_end, cfg.data.batch_size * num_processes, accum)
+    return Plan(
+        loader_len,
+        steps_per_epoch,
+        total,
+        max_steps,
+        warmup,
+        peak,
+        floor,
+        cfg.optim.weight_decay,
+        cfg.optim.weight_decay_end,
+        cfg.data.batch_size * num_processes,
+        accum,
+    )

@@ -31,9 +31,17 @@ class Position:
     pending_rng: dict[str, Any] | None = None
 
 
-def restore(state: dict[str, Any], core: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, loader: ViewLoader, plan: Plan, cfg: Config, rank: int,
-            world: int) -> tuple[Position, dict[str, tuple[Any, Any]]]:
+def restore(
+    state: dict[str, Any],
+    core: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    loader: ViewLoader,
+    plan: Plan,
+    cfg: Config,
+    rank: int,
+    world: int,
+) -> tuple[Position, dict[str, tuple[Any, Any]]]:
     """Put a loaded checkpoint ``state`` into the run; returns the position and the config keys that
     changed (``{key: (saved, now)}``)."""
     core.load_state_dict(state["model"])
@@ -43,8 +51,11 @@ def restore(state: dict[str, Any], core: nn.Module, optimizer: torch.optim.Optim
     pos = Position(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
     ranks = state["ranks"]
     if len(ranks) != world:
-        warnings.warn(f"checkpoint from {len(ranks)} processes resumed on {world}: data order and RNG "
-                      "streams continue approximately, not exactly", stacklevel=2)
+        warnings.warn(
+            f"checkpoint from {len(ranks)} processes resumed on {world}: data order and RNG "
+            "streams continue approximately, not exactly",
+            stacklevel=2,
+        )
     mine = ranks[rank % len(ranks)]
     pos.pending_rng = mine["rng"]
     # Always restore the data position: a reader with its own state (DALI) continues its stream

@@ -29,9 +29,20 @@ def picture_batch(
         ValueError: the shards hold fewer than ``batch_size`` images.
     """
     cfg = LoaderConfig(
-        shards=shards, backend="cpu", recipe=recipe, global_size=global_size, local_size=local_size,
-        num_local=num_local, batch_size=batch_size, num_workers=0, samples_per_epoch=None,
-        shuffle_buffer=100, seed=seed, photometric=False, normalize=False, pin_memory=False,
+        shards=shards,
+        backend="cpu",
+        recipe=recipe,
+        global_size=global_size,
+        local_size=local_size,
+        num_local=num_local,
+        batch_size=batch_size,
+        num_workers=0,
+        samples_per_epoch=None,
+        shuffle_buffer=100,
+        seed=seed,
+        photometric=False,
+        normalize=False,
+        pin_memory=False,
     )
     for batch in build_loader(cfg, device="cpu"):
         return batch

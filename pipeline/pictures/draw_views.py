@@ -82,8 +82,7 @@ def _pair_grid(plt: Any, rows: int, pairs: int, panel: float = 2.2) -> tuple[Any
     fig = plt.figure(figsize=(pairs * 2 * panel + (pairs - 1) * 0.3, rows * (panel + 0.6)))
     ratios = [1.0, 1.0, 0.15] * pairs
     gs = fig.add_gridspec(rows, 3 * pairs - 1, width_ratios=ratios[:-1], wspace=0.05, hspace=0.35)
-    axes = [[(fig.add_subplot(gs[r, 3 * p]), fig.add_subplot(gs[r, 3 * p + 1])) for p in range(pairs)]
-            for r in range(rows)]
+    axes = [[(fig.add_subplot(gs[r, 3 * p]), fig.add_subplot(gs[r, 3 * p + 1])) for p in range(pairs)] for r in range(rows)]
     return fig, axes
 
 
@@ -113,25 +112,42 @@ def matches_figure(
     for b in range(rows):
         for p, v in enumerate(others):
             ax_t, ax_v = axes[b][p]
-            segments = match_segments(batch.matrices[b, TEACHER], batch.matrices[b, v], size_t, _size(batch, v),
-                                      stride, threshold)
+            segments = match_segments(
+                batch.matrices[b, TEACHER], batch.matrices[b, v], size_t, _size(batch, v), stride, threshold
+            )
             total = len(segments)
             if total > max_lines:
-                segments = match_segments(batch.matrices[b, TEACHER], batch.matrices[b, v], size_t, _size(batch, v),
-                                          stride, threshold, max_lines=max_lines, seed=b * 1000 + v)
+                segments = match_segments(
+                    batch.matrices[b, TEACHER],
+                    batch.matrices[b, v],
+                    size_t,
+                    _size(batch, v),
+                    stride,
+                    threshold,
+                    max_lines=max_lines,
+                    seed=b * 1000 + v,
+                )
             _show(ax_t, _pixels(batch, b, TEACHER), _caption(batch, b, TEACHER) + " (teacher)", f"view:{b}:{TEACHER}")
             drawn = "all drawn" if total <= max_lines else f"{len(segments)} drawn"
             _show(ax_v, _pixels(batch, b, v), f"{_caption(batch, b, v)}\n|M| = {total} ({drawn})", f"view:{b}:{v}")
             for (xa, ya), (xb, yb) in segments:
                 cell = int(ya // stride) * int(size_t[1] // stride) + int(xa // stride)
                 colour = cmap(cell / max(cells_t, 1))
-                fig.add_artist(ConnectionPatch((xa, ya), (xb, yb), coordsA=ax_t.transData, coordsB=ax_v.transData,
-                                               color=colour, linewidth=0.9, alpha=0.85))
+                fig.add_artist(
+                    ConnectionPatch(
+                        (xa, ya),
+                        (xb, yb),
+                        coordsA=ax_t.transData,
+                        coordsB=ax_v.transData,
+                        color=colour,
+                        linewidth=0.9,
+                        alpha=0.85,
+                    )
+                )
                 ax_t.plot(xa, ya, "o", color=colour, markersize=3, markeredgecolor="white", markeredgewidth=0.4)
                 ax_v.plot(xb, yb, "o", color=colour, markersize=3, markeredgecolor="white", markeredgewidth=0.4)
         _row_label(axes[b][0][0], batch, b)
-    fig.suptitle(title or f"cells matched by M (stride {stride:g}, threshold {threshold:g} × cell diagonal)",
-                 fontsize=10)
+    fig.suptitle(title or f"cells matched by M (stride {stride:g}, threshold {threshold:g} × cell diagonal)", fontsize=10)
     return fig
 
 
@@ -153,8 +169,12 @@ def inverse_maps_figure(batch: ViewBatch, images: int = 2, locals_shown: int = 3
         for k, v in enumerate(shown):
             size = _size(batch, v)
             _show(fig.add_subplot(gs[b, 2 + 3 * k]), _pixels(batch, b, v), _caption(batch, b, v), f"view:{b}:{v}")
-            _show(fig.add_subplot(gs[b, 3 + 3 * k]), coordinate_colours(batch.matrices[b, v], size, (w, h)),
-                  "inverse map", f"map:{b}:{v}")
+            _show(
+                fig.add_subplot(gs[b, 3 + 3 * k]),
+                coordinate_colours(batch.matrices[b, v], size, (w, h)),
+                "inverse map",
+                f"map:{b}:{v}",
+            )
     fig.suptitle(title or "views and their inverse coordinate maps (stride 1)", fontsize=10)
     return fig
 
@@ -166,22 +186,25 @@ def _draw_grid(ax: Any, points: np.ndarray, corners: np.ndarray, cells: int, col
     grid = points.reshape(cells, cells, 2)
     for r in range(cells):
         ax.plot(grid[r, :, 0], grid[r, :, 1], "-", color="white", linewidth=0.5, alpha=0.7)
-    ax.scatter(points[:, 0], points[:, 1], c=colours, s=14 if cells <= 4 else 7, edgecolors="black", linewidths=0.3,
-               zorder=3, gid="grid")
+    ax.scatter(
+        points[:, 0], points[:, 1], c=colours, s=14 if cells <= 4 else 7, edgecolors="black", linewidths=0.3, zorder=3, gid="grid"
+    )
     last = cells * cells - 1
     numbered = range(cells * cells) if cells <= 4 else (0, 1, cells - 1, last - cells + 1, last)
     for k in numbered:
-        ax.annotate(str(k), points[k], xytext=(3, 3), textcoords="offset points", fontsize=6, color="black",
-                    bbox=dict(boxstyle="round,pad=0.1", facecolor="white", alpha=0.7, linewidth=0))
+        ax.annotate(
+            str(k),
+            points[k],
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=6,
+            color="black",
+            bbox=dict(boxstyle="round,pad=0.1", facecolor="white", alpha=0.7, linewidth=0),
+        )
 
 
 def aligned_grids_figure(
-    batch: ViewBatch,
-    cells_global: int = 10,
-    cells_local: int = 4,
-    images: int = 2,
-    locals_shown: int = 2,
-    title: str = "",
+    batch: ViewBatch, cells_global: int = 10, cells_local: int = 4, images: int = 2, locals_shown: int = 2, title: str = ""
 ) -> Any:
     """Per image and student view, GTSA's aligned grid on the student view and the same points in the
     teacher view: cell ``k`` has one colour and number in both, rows are drawn as lines."""
@@ -199,8 +222,7 @@ def aligned_grids_figure(
             ms, mt = batch.matrices[b, v], batch.matrices[b, TEACHER]
             pts_s, pts_t, valid = aligned_grid(ms, mt, size_s, size_t, cells)
             _show(ax_s, _pixels(batch, b, v), f"{_caption(batch, b, v)} (student)\n{cells}×{cells} grid", f"view:{b}:{v}")
-            _show(ax_t, _pixels(batch, b, TEACHER), _caption(batch, b, TEACHER) + " (teacher)",
-                  f"teacher-of:{b}:{v}")
+            _show(ax_t, _pixels(batch, b, TEACHER), _caption(batch, b, TEACHER) + " (teacher)", f"teacher-of:{b}:{v}")
             if not valid:
                 ax_s.text(0.5, 0.5, "no overlap", transform=ax_s.transAxes, ha="center", color="red")
                 continue
@@ -209,6 +231,10 @@ def aligned_grids_figure(
             _draw_grid(ax_s, pts_s, corners_s, cells, colours)
             _draw_grid(ax_t, pts_t, corners_t, cells, colours)
         _row_label(axes[b][0][0], batch, b)
-    fig.suptitle(title or "aligned grids over the shared region: cell k is the same place in both views "
-                 "(dashed: shared region; lines: grid rows in the student's frame)", fontsize=10)
+    fig.suptitle(
+        title
+        or "aligned grids over the shared region: cell k is the same place in both views "
+        "(dashed: shared region; lines: grid rows in the student's frame)",
+        fontsize=10,
+    )
     return fig

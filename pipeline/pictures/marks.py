@@ -104,11 +104,7 @@ def original_colour_key(image_size: tuple[int, int], height: int = 96) -> np.nda
 
 
 def aligned_grid(
-    matrix_student: Tensor,
-    matrix_teacher: Tensor,
-    student_size: tuple[int, int],
-    teacher_size: tuple[int, int],
-    cells: int,
+    matrix_student: Tensor, matrix_teacher: Tensor, student_size: tuple[int, int], teacher_size: tuple[int, int], cells: int
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """GTSA's aligned grid: ``cells x cells`` points over the shared region, in both views.
 

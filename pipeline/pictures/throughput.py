@@ -91,7 +91,6 @@ def throughput_figure(rows: list[ThroughputRow], title: str = "") -> Any:
     ax.set_xlim(0, top * 1.18)
     ax.grid(axis="x", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[lab], alpha=0.8) for lab in labels]
-    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run",
-              title_fontsize=8)
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run", title_fontsize=8)
     ax.set_title(title or "loader throughput (python -m pipeline.bench)", fontsize=10)
     return fig

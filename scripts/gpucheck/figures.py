@@ -30,14 +30,37 @@ def bench_figures(name: str, json_out: Path) -> list[dict]:
     if not rows:
         raise ValueError(f"{json_out} holds no run")
     main = rows[0]
-    keep = ("backend", "label", "recipe", "batch_size", "steps", "warmup", "workers", "device", "decode", "with_m",
-            "views_per_s", "mb_per_s", "cpu_cores_busy", "bad_samples", "gpu", "m_matches_per_batch")
+    keep = (
+        "backend",
+        "label",
+        "recipe",
+        "batch_size",
+        "steps",
+        "warmup",
+        "workers",
+        "device",
+        "decode",
+        "with_m",
+        "views_per_s",
+        "mb_per_s",
+        "cpu_cores_busy",
+        "bad_samples",
+        "gpu",
+        "m_matches_per_batch",
+    )
     out = [figure(name, main["images_per_s"], "images/s", **{k: main[k] for k in keep if k in main})]
     for r in rows[1:]:
         if r.get("label") == "reference":
             out.append(figure(f"{name}.reference", r["images_per_s"], "images/s", label="reference"))
-            out.append(figure(f"{name}.vs_reference", round(main["images_per_s"] / r["images_per_s"], 3), "x",
-                              numerator=main.get("label"), denominator="reference"))
+            out.append(
+                figure(
+                    f"{name}.vs_reference",
+                    round(main["images_per_s"] / r["images_per_s"], 3),
+                    "x",
+                    numerator=main.get("label"),
+                    denominator="reference",
+                )
+            )
     return out
 
 
@@ -48,7 +71,7 @@ def model_bench_figures(name: str, stdout: str) -> list[dict]:
         head = line.split()
         if "images/s" in head:
             col = head.index("images/s")
-            for row in lines[i + 1:]:
+            for row in lines[i + 1 :]:
                 cells = row.split()
                 if len(cells) > col + 1 and re.fullmatch(r"[\d.]+", cells[col]):
                     details = {"variant": cells[0], "ms_per_step": float(cells[col + 1])}
@@ -75,12 +98,21 @@ def train_figures(name: str, log_jsonl: Path, batch_size: int) -> list[dict]:
         images, seconds, waiting = images + n, seconds + t, waiting + w["data_wait"] * t
         prev_step = w["step"]
     ips = images / seconds
-    common = {"steps_measured": windows[-1]["step"] - windows[0]["step"], "last_step": windows[-1]["step"],
-              "batch_size": batch_size, "loss_last": windows[-1].get("loss")}
+    common = {
+        "steps_measured": windows[-1]["step"] - windows[0]["step"],
+        "last_step": windows[-1]["step"],
+        "batch_size": batch_size,
+        "loss_last": windows[-1].get("loss"),
+    }
     return [
         figure(f"{name}.images_per_s", round(ips, 1), "images/s", **common),
-        figure(f"{name}.data_wait", round(waiting / seconds, 4), "fraction of step time", **common,
-               how="host time blocked in the loader's next(), as train/logging.py measures it"),
+        figure(
+            f"{name}.data_wait",
+            round(waiting / seconds, 4),
+            "fraction of step time",
+            **common,
+            how="host time blocked in the loader's next(), as train/logging.py measures it",
+        ),
         figure(f"{name}.step_ms", round(1e3 * batch_size / ips, 3), "ms", **common),
     ]
 
@@ -103,12 +135,15 @@ def pytest_figures(name: str, junit_xml: Path) -> list[dict]:
     root = ET.parse(junit_xml).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    details = {"passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
-               "failed": counts["failures"], "errors": counts["errors"], "skipped": counts["skipped"]}
+    details = {
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "failed": counts["failures"],
+        "errors": counts["errors"],
+        "skipped": counts["skipped"],
+    }
     return [figure(name, details["failed"] + details["errors"], "failed tests", **details)]
 
 
 def share(name: str, part_ms: float, whole_ms: float, **details) -> dict:
     """A derived figure: ``part_ms / whole_ms`` as a fraction."""
-    return figure(name, round(part_ms / whole_ms, 5), "fraction of step time", part_ms=part_ms, whole_ms=whole_ms,
-                  **details)
+    return figure(name, round(part_ms / whole_ms, 5), "fraction of step time", part_ms=part_ms, whole_ms=whole_ms, **details)

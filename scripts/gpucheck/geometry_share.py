@@ -60,8 +60,9 @@ class CLoVEGeometry:
             ms = matrices[:, s_view].transpose(0, 1).flatten(0, 1)
             mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
             with torch.autocast(matrices.device.type, enabled=False):
-                masks.append(correspondence_mask(ms.float(), mt.float(), grid, stride, self.teacher[0],
-                                                 self.teacher[1], self.t_pos))
+                masks.append(
+                    correspondence_mask(ms.float(), mt.float(), grid, stride, self.teacher[0], self.teacher[1], self.t_pos)
+                )
         return masks
 
 
@@ -86,8 +87,9 @@ def time_geometry(geometry: CLoVEGeometry, matrices: list[Tensor], reps: int, de
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--batch-size``, ``--batches`` and ``--reps`` below 1 are errors."""
-    ap = argparse.ArgumentParser(prog="python -m gpucheck.geometry_share", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m gpucheck.geometry_share", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shards", required=True, help="shard directory, glob or URL")
     ap.add_argument("--backend", default="torch", choices=["cpu", "torch", "dali"], help="loader backend")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -114,10 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.loader import build_loader
 
     device = torch.device(args.device)
-    cfg = LoaderConfig(shards=args.shards, backend=args.backend, recipe="clove", global_size=args.global_size,
-                       local_size=args.local_size, num_local=args.num_local, batch_size=args.batch_size,
-                       num_workers=args.workers, samples_per_epoch=args.batch_size * args.batches,
-                       photometric=False, pin_memory=device.type == "cuda")
+    cfg = LoaderConfig(
+        shards=args.shards,
+        backend=args.backend,
+        recipe="clove",
+        global_size=args.global_size,
+        local_size=args.local_size,
+        num_local=args.num_local,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        samples_per_epoch=args.batch_size * args.batches,
+        photometric=False,
+        pin_memory=device.type == "cuda",
+    )
     loader = build_loader(cfg, device=device)
     batches = iter(loader)
     matrices = [next(batches).matrices.to(device) for _ in range(args.batches)]
@@ -127,18 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     geometry = CLoVEGeometry(sizes, 2, args.t_pos, device)
     ms = time_geometry(geometry, matrices, args.reps, device)
     record = {
-        "geometry_ms": round(ms, 4), "reps": args.reps, "batch_size": args.batch_size, "backend": args.backend,
-        "device": str(device), "pairs": geometry.num_pairs, "correspondence_mask_calls": len(geometry.calls),
+        "geometry_ms": round(ms, 4),
+        "reps": args.reps,
+        "batch_size": args.batch_size,
+        "backend": args.backend,
+        "device": str(device),
+        "pairs": geometry.num_pairs,
+        "correspondence_mask_calls": len(geometry.calls),
         "mean_matches": round(mean_matches(geometry(matrices[0])), 2),
         "how": "CLoVE's M call pattern (pairs stacked per view-size group, one correspondence_mask each, fp32) "
-               "on loader matrices, synchronised; per training step",
+        "on loader matrices, synchronised; per training step",
     }
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         f.write(json.dumps(record) + "\n")
-    print(f"CLoVE geometry: {ms:.3f} ms per step ({geometry.num_pairs} pairs, {len(geometry.calls)} calls, "
-          f"batch {args.batch_size}, {device})")
+    print(
+        f"CLoVE geometry: {ms:.3f} ms per step ({geometry.num_pairs} pairs, {len(geometry.calls)} calls, "
+        f"batch {args.batch_size}, {device})"
+    )
     return 0
 
 

@@ -19,8 +19,20 @@ log = logging.getLogger(__name__)
 
 def pip_install(reqs: list[str], find_links: Path, dry_run: bool = False) -> tuple[bool, str]:
     """``pip install --no-index --find-links`` (already satisfied requirements are kept as they are)."""
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(find_links),
-           "--no-cache-dir", "--disable-pip-version-check", *(["--dry-run"] if dry_run else []), *reqs]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--find-links",
+        str(find_links),
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        *(["--dry-run"] if dry_run else []),
+        *reqs,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     last = [ln for ln in (r.stdout + r.stderr).strip().splitlines() if ln.strip()]
     return r.returncode == 0, (last[-1] if last else "")
@@ -37,8 +49,9 @@ def install_group(name: str, reqs: list[str], find_links: Path, dry_run: bool, s
     return not failed
 
 
-def install_transfer(folders: list[Path], work: Path, dry_run: bool = False,
-                     say: Callable[[str], None] = log.info) -> Path | None:
+def install_transfer(
+    folders: list[Path], work: Path, dry_run: bool = False, say: Callable[[str], None] = log.info
+) -> Path | None:
     """Rebuild, check and install what arrived in ``folders``; returns the photo folder when the
     photos arrived (else None)."""
     files = work / "files"

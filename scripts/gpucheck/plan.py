@@ -40,20 +40,50 @@ class Sizes:
 
 
 GPU = Sizes(
-    device="cuda", decode="gpu", images=1000, shard_size="10MB", workers=14, bench_batch=256, bench_steps=30,
-    bench_warmup=5, train_config="configs/clove_r50_imagenet.yaml", train_batch=128, train_steps=100, log_every=10,
-    model_backbone="resnet50", model_batch=128, model_bench=("--steps", "10", "--warmup", "3", "--rounds", "1"),
+    device="cuda",
+    decode="gpu",
+    images=1000,
+    shard_size="10MB",
+    workers=14,
+    bench_batch=256,
+    bench_steps=30,
+    bench_warmup=5,
+    train_config="configs/clove_r50_imagenet.yaml",
+    train_batch=128,
+    train_steps=100,
+    log_every=10,
+    model_backbone="resnet50",
+    model_batch=128,
+    model_bench=("--steps", "10", "--warmup", "3", "--rounds", "1"),
 )
 DRY = Sizes(
-    device="cpu", decode="cpu", images=24, shard_size="1MB", workers=1, bench_batch=4, bench_steps=2, bench_warmup=1,
-    train_config="configs/default.yaml", train_batch=4, train_steps=3, log_every=1,
-    model_backbone="resnet18", model_batch=2,
+    device="cpu",
+    decode="cpu",
+    images=24,
+    shard_size="1MB",
+    workers=1,
+    bench_batch=4,
+    bench_steps=2,
+    bench_warmup=1,
+    train_config="configs/default.yaml",
+    train_batch=4,
+    train_steps=3,
+    log_every=1,
+    model_backbone="resnet18",
+    model_batch=2,
     model_bench=("--steps", "1", "--warmup", "1", "--rounds", "1", "--global-size", "64", "--local-size", "32"),
-    model_clove_extra=("--num-local", "2", "--proj-hidden", "64"), model_views="2×64 + 2×32",
-    train_sizes=("data.global_size=64", "data.local_size=32", "data.num_local=2", "method.options.proj_hidden=64",
-                 "data.shuffle_buffer=8"),
+    model_clove_extra=("--num-local", "2", "--proj-hidden", "64"),
+    model_views="2×64 + 2×32",
+    train_sizes=(
+        "data.global_size=64",
+        "data.local_size=32",
+        "data.num_local=2",
+        "method.options.proj_hidden=64",
+        "data.shuffle_buffer=8",
+    ),
     geometry_sizes=("--global-size", "64", "--local-size", "32", "--num-local", "2"),
-    geometry_reps=3, cap_scale=5.0,
+    geometry_reps=3,
+    cap_scale=5.0,
 )
 
 
@@ -73,25 +103,55 @@ class Step:
     blocked: str = ""  # set by the runner when a prerequisite (the shards) failed
 
 
-def bench_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str, recipe: str, with_m: bool,
-               vs_reference: bool = False) -> Step:
+def bench_step(
+    py: list[str], sz: Sizes, shards: Path, out: Path, backend: str, recipe: str, with_m: bool, vs_reference: bool = False
+) -> Step:
     """A ``pipeline.bench`` run of ``backend`` with ``recipe`` (and M, or against the reference)."""
     name = f"bench.{backend}.{recipe}" + (".m" if with_m else "")
     json_out = out / "bench" / f"{name}.jsonl"
-    argv = [*py, "-m", "pipeline.bench", "--shards", str(shards), "--backend", backend, "--recipe", recipe,
-            "--batch-size", str(sz.bench_batch), "--steps", str(sz.bench_steps), "--warmup", str(sz.bench_warmup),
-            "--workers", str(sz.workers), "--device", sz.device, "--json-out", str(json_out)]
+    argv = [
+        *py,
+        "-m",
+        "pipeline.bench",
+        "--shards",
+        str(shards),
+        "--backend",
+        backend,
+        "--recipe",
+        recipe,
+        "--batch-size",
+        str(sz.bench_batch),
+        "--steps",
+        str(sz.bench_steps),
+        "--warmup",
+        str(sz.bench_warmup),
+        "--workers",
+        str(sz.workers),
+        "--device",
+        sz.device,
+        "--json-out",
+        str(json_out),
+    ]
     if backend == "torch":
         argv += ["--decode", sz.decode]
     argv += ["--with-m"] if with_m else []
     argv += ["--vs", "reference"] if vs_reference else []
     views = {"clove": "2×224 + 6×96", "two-view": "2×224", "gtsa": "2×224 + 8×96"}[recipe]
-    what = (f"`{backend}` backend" + (f" (decode {sz.decode})" if backend == "torch" else "") +
-            f", {recipe} recipe ({views}), full photometrics" + (", matrices and M on the device" if with_m else "") +
-            f", batch {sz.bench_batch}" + (", vs reference (PIL, public-code style)" if vs_reference else ""))
-    cmd = (f"`pipeline.bench --backend {backend} --recipe {recipe} --batch-size {sz.bench_batch}"
-           + (f" --decode {sz.decode}" if backend == "torch" else "") + (" --with-m" if with_m else "")
-           + (" --vs reference" if vs_reference else "") + "`")
+    what = (
+        f"`{backend}` backend"
+        + (f" (decode {sz.decode})" if backend == "torch" else "")
+        + f", {recipe} recipe ({views}), full photometrics"
+        + (", matrices and M on the device" if with_m else "")
+        + f", batch {sz.bench_batch}"
+        + (", vs reference (PIL, public-code style)" if vs_reference else "")
+    )
+    cmd = (
+        f"`pipeline.bench --backend {backend} --recipe {recipe} --batch-size {sz.bench_batch}"
+        + (f" --decode {sz.decode}" if backend == "torch" else "")
+        + (" --with-m" if with_m else "")
+        + (" --vs reference" if vs_reference else "")
+        + "`"
+    )
     needs = ["nvidia.dali"] if backend == "dali" else []
     return Step(name, what, cmd, argv, 90 if vs_reference else 60, "bench", needs, json_out, sz.bench_batch)
 
@@ -99,17 +159,36 @@ def bench_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str, 
 def train_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str) -> Step:
     """A short ``python -m train`` run of CLoVE on the ``backend`` loader; its figures come from ``log.jsonl``."""
     run_dir = out / f"train-{backend}"
-    argv = [*py, "-m", "train", "--config", sz.train_config, f"output_dir={run_dir}", f"data.shards={shards}",
-            f"data.backend={backend}", f"data.batch_size={sz.train_batch}", f"data.num_workers={sz.workers}",
-            f"data.samples_per_epoch={sz.train_batch * (sz.train_steps + 1)}", f"train.max_steps={sz.train_steps}",
-            "train.epochs=1", f"log.every_steps={sz.log_every}", "log.tensorboard=false", "log.progress=false",
-            "checkpoint.every_steps=1000000", "checkpoint.keep_last=1", "checkpoint.export=false", *sz.train_sizes]
+    argv = [
+        *py,
+        "-m",
+        "train",
+        "--config",
+        sz.train_config,
+        f"output_dir={run_dir}",
+        f"data.shards={shards}",
+        f"data.backend={backend}",
+        f"data.batch_size={sz.train_batch}",
+        f"data.num_workers={sz.workers}",
+        f"data.samples_per_epoch={sz.train_batch * (sz.train_steps + 1)}",
+        f"train.max_steps={sz.train_steps}",
+        "train.epochs=1",
+        f"log.every_steps={sz.log_every}",
+        "log.tensorboard=false",
+        "log.progress=false",
+        "checkpoint.every_steps=1000000",
+        "checkpoint.keep_last=1",
+        "checkpoint.export=false",
+        *sz.train_sizes,
+    ]
     if backend == "torch":
         argv.append(f"data.decode={sz.decode}")
     if sz.device == "cpu":
         argv.append("train.cpu=true")
-    what = (f"CLoVE training loop, {sz.train_steps} steps, `{backend}` backend, batch {sz.train_batch}, "
-            f"`{Path(sz.train_config).name}`")
+    what = (
+        f"CLoVE training loop, {sz.train_steps} steps, `{backend}` backend, batch {sz.train_batch}, "
+        f"`{Path(sz.train_config).name}`"
+    )
     cmd = f"`python -m train --config {sz.train_config} data.backend={backend} train.max_steps={sz.train_steps}`"
     needs = ["nvidia.dali"] if backend == "dali" else []
     return Step(f"train.{backend}", what, cmd, argv, 150, "train", needs, run_dir / "log.jsonl", sz.train_batch)
@@ -121,7 +200,7 @@ def supported(args: list[str], flags: set[str]) -> list[str]:
     i = 0
     while i < len(args):
         takes_value = i + 1 < len(args) and not args[i + 1].startswith("--")
-        item = args[i:i + 2] if takes_value else args[i:i + 1]
+        item = args[i : i + 2] if takes_value else args[i : i + 1]
         if args[i] in flags:
             out += item
         i += len(item)
@@ -133,26 +212,79 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
     (GTSA joins the plan once it has ``--method``). Shard building comes first (see runner)."""
     bench = [bench_step(py, sz, shards, out, "dali", "clove", True), bench_step(py, sz, shards, out, "torch", "clove", True)]
     model_common = ["--device", sz.device, "--bf16", "--batch-size", str(sz.model_batch)]
-    clove_args = ["--backbone", sz.model_backbone, "--channels-last", *sz.model_bench, "--variants", "batched",
-                  *sz.model_clove_extra]
+    clove_args = [
+        "--backbone",
+        sz.model_backbone,
+        "--channels-last",
+        *sz.model_bench,
+        "--variants",
+        "batched",
+        *sz.model_clove_extra,
+    ]
     model_argv = [*py, "-m", "model.bench", *supported(model_common + clove_args, model_flags)]
     steps = [
-        Step("pytest.gpu", "`pytest -m gpu` (nvJPEG, device resampling, DALI `mixed` geometry tests)",
-             "`pytest -m gpu`", [*py, "-m", "pytest", "-o", "addopts=", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                                 f"--junitxml={out / 'pytest-gpu.xml'}", str(root / "tests")],
-             120, "pytest", output=out / "pytest-gpu.xml"),
+        Step(
+            "pytest.gpu",
+            "`pytest -m gpu` (nvJPEG, device resampling, DALI `mixed` geometry tests)",
+            "`pytest -m gpu`",
+            [
+                *py,
+                "-m",
+                "pytest",
+                "-o",
+                "addopts=",
+                "-m",
+                "gpu",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={out / 'pytest-gpu.xml'}",
+                str(root / "tests"),
+            ],
+            120,
+            "pytest",
+            output=out / "pytest-gpu.xml",
+        ),
         *bench,
-        Step("model.clove_r50", f"CLoVE step, {sz.model_backbone}, bf16, channels-last, {sz.model_views}, batch "
-             f"{sz.model_batch}, synthetic inputs",
-             f"`python -m model.bench {' '.join(model_common)} --backbone {sz.model_backbone} --channels-last`",
-             model_argv, 150, "model", batch=sz.model_batch),
+        Step(
+            "model.clove_r50",
+            f"CLoVE step, {sz.model_backbone}, bf16, channels-last, {sz.model_views}, batch {sz.model_batch}, synthetic inputs",
+            f"`python -m model.bench {' '.join(model_common)} --backbone {sz.model_backbone} --channels-last`",
+            model_argv,
+            150,
+            "model",
+            batch=sz.model_batch,
+        ),
         train_step(py, sz, shards, out, "torch"),
-        Step("geometry.clove", f"CLoVE's M + inverse maps per training step, batch {sz.train_batch}, on loader batches",
-             "`python -m gpucheck.geometry_share`",
-             [*py, "-m", "gpucheck.geometry_share", "--shards", str(shards), "--backend", "torch", "--device",
-              sz.device, "--batch-size", str(sz.train_batch), "--workers", str(sz.workers), "--reps",
-              str(sz.geometry_reps), "--json-out", str(out / "geometry.jsonl"), *sz.geometry_sizes],
-             60, "geometry", output=out / "geometry.jsonl", batch=sz.train_batch),
+        Step(
+            "geometry.clove",
+            f"CLoVE's M + inverse maps per training step, batch {sz.train_batch}, on loader batches",
+            "`python -m gpucheck.geometry_share`",
+            [
+                *py,
+                "-m",
+                "gpucheck.geometry_share",
+                "--shards",
+                str(shards),
+                "--backend",
+                "torch",
+                "--device",
+                sz.device,
+                "--batch-size",
+                str(sz.train_batch),
+                "--workers",
+                str(sz.workers),
+                "--reps",
+                str(sz.geometry_reps),
+                "--json-out",
+                str(out / "geometry.jsonl"),
+                *sz.geometry_sizes,
+            ],
+            60,
+            "geometry",
+            output=out / "geometry.jsonl",
+            batch=sz.train_batch,
+        ),
         train_step(py, sz, shards, out, "dali"),
         bench_step(py, sz, shards, out, "torch", "clove", False, vs_reference=True),
         bench_step(py, sz, shards, out, "dali", "clove", False),
@@ -162,11 +294,17 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
         bench_step(py, sz, shards, out, "torch", "two-view", False),
     ]
     if "--method" in model_flags:
-        steps.append(Step("model.gtsa_vits16", "GTSA step, ViT-S/16, bf16, 2×224 + 8×96, synthetic inputs",
-                          "`python -m model.bench --method gtsa --bf16`",
-                          [*py, "-m", "model.bench", "--method", "gtsa",
-                           *supported(model_common + list(sz.model_bench), model_flags)],
-                          150, "model", batch=sz.model_batch))
+        steps.append(
+            Step(
+                "model.gtsa_vits16",
+                "GTSA step, ViT-S/16, bf16, 2×224 + 8×96, synthetic inputs",
+                "`python -m model.bench --method gtsa --bf16`",
+                [*py, "-m", "model.bench", "--method", "gtsa", *supported(model_common + list(sz.model_bench), model_flags)],
+                150,
+                "model",
+                batch=sz.model_batch,
+            )
+        )
     for s in steps:
         s.cap_s *= sz.cap_scale
     return steps

@@ -33,11 +33,46 @@ log = logging.getLogger(__name__)
 NEEDS_TORCH = {"kornia", "accelerate", "timm"}
 # On the GPU image ('cuda', pip list as read in 2026-11; see the device notes): brought only in case.
 SPARE = {
-    "numpy", "pillow", "pyyaml", "packaging", "six", "typing-extensions", "psutil", "tqdm", "accelerate",
-    "timm", "opencv-python-headless", "huggingface-hub", "safetensors", "filelock", "fsspec", "requests",
-    "certifi", "charset-normalizer", "idna", "urllib3", "hf-xet", "wheel", "jinja2", "markupsafe",
-    "networkx", "sympy", "mpmath", "click", "typer", "rich", "shellingham", "markdown-it-py", "mdurl",
-    "pygments", "httpx", "httpcore", "h11", "anyio", "sniffio", "annotated-doc",
+    "numpy",
+    "pillow",
+    "pyyaml",
+    "packaging",
+    "six",
+    "typing-extensions",
+    "psutil",
+    "tqdm",
+    "accelerate",
+    "timm",
+    "opencv-python-headless",
+    "huggingface-hub",
+    "safetensors",
+    "filelock",
+    "fsspec",
+    "requests",
+    "certifi",
+    "charset-normalizer",
+    "idna",
+    "urllib3",
+    "hf-xet",
+    "wheel",
+    "jinja2",
+    "markupsafe",
+    "networkx",
+    "sympy",
+    "mpmath",
+    "click",
+    "typer",
+    "rich",
+    "shellingham",
+    "markdown-it-py",
+    "mdurl",
+    "pygments",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "sniffio",
+    "annotated-doc",
 }
 GROUP_ORDER = ("base", "photos", "dali", "spare")
 
@@ -64,9 +99,17 @@ def wheel_requirements(wheel: Path, python_version: str) -> list[str]:
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         text = z.read(meta).decode()
-    env = {"python_version": python_version, "python_full_version": f"{python_version}.0", "sys_platform": "linux",
-           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    env = {
+        "python_version": python_version,
+        "python_full_version": f"{python_version}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     out = []
     for line in text.splitlines():
         if line.startswith("Requires-Dist:"):
@@ -139,8 +182,14 @@ def grouped_files(work: Path) -> list[tuple[Path, str]]:
     return sorted(chosen.values(), key=lambda fg: (GROUP_ORDER.index(fg[1]), -fg[0].stat().st_size))
 
 
-def prepare(dest: Path, python_version: str = "3.12", glibc_minor: int = 39, photos_dir: Path | None = None,
-            trip_mb: int = 60, with_dali: bool = True) -> dict:
+def prepare(
+    dest: Path,
+    python_version: str = "3.12",
+    glibc_minor: int = 39,
+    photos_dir: Path | None = None,
+    trip_mb: int = 60,
+    with_dali: bool = True,
+) -> dict:
     """Download, pack and cut (see module doc) into ``dest/trip-NN/``; returns the manifest."""
     from gpucheck.transfer import MB, cut_into_trips
 

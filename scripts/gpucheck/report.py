@@ -17,8 +17,14 @@ def _values(records: list[dict]) -> dict[str, dict]:
 
 def _goal(name: str, text: str, value: float | None, target: float, at_least: bool, unit: str, **details) -> dict:
     if value is None:
-        return {**figure(name, None, unit, **details), "goal": text, "target": target, "met": None,
-                "status": "skipped", "reason": "a figure it needs was not measured"}
+        return {
+            **figure(name, None, unit, **details),
+            "goal": text,
+            "target": target,
+            "met": None,
+            "status": "skipped",
+            "reason": "a figure it needs was not measured",
+        }
     met = value >= target if at_least else value < target
     return {**figure(name, value, unit, **details), "goal": text, "target": target, "met": met, "status": "ok"}
 
@@ -26,31 +32,69 @@ def _goal(name: str, text: str, value: float | None, target: float, at_least: bo
 def derived(records: list[dict]) -> list[dict]:
     """The M share of a training step and the goals, from the measured figures."""
     v = _values(records)
+
     def val(k: str):
         return v[k]["value"] if k in v else None
+
     out: list[dict] = []
     train = next((b for b in ("torch", "dali") if f"train.{b}.step_ms" in v), None)
     m_share = None
     if train and val("geometry.clove") is not None:
-        rec = share(f"train.{train}.m_share", val("geometry.clove"), val(f"train.{train}.step_ms"),
-                    how="geometry.clove ms / train step ms (batch images / images/s)")
+        rec = share(
+            f"train.{train}.m_share",
+            val("geometry.clove"),
+            val(f"train.{train}.step_ms"),
+            how="geometry.clove ms / train step ms (batch images / images/s)",
+        )
         rec.update(status="ok", what=f"M + inverse maps, share of a training step (`{train}` run)")
         out.append(rec)
         m_share = rec["value"]
     dali, torch_rate, step = val("bench.dali.clove.m"), val("bench.torch.clove.m"), val("model.clove_r50")
     out += [
-        _goal("goal.dali_rate", "DALI, 2×224 + 6×96 with matrices and M, batch 256: ≥ 10,000 images/s", dali,
-              GOAL_DALI_RATE, True, "images/s"),
-        _goal("goal.dali_over_step", "DALI ≥ 2× the CLoVE R50 bf16 step's images/s",
-              round(dali / step, 3) if dali and step else None, GOAL_LOADER_OVER_STEP, True, "x"),
-        _goal("goal.torch_vs_dali", "torch backend within 20 % of DALI (same recipe)",
-              round(torch_rate / dali, 3) if dali and torch_rate else None, GOAL_TORCH_VS_DALI, True, "x"),
-        _goal("goal.m_share", "M and the inverse maps: < 1 % of a training step", m_share, GOAL_M_SHARE, False,
-              "fraction of step time"),
+        _goal(
+            "goal.dali_rate",
+            "DALI, 2×224 + 6×96 with matrices and M, batch 256: ≥ 10,000 images/s",
+            dali,
+            GOAL_DALI_RATE,
+            True,
+            "images/s",
+        ),
+        _goal(
+            "goal.dali_over_step",
+            "DALI ≥ 2× the CLoVE R50 bf16 step's images/s",
+            round(dali / step, 3) if dali and step else None,
+            GOAL_LOADER_OVER_STEP,
+            True,
+            "x",
+        ),
+        _goal(
+            "goal.torch_vs_dali",
+            "torch backend within 20 % of DALI (same recipe)",
+            round(torch_rate / dali, 3) if dali and torch_rate else None,
+            GOAL_TORCH_VS_DALI,
+            True,
+            "x",
+        ),
+        _goal(
+            "goal.m_share",
+            "M and the inverse maps: < 1 % of a training step",
+            m_share,
+            GOAL_M_SHARE,
+            False,
+            "fraction of step time",
+        ),
     ]
     for b in ("torch", "dali"):
-        out.append(_goal(f"goal.data_wait.{b}", f"training, `{b}` backend: < 5 % of step time waiting for data",
-                         val(f"train.{b}.data_wait"), GOAL_DATA_WAIT, False, "fraction of step time"))
+        out.append(
+            _goal(
+                f"goal.data_wait.{b}",
+                f"training, `{b}` backend: < 5 % of step time waiting for data",
+                val(f"train.{b}.data_wait"),
+                GOAL_DATA_WAIT,
+                False,
+                "fraction of step time",
+            )
+        )
     return out
 
 

@@ -35,6 +35,7 @@ def _pyproject(root: Path = ROOT) -> dict:
 
 def _pyproject_lists(text: str) -> dict:
     """``project.dependencies`` and ``optional-dependencies.dali`` of a pyproject.toml text."""
+
     def strings(key: str) -> list[str]:
         m = re.search(rf"^{key}\s*=\s*\[(.*?)\]", text, re.S | re.M)
         return re.findall(r'"([^"]+)"', m.group(1)) if m else []

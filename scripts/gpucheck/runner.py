@@ -113,8 +113,13 @@ def context(mode: str) -> dict:
     """What every figure record says about where it was measured."""
     import torch
 
-    ctx = {"mode": mode, "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-           "torch": torch.__version__}
+    ctx = {
+        "mode": mode,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     if torch.cuda.is_available():
         ctx["gpu"] = torch.cuda.get_device_name(0)
     return ctx
@@ -136,9 +141,17 @@ class FigureLog:
             f.write(json.dumps(record) + "\n")
 
 
-def run_plan(steps: list[Step], figures: FigureLog, logs: Path, env: dict, cwd: Path, deadline: float,
-             only: set[str] | None = None, on_line: Callable[[str], None] = log.info,
-             progress: tqdm | None = None) -> None:
+def run_plan(
+    steps: list[Step],
+    figures: FigureLog,
+    logs: Path,
+    env: dict,
+    cwd: Path,
+    deadline: float,
+    only: set[str] | None = None,
+    on_line: Callable[[str], None] = log.info,
+    progress: tqdm | None = None,
+) -> None:
     """Run every step (or those named in ``only``) in order, within the ``deadline`` (a
     ``time.monotonic()`` value), turning each into figure records."""
     for step in steps:
@@ -175,7 +188,9 @@ def run_plan(steps: list[Step], figures: FigureLog, logs: Path, env: dict, cwd: 
             for r in recs:
                 figures.add({**base, **r, "status": "ok", "seconds": round(out.seconds, 1)})
             if recs:
-                on_line(f"ok    {step.name} ({out.seconds:.0f} s): " +
-                        ", ".join(f"{r['figure']} = {r['value']} {r['unit']}" for r in recs))
+                on_line(
+                    f"ok    {step.name} ({out.seconds:.0f} s): "
+                    + ", ".join(f"{r['figure']} = {r['value']} {r['unit']}" for r in recs)
+                )
         if progress is not None:
             progress.update(1)

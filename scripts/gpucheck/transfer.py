@@ -135,8 +135,9 @@ def reassemble(folders: Iterable[Path], out: Path, manifest: dict | None = None)
             continue
         chosen: list[Path] = []
         for piece in entry["pieces"]:
-            good = [p for p in pieces.get(piece["name"], [])
-                    if p.stat().st_size == piece["size"] and sha256_of(p) == piece["sha256"]]
+            good = [
+                p for p in pieces.get(piece["name"], []) if p.stat().st_size == piece["size"] and sha256_of(p) == piece["sha256"]
+            ]
             if good:
                 chosen.append(good[0])
         if len(chosen) < len(entry["pieces"]):

@@ -36,7 +36,7 @@ def test_loss_equals_the_definition_over_every_teacher_global_pair():
         for idx in sizes.values():
             p = model.predictor(model.student(torch.cat([batch.views[i] for i in idx])))
             for n, i in enumerate(idx):
-                pred[i] = p[n * 3:(n + 1) * 3]
+                pred[i] = p[n * 3 : (n + 1) * 3]
         k = model.teacher(torch.cat(batch.views[:2])).view(2, 3, -1)
         losses = [2 - 2 * F.cosine_similarity(pred[s], k[t], dim=-1) for t in range(2) for s in range(4) if s != t]
     assert len(losses) == 6

@@ -129,9 +129,7 @@ def test_terms_are_row_independent():
     whole = positive_term(logits, mask), hard_negative_term(logits, mask)
     for r in range(5):
         assert positive_term(logits[r : r + 1], mask[r : r + 1]).item() == pytest.approx(whole[0][r].item(), abs=1e-6)
-        assert hard_negative_term(logits[r : r + 1], mask[r : r + 1]).item() == pytest.approx(
-            whole[1][r].item(), abs=1e-6
-        )
+        assert hard_negative_term(logits[r : r + 1], mask[r : r + 1]).item() == pytest.approx(whole[1][r].item(), abs=1e-6)
 
 
 def test_pairs_are_the_fourteen_of_the_paper():

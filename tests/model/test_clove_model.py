@@ -27,8 +27,10 @@ def reference_mask(a_s: np.ndarray, a_t: np.ndarray, grid_s, stride_s, grid_t, s
     def centres_and_diag(a, grid, stride):
         inv = np.linalg.inv(a)
         pts = [((j + 0.5) * stride, (i + 0.5) * stride) for i in range(grid[0]) for j in range(grid[1])]
+
         def to_orig(x, y):
             return (inv @ np.array([x, y, 1.0]))[:2]
+
         diag = np.linalg.norm(to_orig(stride, stride) - to_orig(0.0, 0.0))
         return np.array([to_orig(x, y) for x, y in pts]), diag
 
@@ -56,8 +58,10 @@ def test_shapes_224_and_96():
 @pytest.mark.parametrize("attention", ["dot", "cosine"])
 def test_forward_equals_reference_over_pairs(attention):
     """Loss from embed() + masks and pairs rebuilt here from the definition; three view sizes."""
+
     def spec(s, g):
         return ViewSpec(s, (0.3, 1.0) if g else (0.1, 0.4), photometric=None, is_global=g)
+
     recipe = Recipe("mixed", (spec(96, True), spec(96, True), spec(64, False), spec(32, False), spec(64, False)))
     # a generous T_pos gives non-trivial M; a small margin keeps fp32 rounding of the total small
     model = build(attention=attention, t_pos=1.5, margin=4.0)

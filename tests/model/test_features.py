@@ -32,8 +32,10 @@ def test_random_inits_are_named_seeded_and_differ():
     assert torch.count_nonzero(default.body.resnet.layer1[0].bn2.weight) > 0
     again = random_features("resnet18", "default", seed=1)
     other = random_features("resnet18", "default", seed=2)
+
     def w(f):
         return f.body.resnet.conv1.weight
+
     assert torch.equal(w(default), w(again)) and not torch.equal(w(default), w(other))
     with pytest.raises(ValueError, match="choose one of"):
         random_features("resnet18", "xavier")
@@ -80,8 +82,9 @@ def test_bad_exports_are_refused_in_one_line(tmp_path):
     (tmp_path / "backbone.json").write_text(json.dumps({"family": "mystery", "arch": "x"}))
     with pytest.raises(ValueError, match="unknown backbone family"):
         load_exported(tmp_path)
-    (tmp_path / "backbone.json").write_text(json.dumps({"family": "torchvision_resnet", "arch": "resnet18",
-                                                        "weights": "missing.pth"}))
+    (tmp_path / "backbone.json").write_text(
+        json.dumps({"family": "torchvision_resnet", "arch": "resnet18", "weights": "missing.pth"})
+    )
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_exported(tmp_path)
     assert "torchvision_resnet" in FAMILIES

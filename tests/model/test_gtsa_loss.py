@@ -16,14 +16,7 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-from model.gtsa_loss import (
-    aligned_loss,
-    aligned_samples,
-    nearest_matches,
-    patch_correspondence_loss,
-    pc_keep,
-    rotation_loss,
-)
+from model.gtsa_loss import aligned_loss, aligned_samples, nearest_matches, patch_correspondence_loss, pc_keep, rotation_loss
 from pipeline.geometry import crop_resize_matrix, rot90_matrix
 
 
@@ -40,8 +33,7 @@ def _roi_target(fmap: torch.Tensor, window, region, size: int, turns: int, cells
     x0, y0, w, h = window
     upright = torch.rot90(fmap, -turns, dims=(-2, -1))
     stride = size / upright.shape[-1]
-    box = [(region[0] - x0) * size / w, (region[1] - y0) * size / h, (region[2] - x0) * size / w,
-           (region[3] - y0) * size / h]
+    box = [(region[0] - x0) * size / w, (region[1] - y0) * size / h, (region[2] - x0) * size / w, (region[3] - y0) * size / h]
     boxes = torch.tensor([[0.0, *box]], dtype=torch.float32)
     return roi_align(upright[None].float(), boxes, cells, spatial_scale=1.0 / stride, sampling_ratio=1, aligned=True)[0]
 
@@ -55,10 +47,13 @@ def test_aligned_targets_equal_roi_align_and_rot90_for_every_pair_of_quarter_tur
     for turns_t, turns_s in rows:
         # non-square windows (the resize is anisotropic) that overlap partly
         t_win = (rng.uniform(0, 80), rng.uniform(0, 60), rng.uniform(200, 300), rng.uniform(150, 220))
-        s_win = (t_win[0] + rng.uniform(40, 150), t_win[1] + rng.uniform(30, 120), rng.uniform(90, 200),
-                 rng.uniform(70, 160))
-        region = (max(t_win[0], s_win[0]), max(t_win[1], s_win[1]),
-                  min(t_win[0] + t_win[2], s_win[0] + s_win[2]), min(t_win[1] + t_win[3], s_win[1] + s_win[3]))
+        s_win = (t_win[0] + rng.uniform(40, 150), t_win[1] + rng.uniform(30, 120), rng.uniform(90, 200), rng.uniform(70, 160))
+        region = (
+            max(t_win[0], s_win[0]),
+            max(t_win[1], s_win[1]),
+            min(t_win[0] + t_win[2], s_win[0] + s_win[2]),
+            min(t_win[1] + t_win[3], s_win[1] + s_win[3]),
+        )
         assert region[2] > region[0] and region[3] > region[1]
         t_map = torch.randn(channels, t_cells, t_cells)
         s_map = torch.randn(channels, s_cells, s_cells)
@@ -68,10 +63,13 @@ def test_aligned_targets_equal_roi_align_and_rot90_for_every_pair_of_quarter_tur
         expected_s.append(torch.rot90(_roi_target(s_map, s_win, region, s_size, turns_s, cells), turns_s, dims=(-2, -1)))
         t_maps.append(t_map), s_maps.append(s_map)
         mt.append(_matrix(t_win, t_size, turns_t)), ms.append(_matrix(s_win, s_size, turns_s))
+
     def f32(a):
         return torch.tensor(np.stack(a), dtype=torch.float32)
-    s, t, valid = aligned_samples(torch.stack(s_maps), torch.stack(t_maps), f32(ms), f32(mt), (s_size, s_size),
-                                  (t_size, t_size), cells)
+
+    s, t, valid = aligned_samples(
+        torch.stack(s_maps), torch.stack(t_maps), f32(ms), f32(mt), (s_size, s_size), (t_size, t_size), cells
+    )
     assert valid.all()
     assert s.shape == t.shape == (len(rows), channels, cells, cells)
     # float32 matrices: sample positions agree to ~1e-4 cells, values to that times the map's slope

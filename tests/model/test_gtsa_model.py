@@ -63,8 +63,10 @@ def test_rotation_targets_are_the_batch_rotation():
     out = model(batch)
     # slow version: each view alone through encoder -> mean token -> rotation head, CE vs batch.rotation
     st = model.student
-    ce = [F.cross_entropy(st.rot_head(st.encoder(v).mean(dim=(2, 3))), batch.rotation[:, i], reduction="none")
-          for i, v in enumerate(batch.views)]
+    ce = [
+        F.cross_entropy(st.rot_head(st.encoder(v).mean(dim=(2, 3))), batch.rotation[:, i], reduction="none")
+        for i, v in enumerate(batch.views)
+    ]
     assert out["rot"].item() == pytest.approx(torch.cat(ce).mean().item(), abs=1e-5)
     batch.rotation = (batch.rotation + 1) % 4  # other targets, other loss
     assert model(batch)["rot"].item() != pytest.approx(out["rot"].item(), abs=1e-4)
@@ -145,7 +147,7 @@ def test_export_loads_strictly_into_timm(tmp_path):
     vit.load_state_dict(torch.load(tmp_path / meta["weights"], weights_only=True), strict=True)
     x = torch.randn(2, 3, 16, 16)  # a local-size view: position embeddings interpolated
     vit.eval(), model.eval()
-    tokens = vit.forward_features(x)[:, vit.num_prefix_tokens:]
+    tokens = vit.forward_features(x)[:, vit.num_prefix_tokens :]
     torch.testing.assert_close(tokens.transpose(1, 2).reshape(2, -1, 2, 2), model.student.encoder(x))
 
 
@@ -172,8 +174,30 @@ def test_bench_command_times_batched_and_looped_pairs(capsys, tmp_path):
     preset.write_text(json.dumps({"method": {"name": "gtsa", "options": TINY}, "data": {"batch_size": 2}}))
     threads = torch.get_num_threads()
     try:
-        main(["--method", "gtsa", "--config", str(preset), "--global-size", "32", "--local-size", "16",
-              "--num-local", "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--device", "cpu", "--threads", "1"])
+        main(
+            [
+                "--method",
+                "gtsa",
+                "--config",
+                str(preset),
+                "--global-size",
+                "32",
+                "--local-size",
+                "16",
+                "--num-local",
+                "2",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--rounds",
+                "1",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)  # --threads is process-wide
     lines = capsys.readouterr().out.splitlines()
@@ -197,8 +221,14 @@ def test_exported_vit_loads_as_dense_feature_maps(tmp_path):
 
 def test_any_timm_vit_works_including_register_tokens(tmp_path):
     # 1 class + 4 register tokens in front of the patch tokens; patch 14
-    model = GTSA(**{**TINY, "arch": "vit_small_patch14_reg4_dinov2", "img_size": 28,
-                    "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}})
+    model = GTSA(
+        **{
+            **TINY,
+            "arch": "vit_small_patch14_reg4_dinov2",
+            "img_size": 28,
+            "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2},
+        }
+    )
     assert model.student.encoder.vit.num_prefix_tokens == 5
     assert model.student.encoder(torch.randn(1, 3, 28, 42)).shape == (1, 32, 2, 3)
     meta = json.loads(model.export(tmp_path)["backbone"].read_text())

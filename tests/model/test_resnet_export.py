@@ -90,8 +90,15 @@ def test_detectron2_export_of_resnet50(tmp_path):
 
 
 def test_cli_exports_a_checkpoint(tmp_path, capsys):
-    cfg = load_config(None, ["data.samples_per_epoch=64", "method.options.backbone=resnet18", "method.options.proj_hidden=64",
-                             "method.options.proj_dim=32"])
+    cfg = load_config(
+        None,
+        [
+            "data.samples_per_epoch=64",
+            "method.options.backbone=resnet18",
+            "method.options.proj_hidden=64",
+            "method.options.proj_dim=32",
+        ],
+    )
     method = METHODS["clove"](cfg.method.options)
     perturb(method.student, seed=3)
     path = save_checkpoint({"config": config_to_dict(cfg), "model": method.state_dict()}, tmp_path / "run" / "checkpoints", 7)

@@ -29,7 +29,8 @@ def test_clove_and_gtsa_recipes_are_the_values_of_methods_md():
     assert {(v.interpolation, v.flip_p, v.rotate, v.ratio) for v in clove} == {("bicubic", 0.5, False, (3 / 4, 4 / 3))}
     assert [(v.photometric.blur_p, v.photometric.solarize_p) for v in clove] == [(1.0, 0.0), (0.1, 0.2)] + [(0.5, 0.0)] * 6
     assert {(v.photometric.jitter, v.photometric.jitter_p, v.photometric.gray_p, v.photometric.blur_sigma) for v in clove} == {
-        ((0.4, 0.4, 0.2, 0.1), 0.8, 0.2, (0.1, 2.0))}
+        ((0.4, 0.4, 0.2, 0.1), 0.8, 0.2, (0.1, 2.0))
+    }
     # GTSA: 2 x 224 (0.3-1.0) and 8 x 96 (0.1-0.3), bilinear, no flip, quarter turns; jitter
     # (0.8, 0.8, 0.8, 0.2) p=0.8, grayscale 0.2, blur 0.2; overlap > 2 % / > 1 % of the image
     gtsa = recipe_from_config(LoaderConfig(recipe="gtsa"))
@@ -43,8 +44,11 @@ def test_clove_and_gtsa_recipes_are_the_values_of_methods_md():
 
 # key, override, what view v (0: first global, 1: second global, 2: a local) then holds
 PER_VIEW = {
-    "flip_p": lambda v: v.flip_p, "jitter_p": lambda v: v.photometric.jitter_p, "gray_p": lambda v: v.photometric.gray_p,
-    "blur_p": lambda v: v.photometric.blur_p, "solarize_p": lambda v: v.photometric.solarize_p,
+    "flip_p": lambda v: v.flip_p,
+    "jitter_p": lambda v: v.photometric.jitter_p,
+    "gray_p": lambda v: v.photometric.gray_p,
+    "blur_p": lambda v: v.photometric.blur_p,
+    "solarize_p": lambda v: v.photometric.solarize_p,
 }
 
 
@@ -58,9 +62,16 @@ def test_each_probability_is_one_value_or_one_per_view_kind(recipe, key):
 
 @pytest.mark.parametrize("recipe", ["clove", "gtsa", "two-view"])
 def test_every_other_key_reaches_every_view(recipe):
-    new = dict(global_scale=(0.5, 0.6), local_scale=(0.05, 0.07), ratio=(0.9, 1.1), interpolation="bilinear"
-               if RECIPE_AUGMENT[recipe].interpolation == "bicubic" else "bicubic", rotate=not RECIPE_AUGMENT[recipe].rotate,
-               jitter=(0.1, 0.2, 0.3, 0.4), blur_sigma=(0.5, 0.7), jitter_p=1.0)
+    new = dict(
+        global_scale=(0.5, 0.6),
+        local_scale=(0.05, 0.07),
+        ratio=(0.9, 1.1),
+        interpolation="bilinear" if RECIPE_AUGMENT[recipe].interpolation == "bicubic" else "bicubic",
+        rotate=not RECIPE_AUGMENT[recipe].rotate,
+        jitter=(0.1, 0.2, 0.3, 0.4),
+        blur_sigma=(0.5, 0.7),
+        jitter_p=1.0,
+    )
     missing = {f.name for f in dataclasses.fields(AugmentConfig)} - set(new) - set(PER_VIEW) - {"min_overlap"}
     assert not missing, f"untested data.augment keys: {missing}"
     views = _views(recipe, **new)
@@ -83,8 +94,18 @@ def test_overrides_reach_the_pixels(tmp_path, real_jpegs):
     write_shards(tmp_path, photos, n_shards=1)
 
     def batch(**augment):
-        cfg = LoaderConfig(shards=str(tmp_path), recipe="clove", global_size=48, local_size=24, num_local=1, batch_size=8,
-                           num_workers=0, samples_per_epoch=8, normalize=False, augment=AugmentConfig(**augment))
+        cfg = LoaderConfig(
+            shards=str(tmp_path),
+            recipe="clove",
+            global_size=48,
+            local_size=24,
+            num_local=1,
+            batch_size=8,
+            num_workers=0,
+            samples_per_epoch=8,
+            normalize=False,
+            augment=AugmentConfig(**augment),
+        )
         return next(iter(build_loader(cfg)))
 
     full = dict(global_scale=(1.0, 1.0), local_scale=(1.0, 1.0), ratio=(0.01, 100.0), flip_p=1.0, gray_p=1.0)

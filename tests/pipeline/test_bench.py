@@ -42,8 +42,23 @@ def damaged_shards(tmp_path_factory, real_jpegs) -> str:
 
 def run(shards: str, tmp_path, *extra: str) -> list[dict]:
     out = tmp_path / "bench.jsonl"
-    argv = ["--shards", shards, "--batch-size", str(BATCH), "--steps", str(STEPS), "--warmup", "1", "--workers", "1",
-            "--device", "cpu", "--json-out", str(out), *extra]
+    argv = [
+        "--shards",
+        shards,
+        "--batch-size",
+        str(BATCH),
+        "--steps",
+        str(STEPS),
+        "--warmup",
+        "1",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--json-out",
+        str(out),
+        *extra,
+    ]
     assert bench.main(argv) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -103,6 +118,23 @@ def test_bad_arguments_are_one_line_errors(shards, tmp_path, capsys):
         bench.parse_args(["--shards", shards, "--stream-only"])  # cpu backend
     assert "--stream-only" in capsys.readouterr().err
     assert bench.main(["--shards", str(tmp_path / "missing"), "--json-out", str(tmp_path / "x.jsonl")]) == 2
-    assert bench.main(["--shards", shards, "--backend", "torch", "--decode", "gpu", "--device", "cpu", "--steps", "1",
-                       "--json-out", str(tmp_path / "x.jsonl")]) == 2
+    assert (
+        bench.main(
+            [
+                "--shards",
+                shards,
+                "--backend",
+                "torch",
+                "--decode",
+                "gpu",
+                "--device",
+                "cpu",
+                "--steps",
+                "1",
+                "--json-out",
+                str(tmp_path / "x.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert "needs a CUDA device" in capsys.readouterr().err

@@ -98,8 +98,11 @@ def _odd_shard(path, photo_bytes) -> tuple[list[str], int]:
 
 def test_bad_samples_are_skipped_and_counted_in_an_exact_pass(tmp_path, photo_bytes):
     good_keys, n_bad = _odd_shard(tmp_path / "odd-000000.tar", photo_bytes)
-    loader = build_cpu_loader(tiny_config(str(tmp_path / "odd-000000.tar"), recipe="clove", global_size=32, local_size=16,
-                                          num_local=2, photometric=True))
+    loader = build_cpu_loader(
+        tiny_config(
+            str(tmp_path / "odd-000000.tar"), recipe="clove", global_size=32, local_size=16, num_local=2, photometric=True
+        )
+    )
     batches = run_with_timeout(lambda: list(loader))
     keys = [k for b in batches for k in b.keys]
     assert sorted(keys) == sorted(good_keys)  # every usable sample once, CMYK/gray/PNG/WebP included
@@ -347,8 +350,16 @@ def test_each_photometric_op_matches_torchvision_to_one_level(photo_bytes):
 def test_a_photometric_chain_is_torchvisions_with_uint8_rounding_between_ops(photo_bytes):
     """The drawn order is followed; rounding after each op (as PIL) keeps within two levels."""
     x = _photo(photo_bytes[5], (56, 72))
-    params = PhotometricParams(jitter_order=(3, 1, 0, 2), brightness=1.3, contrast=0.7, saturation=1.2, hue=-0.08,
-                               gray=False, blur_sigma=0.9, solarize=True)
+    params = PhotometricParams(
+        jitter_order=(3, 1, 0, 2),
+        brightness=1.3,
+        contrast=0.7,
+        saturation=1.2,
+        hue=-0.08,
+        gray=False,
+        blur_sigma=0.9,
+        solarize=True,
+    )
 
     def rounded(t: torch.Tensor) -> torch.Tensor:
         return (t * 255).round().clamp(0, 255) / 255
@@ -364,8 +375,12 @@ def test_a_photometric_chain_is_torchvisions_with_uint8_rounding_between_ops(pho
     assert out.shape == x.shape and out.dtype == np.uint8
     assert _levels_apart(out, ref) <= 2
     # another order gives another image (the order is really followed)
-    swapped = apply_photometric(x, PhotometricParams(jitter_order=(0, 1, 2, 3), brightness=1.3, contrast=0.7,
-                                                     saturation=1.2, hue=-0.08, blur_sigma=0.9, solarize=True))
+    swapped = apply_photometric(
+        x,
+        PhotometricParams(
+            jitter_order=(0, 1, 2, 3), brightness=1.3, contrast=0.7, saturation=1.2, hue=-0.08, blur_sigma=0.9, solarize=True
+        ),
+    )
     assert _levels_apart(swapped, out) > 2
 
 
@@ -376,7 +391,7 @@ def test_blur_is_a_gaussian_of_the_drawn_sigma(photo_bytes):
 
     def gaussian(a: np.ndarray, sigma: float) -> np.ndarray:
         r = math.ceil(3 * sigma)
-        k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma**2))
+        k = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
         k /= k.sum()
         pad = np.pad(a, ((r, r), (r, r), (0, 0)), mode="reflect")
         rows = sum(k[i] * pad[:, i : i + a.shape[1]] for i in range(2 * r + 1))

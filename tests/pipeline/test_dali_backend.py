@@ -18,13 +18,7 @@ import torch
 from PIL import Image
 
 from pipeline.config import LoaderConfig
-from pipeline.dali_backend import (
-    INSTALL_HINT,
-    DaliViewLoader,
-    dali_import_error,
-    flip_turn_table,
-    view_matrices,
-)
+from pipeline.dali_backend import INSTALL_HINT, DaliViewLoader, dali_import_error, flip_turn_table, view_matrices
 from pipeline.geometry import inverse_coordinate_map
 from pipeline.loader import build_loader
 from pipeline.views import Photometric, build_recipe, view_matrix
@@ -93,9 +87,18 @@ def jpg_shards(tmp_path_factory) -> tuple[Path, dict]:
 
 def config(root: Path, **kw) -> LoaderConfig:
     base = dict(
-        shards=str(root), backend="dali", recipe="clove", global_size=24, local_size=12,
-        num_local=2, batch_size=3, num_workers=1, photometric=False, normalize=False,
-        shuffle_buffer=8, prefetch_factor=2,
+        shards=str(root),
+        backend="dali",
+        recipe="clove",
+        global_size=24,
+        local_size=12,
+        num_local=2,
+        batch_size=3,
+        num_workers=1,
+        photometric=False,
+        normalize=False,
+        shuffle_buffer=8,
+        prefetch_factor=2,
     )
     base.update(kw)
     if base["recipe"] == "two-view" and "num_local" not in kw:
@@ -130,9 +133,7 @@ JPEG_TOL = 3.0  # plus JPEG's own error on a smooth ramp (measured ~2 levels at 
 
 
 @needs_dali
-@pytest.mark.parametrize(
-    "recipe,sampler", [("clove", "shared"), ("gtsa", "shared"), ("clove", "dali"), ("two-view", "dali")]
-)
+@pytest.mark.parametrize("recipe,sampler", [("clove", "shared"), ("gtsa", "shared"), ("clove", "dali"), ("two-view", "dali")])
 def test_oracle_png(png_shards, recipe, sampler):
     """Crops, flips (clove) and quarter turns (gtsa): colours read back sit where A_v^-1 says."""
     root, _ = png_shards

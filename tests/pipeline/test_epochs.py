@@ -22,9 +22,18 @@ RANKS, WORKERS = 2, 2
 def schedule(urls: tuple[str, ...], epoch: int, reads_per_stream: int) -> list[str]:
     """Every shard read of one epoch, all ranks and workers, in the order the streams reach them
     (k-th read of every stream before any (k+1)-th: streams advance at the same pace)."""
-    per_stream = [list(islice(StreamPlan(urls=urls, epoch=epoch, rank=r, world_size=RANKS, num_workers=WORKERS,
-                                         batches_per_rank=1).cycled_shards(w), reads_per_stream))
-                  for r in range(RANKS) for w in range(WORKERS)]
+    per_stream = [
+        list(
+            islice(
+                StreamPlan(
+                    urls=urls, epoch=epoch, rank=r, world_size=RANKS, num_workers=WORKERS, batches_per_rank=1
+                ).cycled_shards(w),
+                reads_per_stream,
+            )
+        )
+        for r in range(RANKS)
+        for w in range(WORKERS)
+    ]
     return [stream[k] for k in range(reads_per_stream) for stream in per_stream]
 
 

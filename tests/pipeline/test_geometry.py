@@ -16,14 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.geometry import (
-    correspondence_mask,
-    hflip_matrix,
-    inverse_coordinate_map,
-    rot90_matrix,
-    sampling_grid,
-    view_to_view,
-)
+from pipeline.geometry import correspondence_mask, hflip_matrix, inverse_coordinate_map, rot90_matrix, sampling_grid, view_to_view
 from pipeline.views import clove_recipe, gtsa_recipe, sample_views
 
 
@@ -85,8 +78,10 @@ def test_correspondence_mask_finds_matches():
     mask = correspondence_mask(m, m, (7, 7), 32, (7, 7), 32, 0.7)[0]
     assert mask.diagonal().all()
     assert torch.equal(mask, mask.T)
+
     def cell(i, j):
         return i * 7 + j
+
     assert not any(mask[cell(i, j), cell(i + 1, j + 1)] for i in range(6) for j in range(6))
 
 

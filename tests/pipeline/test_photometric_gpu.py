@@ -40,11 +40,7 @@ def tv(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "ours, ref",
-    [
-        (adjust_brightness, TF.adjust_brightness),
-        (adjust_contrast, TF.adjust_contrast),
-        (adjust_saturation, TF.adjust_saturation),
-    ],
+    [(adjust_brightness, TF.adjust_brightness), (adjust_contrast, TF.adjust_contrast), (adjust_saturation, TF.adjust_saturation)],
 )
 def test_blend_ops_match_torchvision_per_sample(batch, ours, ref):
     factors = torch.tensor([0.0, 0.6, 1.0, 1.3, 1.8])

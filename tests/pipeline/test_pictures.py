@@ -75,8 +75,12 @@ def read_back(view: np.ndarray, points: np.ndarray) -> np.ndarray:
     x0, y0 = np.floor(fx).astype(int), np.floor(fy).astype(int)
     x1, y1 = np.minimum(x0 + 1, size - 1), np.minimum(y0 + 1, size - 1)
     wx, wy = fx - x0, fy - y0
-    val = (img[:, y0, x0] * (1 - wx) * (1 - wy) + img[:, y0, x1] * wx * (1 - wy)
-           + img[:, y1, x0] * (1 - wx) * wy + img[:, y1, x1] * wx * wy)
+    val = (
+        img[:, y0, x0] * (1 - wx) * (1 - wy)
+        + img[:, y0, x1] * wx * (1 - wy)
+        + img[:, y1, x0] * (1 - wx) * wy
+        + img[:, y1, x1] * wx * wy
+    )
     return val.T + 0.5
 
 
@@ -171,8 +175,9 @@ def test_match_segments_are_m_from_its_definition(ramp_shards, recipe):
                     if np.linalg.norm(oa[i] - ob[j]) < 0.7 * max(diag):
                         want.append((ca[i], cb[j]))
             assert sorted(map(tuple, got.reshape(-1, 4).tolist())) == sorted((*p, *q) for p, q in want)
-            sub = match_segments(batch.matrices[b, 0], batch.matrices[b, v], (size_a,) * 2, (size_b,) * 2, stride, 0.7,
-                                 max_lines=3)
+            sub = match_segments(
+                batch.matrices[b, 0], batch.matrices[b, v], (size_a,) * 2, (size_b,) * 2, stride, 0.7, max_lines=3
+            )
             assert len(sub) == min(3, len(want))
             assert set(map(tuple, sub.reshape(-1, 4).tolist())) <= set(map(tuple, got.reshape(-1, 4).tolist()))
 
@@ -181,8 +186,11 @@ def test_aligned_grid_cells_show_the_same_place_in_both_views(ramp_shards):
     plt = pyplot()
     batch = picture_batch(ramp_shards, "gtsa", batch_size=N_IMAGES, seed=1)
     fig = aligned_grids_figure(batch, 10, 4, images=N_IMAGES, locals_shown=ALL_LOCALS)
-    grids = {ax.get_gid(): next(c for c in ax.collections if c.get_gid() == "grid").get_offsets().data
-             for ax in fig.axes if any(c.get_gid() == "grid" for c in ax.collections)}
+    grids = {
+        ax.get_gid(): next(c for c in ax.collections if c.get_gid() == "grid").get_offsets().data
+        for ax in fig.axes
+        if any(c.get_gid() == "grid" for c in ax.collections)
+    }
     checked, total, turn_pairs, views = 0, 0, set(), ramps(batch)
     for gid, pts_s in grids.items():
         if not gid.startswith("view:"):
@@ -239,8 +247,10 @@ def _png_has_content(path) -> None:
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50
 
 
-@pytest.mark.parametrize("command", [["matches", "--recipe", "clove"], ["matches", "--recipe", "gtsa"],
-                                     ["inverse-maps"], ["aligned-grids", "--palette"]])
+@pytest.mark.parametrize(
+    "command",
+    [["matches", "--recipe", "clove"], ["matches", "--recipe", "gtsa"], ["inverse-maps"], ["aligned-grids", "--palette"]],
+)
 def test_cli_writes_a_picture(ramp_shards, tmp_path, command, capsys):
     out = tmp_path / "p.png"
     assert main([*command, "--shards", ramp_shards, "--images", "2", "--locals", "2", "--out", str(out)]) == 0
@@ -249,8 +259,18 @@ def test_cli_writes_a_picture(ramp_shards, tmp_path, command, capsys):
 
 
 def _bench_record(recipe: str, label: str, rate: float | None, **mode) -> dict:
-    record = {"recipe": recipe, "label": label, "backend": "cpu", "batch_size": 32, "device": "cpu", "cpus": 2,
-              "photometric": True, "normalize": True, "with_m": False, **mode}
+    record = {
+        "recipe": recipe,
+        "label": label,
+        "backend": "cpu",
+        "batch_size": 32,
+        "device": "cpu",
+        "cpus": 2,
+        "photometric": True,
+        "normalize": True,
+        "with_m": False,
+        **mode,
+    }
     if rate is not None:
         record["images_per_s"] = rate
     return record
@@ -258,14 +278,21 @@ def _bench_record(recipe: str, label: str, rate: float | None, **mode) -> dict:
 
 def test_throughput_rows_group_runs_by_configuration():
     records = [
-        _bench_record("clove", "cpu", 500.0), _bench_record("clove", "reference", 120.0),
-        _bench_record("clove", "cpu", 600.0), _bench_record("clove", "cpu", 700.0),
-        _bench_record("gtsa", "cpu", 530.0), _bench_record("clove", "cpu", 900.0, photometric=False),
+        _bench_record("clove", "cpu", 500.0),
+        _bench_record("clove", "reference", 120.0),
+        _bench_record("clove", "cpu", 600.0),
+        _bench_record("clove", "cpu", 700.0),
+        _bench_record("gtsa", "cpu", 530.0),
+        _bench_record("clove", "cpu", 900.0, photometric=False),
         _bench_record("clove", "cpu", None),
     ]
     rows = throughput_rows(records)
     assert [(r.recipe, r.label, r.median) for r in rows] == [
-        ("clove", "cpu", 900.0), ("clove", "cpu", 600.0), ("clove", "reference", 120.0), ("gtsa", "cpu", 530.0)]
+        ("clove", "cpu", 900.0),
+        ("clove", "cpu", 600.0),
+        ("clove", "reference", 120.0),
+        ("gtsa", "cpu", 530.0),
+    ]
     assert sorted(rows[1].images_per_s) == [500.0, 600.0, 700.0]
     assert "photometric off" in rows[0].name and "photometric off" not in rows[1].name
     assert [r.recipe for r in throughput_rows(records, ["gtsa"])] == ["gtsa"]
@@ -273,8 +300,11 @@ def test_throughput_rows_group_runs_by_configuration():
 
 def test_throughput_cli(tmp_path, capsys):
     bench = tmp_path / "bench.jsonl"
-    records = [_bench_record("clove", "cpu", 544.0), _bench_record("clove", "reference", 124.0),
-               _bench_record("two-view", "decode-only", 2462.0, normalize=False, photometric=False)]
+    records = [
+        _bench_record("clove", "cpu", 544.0),
+        _bench_record("clove", "reference", 124.0),
+        _bench_record("two-view", "decode-only", 2462.0, normalize=False, photometric=False),
+    ]
     bench.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     out = tmp_path / "t.png"
     assert main(["throughput", "--bench", str(bench), "--out", str(out)]) == 0

@@ -133,8 +133,9 @@ def test_views_match_inverse_matrices_on_cuda(interpolation):
     views = (spec(24, rotate=True), spec(24, flip_p=1.0), spec(8, (0.05, 0.3)))
     for group in (views[:2], views[2:]):
         recipe = Recipe("t", tuple(replace_interp(v, interpolation) for v in group))
-        out, want, params, levels, atlas = check_views(sizes, recipe, scales=[1.0, 0.5, 1.0],
-                                                       interpolation=interpolation, device="cuda")
+        out, want, params, levels, atlas = check_views(
+            sizes, recipe, scales=[1.0, 0.5, 1.0], interpolation=interpolation, device="cuda"
+        )
         tol = tolerance_map(want, sizes, levels, atlas, interpolation)
         err = np.abs(out - want).max(axis=2)
         assert np.all(err <= tol), f"worst excess {np.max(err - tol):.4f} px"

@@ -65,13 +65,21 @@ def test_read_shard_groups_components_and_reads_pipes(shards):
     assert [s.key for s in piped] == [s.key for s in samples]
 
 
-@pytest.mark.parametrize("fmt, compression", [(tarfile.USTAR_FORMAT, ""), (tarfile.GNU_FORMAT, "gz"),
-                                               (tarfile.PAX_FORMAT, "xz"), (tarfile.GNU_FORMAT, "bz2")])
+@pytest.mark.parametrize(
+    "fmt, compression",
+    [(tarfile.USTAR_FORMAT, ""), (tarfile.GNU_FORMAT, "gz"), (tarfile.PAX_FORMAT, "xz"), (tarfile.GNU_FORMAT, "bz2")],
+)
 def test_tar_reader_formats_long_names_and_compression(tmp_path, fmt, compression):
     """Archives written by Python's tarfile (an independent writer) in every header format."""
     deep = "d" * 60 + "/" + "e" * 60 if fmt != tarfile.USTAR_FORMAT else "dir/sub"  # > 100 chars: GNU L / pax path
-    files = [(f"{deep}/a.jpg", b"A" * 700), (f"{deep}/a.cls", b"7"), ("b.jpg", b"B" * 512), ("b.json", b"{}"),
-             ("c.png", b""), ("n\u00e9.jpg", b"N" * 3)]
+    files = [
+        (f"{deep}/a.jpg", b"A" * 700),
+        (f"{deep}/a.cls", b"7"),
+        ("b.jpg", b"B" * 512),
+        ("b.json", b"{}"),
+        ("c.png", b""),
+        ("n\u00e9.jpg", b"N" * 3),
+    ]
     if fmt == tarfile.PAX_FORMAT:
         files.append(("x/" + "y" * 120 + ".jpg", b"Y" * 10))
     path = tmp_path / f"t-000000.tar{'.' + compression if compression else ''}"

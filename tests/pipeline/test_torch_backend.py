@@ -69,8 +69,18 @@ def as_chw(view) -> torch.Tensor:
 
 
 def config(root, **kw) -> LoaderConfig:
-    base = dict(shards=str(root), backend="torch", recipe="clove", global_size=32, local_size=16, num_local=2,
-                batch_size=4, num_workers=0, decode="cpu", shuffle_buffer=1)
+    base = dict(
+        shards=str(root),
+        backend="torch",
+        recipe="clove",
+        global_size=32,
+        local_size=16,
+        num_local=2,
+        batch_size=4,
+        num_workers=0,
+        decode="cpu",
+        shuffle_buffer=1,
+    )
     base.update(kw)
     if base["recipe"] == "two-view" and "num_local" not in kw:
         base["num_local"] = None  # two-view has no local views
@@ -100,8 +110,9 @@ def test_views_agree_with_the_cpu_backend_for_the_same_draws(torch_photo_shards,
     # Two independent implementations (per-crop antialiased resize vs batched atlas sampling),
     # same per-sample RNG -> same windows, flips and turns. Photometrics off.
     root, photos = torch_photo_shards
-    recipe = Recipe("t", (ViewSpec(40, (0.3, 1.0), rotate=True, photometric=None),
-                          ViewSpec(24, (0.1, 0.4), flip_p=1.0, photometric=None)))
+    recipe = Recipe(
+        "t", (ViewSpec(40, (0.3, 1.0), rotate=True, photometric=None), ViewSpec(24, (0.1, 0.4), flip_p=1.0, photometric=None))
+    )
     samples = [RawSample(f"{i}", jpeg_bytes(p), "jpg") for i, p in enumerate(photos[:4])]
     cpu = [make_views(s, recipe, random.Random(i)) for i, s in enumerate(samples)]
     maker = TorchBatchMaker(recipe, gpu_decode=False, fill_bad=False)
@@ -142,8 +153,7 @@ def test_coordinate_images_through_the_device_step_with_decode_scale():
         from pipeline.photometric import IDENTITY
         from pipeline.torch_backend import Drawn
 
-        items.append(Drawn(img, False, 0.5, p.matrices, p.turns, [IDENTITY], (orig_w, orig_h), -1,
-                           str(k), 0))
+        items.append(Drawn(img, False, 0.5, p.matrices, p.turns, [IDENTITY], (orig_w, orig_h), -1, str(k), 0))
     raw = collate_drawn(items, view_groups(recipe))
     batch = DeviceAugmenter(recipe, CPU, normalize=True)(raw)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
@@ -236,8 +246,7 @@ def test_a_packed_batch_gives_back_every_sample_and_decodes_on_the_device(torch_
     _, photos = torch_photo_shards
     recipe = Recipe("t", (ViewSpec(16, (0.3, 1.0), photometric=None),))
     samples = [RawSample(f"k{i}", jpeg_bytes(p), "jpg") for i, p in enumerate(photos[:3])]
-    drawn = [draw_sample(s, recipe, random.Random(i), gpu_decode=i != 1, reduced_decode=False)
-             for i, s in enumerate(samples)]
+    drawn = [draw_sample(s, recipe, random.Random(i), gpu_decode=i != 1, reduced_decode=False) for i, s in enumerate(samples)]
     raw = collate_drawn(drawn, view_groups(recipe))
     assert [raw.item(i).shape for i in range(3)] == [d.data.shape for d in drawn] and raw.encoded == [True, False, True]
     for i, d in enumerate(drawn):

@@ -18,8 +18,7 @@ SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 
 def run_check(*args, timeout=900):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def read_figures(out: Path) -> list[dict]:
@@ -53,8 +52,9 @@ def test_the_whole_dry_run_measures_every_step(real_photos, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     recs = read_figures(tmp_path / "check")
     steps = [x for x in recs if not x["figure"].startswith(("goal.", "setup.")) and x["figure"] != "model.gtsa_vits16"]
-    assert steps and all(x["status"] == "ok" for x in steps), [(x["figure"], x.get("reason")) for x in steps
-                                                               if x["status"] != "ok"]
+    assert steps and all(x["status"] == "ok" for x in steps), [
+        (x["figure"], x.get("reason")) for x in steps if x["status"] != "ok"
+    ]
     assert all(x["value"] >= 0 for x in steps)
     assert any(x["figure"] == "train.torch.m_share" for x in recs)
 
@@ -77,8 +77,11 @@ def test_trips_arrive_are_stashed_and_installed(real_jpegs, tmp_path):
     with tarfile.open(src / "photos.tar", "w") as t:
         for i, p in enumerate(real_jpegs[:2]):
             t.add(p, arcname=f"{i:03d}-{p.name}")
-    m = cut_into_trips([(_fake_wheel(src), "base"), (src / "photos.tar", "photos")], tmp_path / "trips",
-                       max(1, (src / "photos.tar").stat().st_size // 3))
+    m = cut_into_trips(
+        [(_fake_wheel(src), "base"), (src / "photos.tar", "photos")],
+        tmp_path / "trips",
+        max(1, (src / "photos.tar").stat().st_size // 3),
+    )
     trips = sorted((tmp_path / "trips").iterdir())
     assert len(trips) == m["trips"] >= 3
     stash_dir = tmp_path / "stash"

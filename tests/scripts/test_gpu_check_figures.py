@@ -44,10 +44,25 @@ def test_pytest_figures_count_a_real_run(tmp_path):
         "def test_b(): pass\n"
         "def test_c(): assert 1 == 2\n"
         "@pytest.mark.skip(reason='x')\n"
-        "def test_d(): pass\n")
+        "def test_d(): pass\n"
+    )
     xml = tmp_path / "out.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                    f"--junitxml={xml}", str(tmp_path / "test_probe.py")], cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            f"--junitxml={xml}",
+            str(tmp_path / "test_probe.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+    )
     (rec,) = pytest_figures("pytest.gpu", xml)
     assert rec["value"] == 1
     assert {k: rec["details"][k] for k in ("passed", "failed", "skipped")} == {"passed": 2, "failed": 1, "skipped": 1}
@@ -56,9 +71,32 @@ def test_pytest_figures_count_a_real_run(tmp_path):
 def test_model_bench_figures_read_its_real_table(capsys):
     from model.bench import main
 
-    main(["--device", "cpu", "--backbone", "resnet18", "--batch-size", "2", "--steps", "1", "--warmup", "0",
-          "--rounds", "1", "--global-size", "32", "--local-size", "32", "--num-local", "1", "--proj-hidden", "16",
-          "--variants", "batched"])
+    main(
+        [
+            "--device",
+            "cpu",
+            "--backbone",
+            "resnet18",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--global-size",
+            "32",
+            "--local-size",
+            "32",
+            "--num-local",
+            "1",
+            "--proj-hidden",
+            "16",
+            "--variants",
+            "batched",
+        ]
+    )
     (rec,) = model_bench_figures("model.x", capsys.readouterr().out)
     assert rec["unit"] == "images/s" and rec["details"]["variant"] == "batched"
     # the two columns it read agree with each other: images/s = batch / step time (printed to 0.1)
@@ -73,9 +111,13 @@ def _ok(fig, value, unit="images/s", **kw):
 
 def test_goals_follow_the_issue_thresholds():
     records = [
-        _ok("bench.dali.clove.m", 12_000.0), _ok("bench.torch.clove.m", 9_000.0), _ok("model.clove_r50", 5_000.0),
-        _ok("train.torch.images_per_s", 1000.0), _ok("train.torch.data_wait", 0.04, "fraction of step time"),
-        _ok("train.torch.step_ms", 128.0, "ms"), _ok("geometry.clove", 1.6, "ms"),
+        _ok("bench.dali.clove.m", 12_000.0),
+        _ok("bench.torch.clove.m", 9_000.0),
+        _ok("model.clove_r50", 5_000.0),
+        _ok("train.torch.images_per_s", 1000.0),
+        _ok("train.torch.data_wait", 0.04, "fraction of step time"),
+        _ok("train.torch.step_ms", 128.0, "ms"),
+        _ok("geometry.clove", 1.6, "ms"),
         {"figure": "train.dali", "status": "skipped", "reason": "needs nvidia.dali"},
     ]
     goals = {r["figure"]: r for r in derived(records)}
@@ -90,9 +132,11 @@ def test_goals_follow_the_issue_thresholds():
 
 def test_table_has_one_row_per_step_and_says_why_one_is_missing():
     records = [
-        _ok("bench.torch.clove", 900.0), _ok("bench.torch.clove.reference", 300.0),
+        _ok("bench.torch.clove", 900.0),
+        _ok("bench.torch.clove.reference", 300.0),
         _ok("bench.torch.clove.vs_reference", 3.0, "x"),
-        _ok("train.torch.images_per_s", 1000.0), _ok("train.torch.data_wait", 0.04, "fraction of step time"),
+        _ok("train.torch.images_per_s", 1000.0),
+        _ok("train.torch.data_wait", 0.04, "fraction of step time"),
         _ok("train.torch.step_ms", 128.0, "ms"),
         {"figure": "train.dali", "status": "skipped", "reason": "needs nvidia.dali", "what": "dali run", "command": "`t`"},
     ]

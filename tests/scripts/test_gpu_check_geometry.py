@@ -13,6 +13,7 @@ from model.registry import METHODS
 def slow_mask(a_s: np.ndarray, a_t: np.ndarray, grid_s: int, size_s: int, grid_t: int, size_t: int, t_pos: float):
     """M from docs/geometry.md: cell centres ((j+.5)s, (i+.5)s) pushed through A^-1, matched when closer than
     t_pos x the larger cell diagonal in original-image pixels."""
+
     def centres_and_diag(a, grid, size):
         stride = size / grid
         inv = np.linalg.inv(a.astype(np.float64))
@@ -23,7 +24,7 @@ def slow_mask(a_s: np.ndarray, a_t: np.ndarray, grid_s: int, size_s: int, grid_t
                 pts.append(p[:2] / p[2])
         # the cell's two sides mapped to the original image (perpendicular for crops, flips, turns)
         side_x, side_y = inv[:2, :2] @ np.array([stride, 0.0]), inv[:2, :2] @ np.array([0.0, stride])
-        diag = np.sqrt((side_x ** 2).sum() + (side_y ** 2).sum())
+        diag = np.sqrt((side_x**2).sum() + (side_y**2).sum())
         return np.array(pts), diag
 
     ps, ds = centres_and_diag(a_s, grid_s, size_s)

@@ -26,8 +26,10 @@ def model_flags():
 
 
 def plans(model_flags, tmp_path):
-    return {name: build_plan(PY, sz, tmp_path / name, tmp_path / "shards", model_flags, ROOT)
-            for name, sz in (("gpu", GPU), ("dry", DRY))}
+    return {
+        name: build_plan(PY, sz, tmp_path / name, tmp_path / "shards", model_flags, ROOT)
+        for name, sz in (("gpu", GPU), ("dry", DRY))
+    }
 
 
 def test_every_command_parses_with_its_entry_point(model_flags, tmp_path, monkeypatch):
@@ -77,8 +79,10 @@ def test_the_dry_run_is_the_same_plan(model_flags, tmp_path):
     assert [s.name for s in p["gpu"]] == [s.name for s in p["dry"]]
     for g, d in zip(p["gpu"], p["dry"]):
         assert g.argv[:3] == d.argv[:3] and g.kind == d.kind and g.needs == d.needs
+
         def options(argv):
             return {a.split("=")[0] for a in argv if a.startswith("--")}
+
         assert options(g.argv) <= options(d.argv)
 
 

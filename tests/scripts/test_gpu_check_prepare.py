@@ -15,9 +15,17 @@ def make_wheel(folder, name, version="1.0", requires=()):
 
 
 def test_wheel_requirements_apply_markers_and_drop_extras(tmp_path):
-    w = make_wheel(tmp_path, "kornia", requires=[
-        "torch>=2.0", "kornia_rs>=0.1", 'tomli; python_version < "3.11"', 'pytest; extra == "dev"',
-        'pywin32; sys_platform == "win32"'])
+    w = make_wheel(
+        tmp_path,
+        "kornia",
+        requires=[
+            "torch>=2.0",
+            "kornia_rs>=0.1",
+            'tomli; python_version < "3.11"',
+            'pytest; extra == "dev"',
+            'pywin32; sys_platform == "win32"',
+        ],
+    )
     assert P.wheel_requirements(w, "3.12") == ["torch>=2.0", "kornia_rs>=0.1"]
     assert "tomli" in P.wheel_requirements(w, "3.10")
 

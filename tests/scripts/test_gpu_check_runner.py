@@ -13,9 +13,11 @@ ENV = dict(os.environ)
 
 def test_a_step_past_its_cap_is_stopped_with_its_children(tmp_path):
     pidfile = tmp_path / "child.pid"
-    code = ("import subprocess, sys, time; "
-            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
     t0 = time.monotonic()
     out = run_capped([sys.executable, "-c", code], tmp_path / "log", 3, ENV, tmp_path)
     assert out.status == "timeout" and "3 s cap" in out.reason and time.monotonic() - t0 < 30
@@ -25,8 +27,9 @@ def test_a_step_past_its_cap_is_stopped_with_its_children(tmp_path):
 
 
 def test_a_failing_step_says_its_exit_code_and_last_line(tmp_path):
-    out = run_capped([sys.executable, "-c", "import sys; print('first'); sys.exit('no CUDA device here')"],
-                     tmp_path / "log", 30, ENV, tmp_path)
+    out = run_capped(
+        [sys.executable, "-c", "import sys; print('first'); sys.exit('no CUDA device here')"], tmp_path / "log", 30, ENV, tmp_path
+    )
     assert out.status == "failed" and out.reason == "exit 1: no CUDA device here"
 
 

@@ -17,8 +17,7 @@ SMALL = 40_000  # bytes: the photos used by tests are the small ones, to keep te
 
 def small_photos(photos: list[Path], n: int, suffix: str = ".jpg") -> list[Path]:
     """The ``n`` smallest installed photos with ``suffix`` (sorted by size, then name)."""
-    chosen = sorted((p for p in photos if p.suffix.lower() == suffix),
-                    key=lambda p: (p.stat().st_size, p.name))[:n]
+    chosen = sorted((p for p in photos if p.suffix.lower() == suffix), key=lambda p: (p.stat().st_size, p.name))[:n]
     assert len(chosen) == n, f"need {n} {suffix} photos, found {len(chosen)}"
     return chosen
 
@@ -33,9 +32,9 @@ def patch_jpeg_size(data: bytes, width: int, height: int) -> bytes:
     """Rewrite the frame header's size (the data stays that of the original image)."""
     pos = 2
     while True:
-        marker, length = data[pos + 1], struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        marker, length = data[pos + 1], struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         if marker in (0xC0, 0xC1, 0xC2):
-            return data[:pos + 5] + struct.pack(">HH", height, width) + data[pos + 9:]
+            return data[: pos + 5] + struct.pack(">HH", height, width) + data[pos + 9 :]
         pos += 2 + length
 
 
@@ -107,8 +106,7 @@ def webdataset_count(out: Path, split: str) -> int:
 
 def tree_bytes(out: Path) -> dict[str, bytes]:
     """Every file under ``out`` (hidden ones included) by relative path."""
-    return {p.relative_to(out).as_posix(): p.read_bytes()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def manifest(out: Path) -> dict:

@@ -9,8 +9,7 @@ from shards.__main__ import build_parser, parse_size
 from tests.shards.builders import cli, env
 
 
-@pytest.mark.parametrize("command", [[], ["imagenet"], ["coco"], ["folder"], ["photos"],
-                                     ["verify"], ["bench"]])
+@pytest.mark.parametrize("command", [[], ["imagenet"], ["coco"], ["folder"], ["photos"], ["verify"], ["bench"]])
 def test_every_command_has_help(command):
     run = subprocess.run(cli(*command, "--help"), capture_output=True, text=True, env=env())
     assert run.returncode == 0, run.stderr
@@ -38,8 +37,7 @@ def test_parser_defaults():
 
 
 def test_missing_source_is_a_one_line_error(tmp_path):
-    run = subprocess.run(cli("folder", str(tmp_path / "nope"), str(tmp_path / "out")),
-                         capture_output=True, text=True, env=env())
+    run = subprocess.run(cli("folder", str(tmp_path / "nope"), str(tmp_path / "out")), capture_output=True, text=True, env=env())
     assert run.returncode == 1
     assert run.stderr == f"shards: error: {tmp_path / 'nope'} is not a folder\n"
 
@@ -47,14 +45,17 @@ def test_missing_source_is_a_one_line_error(tmp_path):
 def test_folder_without_images_is_a_one_line_error(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "readme.txt").write_text("no images here")
-    run = subprocess.run(cli("folder", str(tmp_path / "src"), str(tmp_path / "out")),
-                         capture_output=True, text=True, env=env())
+    run = subprocess.run(cli("folder", str(tmp_path / "src"), str(tmp_path / "out")), capture_output=True, text=True, env=env())
     assert run.returncode == 1 and run.stderr.startswith("shards: error: no images found")
 
 
 def test_bench_runs_and_prints_throughput(real_photos, tmp_path):
-    run = subprocess.run(cli("bench", "--images", "30", "--workers", "1", "--shard-size", "1",
-                             "--tmp", str(tmp_path)), capture_output=True, text=True, env=env())
+    run = subprocess.run(
+        cli("bench", "--images", "30", "--workers", "1", "--shard-size", "1", "--tmp", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env=env(),
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     for label in ("folder", "coco"):

@@ -8,8 +8,7 @@ import pytest
 
 from tests.shards.builders import cli, env, manifest, pil_size, read_all, webdataset_count
 
-CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"},
-              {"id": 18, "name": "dog", "supercategory": "animal"}]
+CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
 KP_NAMES = ["nose", "left_eye", "right_eye"]
 
 
@@ -24,28 +23,56 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
         name = f"{1000 + i:012d}.jpg"
         (images / name).write_bytes(p.read_bytes())
         w, h = pil_size(p.read_bytes())
-        entries.append({"id": 1000 + i, "file_name": name, "width": w, "height": h,
-                        "license": 1})
+        entries.append({"id": 1000 + i, "file_name": name, "width": w, "height": h, "license": 1})
     (images / "000000009999.jpg").write_bytes(small_pngs[0].read_bytes())  # PNG under .jpg
     w, h = pil_size(small_pngs[0].read_bytes())
     entries.append({"id": 9999, "file_name": "000000009999.jpg", "width": w, "height": h})
     # listed but not on disk
     entries.append({"id": 5000, "file_name": "000000005000.jpg", "width": 10, "height": 10})
     entries.append(dict(entries[0], id=7777))  # a second entry for the same file
-    person = {"id": 1, "image_id": 1000, "category_id": 1, "bbox": [10.0, 20.0, 30.5, 40.0],
-              "area": 1220.0, "iscrowd": 0,
-              "segmentation": [[10.0, 20.0, 40.5, 20.0, 40.5, 60.0, 10.0, 60.0]]}
-    dog = {"id": 2, "image_id": 1000, "category_id": 18, "bbox": [1.0, 2.0, 3.0, 4.0],
-           "area": 12.0, "iscrowd": 0, "segmentation": [[1, 2, 4, 2, 4, 6], [1, 1, 2, 2, 1, 2]]}
-    crowd = {"id": 3, "image_id": 1001, "category_id": 1, "bbox": [0, 0, 5, 5], "area": 25,
-             "iscrowd": 1, "segmentation": {"counts": [0, 5, 20, 5, 10], "size": [h, w]}}
-    orphan = {"id": 4, "image_id": 424242, "category_id": 18, "bbox": [0, 0, 1, 1], "area": 1,
-              "iscrowd": 0, "segmentation": [[0, 0, 1, 0, 1, 1]]}
-    instances = {"images": entries, "annotations": [person, dog, crowd, orphan],
-                 "categories": CATEGORIES}
+    person = {
+        "id": 1,
+        "image_id": 1000,
+        "category_id": 1,
+        "bbox": [10.0, 20.0, 30.5, 40.0],
+        "area": 1220.0,
+        "iscrowd": 0,
+        "segmentation": [[10.0, 20.0, 40.5, 20.0, 40.5, 60.0, 10.0, 60.0]],
+    }
+    dog = {
+        "id": 2,
+        "image_id": 1000,
+        "category_id": 18,
+        "bbox": [1.0, 2.0, 3.0, 4.0],
+        "area": 12.0,
+        "iscrowd": 0,
+        "segmentation": [[1, 2, 4, 2, 4, 6], [1, 1, 2, 2, 1, 2]],
+    }
+    crowd = {
+        "id": 3,
+        "image_id": 1001,
+        "category_id": 1,
+        "bbox": [0, 0, 5, 5],
+        "area": 25,
+        "iscrowd": 1,
+        "segmentation": {"counts": [0, 5, 20, 5, 10], "size": [h, w]},
+    }
+    orphan = {
+        "id": 4,
+        "image_id": 424242,
+        "category_id": 18,
+        "bbox": [0, 0, 1, 1],
+        "area": 1,
+        "iscrowd": 0,
+        "segmentation": [[0, 0, 1, 0, 1, 1]],
+    }
+    instances = {"images": entries, "annotations": [person, dog, crowd, orphan], "categories": CATEGORIES}
     person_kp = dict(person, keypoints=[12, 22, 2, 14, 24, 1, 0, 0, 0], num_keypoints=2)
-    keypoints = {"images": entries, "annotations": [person_kp],
-                 "categories": [dict(CATEGORIES[0], keypoints=KP_NAMES, skeleton=[[1, 2], [1, 3]])]}
+    keypoints = {
+        "images": entries,
+        "annotations": [person_kp],
+        "categories": [dict(CATEGORIES[0], keypoints=KP_NAMES, skeleton=[[1, 2], [1, 3]])],
+    }
     ann = root / "instances_val2017.json"
     ann.write_text(json.dumps(instances))
     kp = root / "person_keypoints_val2017.json"
@@ -54,9 +81,25 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
 
 
 def _convert(images, ann, out, *extra):
-    run = subprocess.run(cli("coco", "--images", str(images), "--annotations", str(ann), str(out),
-                             "--max-count", "2", "--workers", "2", "--no-progress", *extra),
-                         capture_output=True, text=True, env=env())
+    run = subprocess.run(
+        cli(
+            "coco",
+            "--images",
+            str(images),
+            "--annotations",
+            str(ann),
+            str(out),
+            "--max-count",
+            "2",
+            "--workers",
+            "2",
+            "--no-progress",
+            *extra,
+        ),
+        capture_output=True,
+        text=True,
+        env=env(),
+    )
     assert run.returncode == 0, run.stderr
     return run
 

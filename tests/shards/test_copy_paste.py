@@ -113,9 +113,16 @@ def _read_tar(path: Path) -> dict[str, dict[str, bytes]]:
 
 
 def test_masks_and_boxes_survive_the_shards(tmp_path, real_stamps, few_photos):
-    manifest = build(tmp_path / "set", train=4, test=3, size=80, seed=1,
-                     options=ConvertOptions(seed=1, workers=1, progress=False), stamp_root=real_stamps,
-                     photos=few_photos)
+    manifest = build(
+        tmp_path / "set",
+        train=4,
+        test=3,
+        size=80,
+        seed=1,
+        options=ConvertOptions(seed=1, workers=1, progress=False),
+        stamp_root=real_stamps,
+        photos=few_photos,
+    )
     assert {s: v["count"] for s, v in manifest["splits"].items()} == {"train": 4, "test": 3}
     categories = sorted({s.category for s in list_stamps(real_stamps)})
     assert [c["name"] for c in manifest["categories"]] == categories
@@ -164,8 +171,7 @@ def test_cli_builds_train_and_test_shards(tmp_path, real_stamps, real_photos, ca
     from shards.__main__ import main
 
     out = tmp_path / "cp"
-    assert main(["copy-paste", str(out), "--train", "2", "--test", "1", "--size", "48", "--workers", "1",
-                 "--no-progress"]) == 0
+    assert main(["copy-paste", str(out), "--train", "2", "--test", "1", "--size", "48", "--workers", "1", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "train: 2 images" in printed and "test: 1 images" in printed
     assert sorted(p.name for p in out.glob("*.tar")) == ["test-000000.tar", "train-000000.tar"]

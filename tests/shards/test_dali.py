@@ -22,8 +22,9 @@ def out(tmp_path_factory, small_jpegs, small_pngs):
     files = {f"c{i % 2}/img{i}.jpg": p.read_bytes() for i, p in enumerate(small_jpegs[1:5])}
     files.update({f"c1/{name}": data for name, (data, ext, _) in cases.items() if ext})
     write_files(root / "src", files)
-    m = convert(scan_folder(root / "src", classes_from_dirs=True), root / "out",
-                ConvertOptions(max_count=3, workers=1, progress=False))
+    m = convert(
+        scan_folder(root / "src", classes_from_dirs=True), root / "out", ConvertOptions(max_count=3, workers=1, progress=False)
+    )
     assert m["totals"]["shards"] >= 3
     return root / "out"
 
@@ -49,13 +50,17 @@ def test_dali_cpu_pipeline_reads_every_sample_through_the_index(out):
     @pipeline_def(batch_size=batch, num_threads=1, device_id=None, prefetch_queue_depth=1)
     def pipe():
         image, cls, meta = fn.readers.webdataset(
-            paths=[str(p) for p in tars], index_paths=[str(p.with_suffix(".idx")) for p in tars],
-            ext=["jpg;png;webp", "cls", "json"], missing_component_behavior="error",
-            random_shuffle=False, name="reader", dtypes=[types.UINT8] * 3)
+            paths=[str(p) for p in tars],
+            index_paths=[str(p.with_suffix(".idx")) for p in tars],
+            ext=["jpg;png;webp", "cls", "json"],
+            missing_component_behavior="error",
+            random_shuffle=False,
+            name="reader",
+            dtypes=[types.UINT8] * 3,
+        )
         # DALI applies EXIF orientation by default; the geometry contract is about the stored
         # pixels (the .json records exif_orientation for whoever wants it), so turn that off
-        decoded = fn.decoders.image(image, device="cpu", output_type=types.RGB,
-                                    adjust_orientation=False)
+        decoded = fn.decoders.image(image, device="cpu", output_type=types.RGB, adjust_orientation=False)
         return image, cls, meta, decoded
 
     p = pipe()

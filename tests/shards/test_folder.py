@@ -8,15 +8,7 @@ import pytest
 
 from shards.convert import ConvertOptions, convert
 from shards.folder import scan_folder
-from tests.shards.builders import (
-    bad_inputs,
-    cli,
-    env,
-    manifest,
-    read_all,
-    webdataset_count,
-    write_files,
-)
+from tests.shards.builders import bad_inputs, cli, env, manifest, read_all, webdataset_count, write_files
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +17,17 @@ def bad_folder(tmp_path_factory, small_jpegs, small_pngs):
     root = tmp_path_factory.mktemp("folder") / "src"
     cases = bad_inputs(small_jpegs[0], small_pngs[0])
     files = {f"odd/{name}": data for name, (data, _, _) in cases.items()}
-    files.update({
-        "cats/dup.jpg": small_jpegs[1].read_bytes(),     # same name in two folders
-        "dogs/dup.jpg": small_jpegs[2].read_bytes(),
-        "dogs/same.jpg": small_jpegs[3].read_bytes(),    # same stem, two formats
-        "dogs/same.png": small_pngs[1].read_bytes(),
-        "dogs/deep/a.b.c.jpg": small_jpegs[4].read_bytes(),  # dots in the name
-        "dogs/notes.txt": b"ignored: not an image name",
-        "loose.jpg": small_jpegs[5].read_bytes(),        # no class folder
-    })
+    files.update(
+        {
+            "cats/dup.jpg": small_jpegs[1].read_bytes(),  # same name in two folders
+            "dogs/dup.jpg": small_jpegs[2].read_bytes(),
+            "dogs/same.jpg": small_jpegs[3].read_bytes(),  # same stem, two formats
+            "dogs/same.png": small_pngs[1].read_bytes(),
+            "dogs/deep/a.b.c.jpg": small_jpegs[4].read_bytes(),  # dots in the name
+            "dogs/notes.txt": b"ignored: not an image name",
+            "loose.jpg": small_jpegs[5].read_bytes(),  # no class folder
+        }
+    )
     write_files(root, files)
     expected = {f"odd/{name}": (ext, reason) for name, (_, ext, reason) in cases.items()}
     return root, files, expected
@@ -42,8 +36,7 @@ def bad_folder(tmp_path_factory, small_jpegs, small_pngs):
 def test_bad_input_is_kept_or_skipped_and_counted(bad_folder, tmp_path):
     root, files, expected = bad_folder
     out = tmp_path / "out"
-    m = convert(scan_folder(root, classes_from_dirs=True), out,
-                ConvertOptions(max_count=3, workers=1, progress=False))
+    m = convert(scan_folder(root, classes_from_dirs=True), out, ConvertOptions(max_count=3, workers=1, progress=False))
     samples = read_all(out, "train")
     by_source = {json.loads(s["json"])["source"]: s for s in samples.values()}
     skipped = {s["source"]: s["reason"] for s in m["skipped"]}
@@ -57,8 +50,7 @@ def test_bad_input_is_kept_or_skipped_and_counted(bad_folder, tmp_path):
             assert rel not in by_source and skipped[rel] == reason, rel
     assert skipped["loose.jpg"] == "no-class"
     # duplicates by name are all kept, under distinct keys
-    for rel in ("cats/dup.jpg", "dogs/dup.jpg", "dogs/same.jpg", "dogs/same.png",
-                "dogs/deep/a.b.c.jpg"):
+    for rel in ("cats/dup.jpg", "dogs/dup.jpg", "dogs/same.jpg", "dogs/same.png", "dogs/deep/a.b.c.jpg"):
         assert by_source[rel][Path(rel).suffix[1:]] == files[rel]
     assert all("." not in key for key in samples)
     # classes = first folder below SRC, .cls matches the manifest's class list
@@ -80,8 +72,7 @@ def test_sample_json_records_size_format_and_mode(bad_folder, tmp_path):
     root, files, _ = bad_folder
     out = tmp_path / "out"
     convert(scan_folder(root), out, ConvertOptions(workers=1, progress=False))
-    metas = {json.loads(s["json"])["source"]: json.loads(s["json"])
-             for s in read_all(out, "train").values()}
+    metas = {json.loads(s["json"])["source"]: json.loads(s["json"]) for s in read_all(out, "train").values()}
     assert metas["odd/cmyk.jpg"]["mode"] == "CMYK"
     assert metas["odd/gray.jpg"]["mode"] == "L"
     assert metas["odd/png_named.JPEG"]["format"] == "png"
@@ -92,8 +83,12 @@ def test_sample_json_records_size_format_and_mode(bad_folder, tmp_path):
 def test_cli_folder_prints_one_summary_line(bad_folder, tmp_path):
     root, _, _ = bad_folder
     out = tmp_path / "out"
-    run = subprocess.run(cli("folder", str(root), str(out), "--workers", "2", "--shard-size",
-                             "200k", "--no-progress"), capture_output=True, text=True, env=env())
+    run = subprocess.run(
+        cli("folder", str(root), str(out), "--workers", "2", "--shard-size", "200k", "--no-progress"),
+        capture_output=True,
+        text=True,
+        env=env(),
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("shards: kept ")
@@ -105,8 +100,9 @@ def test_cli_folder_prints_one_summary_line(bad_folder, tmp_path):
 
 def test_photos_command_builds_the_installed_photos(real_photos, tmp_path):
     out = tmp_path / "photos"
-    run = subprocess.run(cli("photos", str(out), "--workers", "1", "--no-decode-check",
-                             "--no-progress"), capture_output=True, text=True, env=env())
+    run = subprocess.run(
+        cli("photos", str(out), "--workers", "1", "--no-decode-check", "--no-progress"), capture_output=True, text=True, env=env()
+    )
     assert run.returncode == 0, run.stderr
     m = manifest(out)
     assert m["totals"]["samples"] == len(real_photos) and m["totals"]["skipped"] == 0

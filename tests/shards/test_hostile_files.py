@@ -57,15 +57,22 @@ def hostile_folder(tmp_path, small_jpegs):
 def test_conversion_skips_special_and_oversized_files_with_reasons(hostile_folder, tmp_path):
     root, photos = hostile_folder
     out = tmp_path / "out"
-    done = subprocess.run(cli("folder", str(root), str(out), "--no-progress", "--workers", "1",
-                              "--max-pixels", "10000000"),
-                          capture_output=True, text=True, env=env(), timeout=TIMEOUT_S)
+    done = subprocess.run(
+        cli("folder", str(root), str(out), "--no-progress", "--workers", "1", "--max-pixels", "10000000"),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr
     m = manifest(out)
     skipped = {s["source"]: s for s in m["skipped"]}
     assert {k: s["reason"] for k, s in skipped.items()} == {
-        "ok/pipe.jpg": NOT_REGULAR, "ok/zero.jpg": NOT_REGULAR, "ok/sock.jpg": NOT_REGULAR,
-        "ok/huge.jpg": FILE_TOO_LARGE}
+        "ok/pipe.jpg": NOT_REGULAR,
+        "ok/zero.jpg": NOT_REGULAR,
+        "ok/sock.jpg": NOT_REGULAR,
+        "ok/huge.jpg": FILE_TOO_LARGE,
+    }
     assert "named pipe" in skipped["ok/pipe.jpg"]["detail"]
     assert "/dev/zero" in skipped["ok/zero.jpg"]["detail"]
     assert "socket" in skipped["ok/sock.jpg"]["detail"]

@@ -62,8 +62,7 @@ def test_imagenet_round_trip(val, tmp_path, small_jpegs, small_pngs):
         data = src / "ILSVRC2012_devkit_t12" / "data"
         data.mkdir(parents=True)
         scipy_io.savemat(str(data / "meta.mat"), {"synsets": synsets})
-        (data / "ILSVRC2012_validation_ground_truth.txt").write_text(
-            "".join(f"{ids[w]}\n" for w in val_truth))
+        (data / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{ids[w]}\n" for w in val_truth))
     elif val == "flat-csv":
         rows = [f"ILSVRC2012_val_{n:08d},{w} 10 20 30 40" for n, w in enumerate(val_truth, 1)]
         (src / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows))
@@ -76,8 +75,7 @@ def test_imagenet_round_trip(val, tmp_path, small_jpegs, small_pngs):
 def test_flat_val_without_labels_is_a_clear_error(tmp_path, small_jpegs, small_pngs):
     src = tmp_path / "ILSVRC2012"
     _tree(src, small_jpegs, small_pngs[0], "flat")
-    run = subprocess.run(cli("imagenet", str(src), str(tmp_path / "out")), capture_output=True,
-                         text=True, env=env())
+    run = subprocess.run(cli("imagenet", str(src), str(tmp_path / "out")), capture_output=True, text=True, env=env())
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "--devkit" in run.stderr
 
@@ -87,12 +85,17 @@ def test_val_image_of_unknown_class_is_skipped(tmp_path, small_jpegs, small_pngs
     _tree(src, small_jpegs, small_pngs[0], "per-class")
     write_files(src, {"val/n09999999/ILSVRC2012_val_00000099.JPEG": small_jpegs[0].read_bytes()})
     out = tmp_path / "out"
-    run = subprocess.run(cli("imagenet", str(src), str(out), "--workers", "1", "--no-progress"),
-                         capture_output=True, text=True, env=env())
+    run = subprocess.run(
+        cli("imagenet", str(src), str(out), "--workers", "1", "--no-progress"), capture_output=True, text=True, env=env()
+    )
     assert run.returncode == 0, run.stderr
     m = manifest(out)
-    assert m["skipped"] == [{"split": "val",
-                             "source": "val/n09999999/ILSVRC2012_val_00000099.JPEG",
-                             "reason": "unknown-class",
-                             "detail": "wnid n09999999 is not a train class"}]
+    assert m["skipped"] == [
+        {
+            "split": "val",
+            "source": "val/n09999999/ILSVRC2012_val_00000099.JPEG",
+            "reason": "unknown-class",
+            "detail": "wnid n09999999 is not a train class",
+        }
+    ]
     assert m["splits"]["val"]["count"] == 4 and "unknown-class 1" in run.stdout

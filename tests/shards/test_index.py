@@ -19,8 +19,9 @@ def out(tmp_path_factory, small_jpegs, small_pngs):
     files = {f"c{i % 2}/img{i}.jpg": p.read_bytes() for i, p in enumerate(small_jpegs[:6])}
     files["c0/photo.png"] = small_pngs[0].read_bytes()
     write_files(root / "src", files)
-    convert(scan_folder(root / "src", classes_from_dirs=True), root / "out",
-            ConvertOptions(max_count=3, workers=1, progress=False))
+    convert(
+        scan_folder(root / "src", classes_from_dirs=True), root / "out", ConvertOptions(max_count=3, workers=1, progress=False)
+    )
     return root / "out"
 
 
@@ -33,11 +34,12 @@ def test_index_offsets_point_at_each_members_bytes(out):
         listed = [m for sample in read_index(idx) for m in sample]
         assert [m.name for m in listed] == list(by_name)  # every member, in tar order
         for m in listed:
-            assert raw[m.offset:m.offset + m.size] == by_name[m.name]
+            assert raw[m.offset : m.offset + m.size] == by_name[m.name]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wds2idx") is None,
-                    reason="NVIDIA's wds2idx (shipped with nvidia-dali) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("wds2idx") is None, reason="NVIDIA's wds2idx (shipped with nvidia-dali) is not installed"
+)
 def test_index_text_equals_nvidia_wds2idx(out, tmp_path):
     from wds2idx import IndexCreator
 
@@ -62,16 +64,19 @@ def test_write_index_of_a_foreign_tar(tmp_path, small_jpegs):
     assert [[m.name for m in s] for s in samples] == [["a.jpg", "a.txt"], ["b.jpg"]]
     raw = tar_path.read_bytes()
     for m in (m for s in samples for m in s):
-        assert raw[m.offset:m.offset + m.size] == payloads[m.name]
+        assert raw[m.offset : m.offset + m.size] == payloads[m.name]
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("", "empty index"),
-    ("v1.1 1\njpg 512 10 a.jpg\n", "bad header"),
-    ("v1.2 2\njpg 512 10 a.jpg\n", "header says 2 samples, found 1"),
-    ("v1.2 1\njpg 512 10\n", "groups of"),
-    ("v1.2 1\npng 512 10 a.jpg\n", "malformed entry"),
-])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("", "empty index"),
+        ("v1.1 1\njpg 512 10 a.jpg\n", "bad header"),
+        ("v1.2 2\njpg 512 10 a.jpg\n", "header says 2 samples, found 1"),
+        ("v1.2 1\njpg 512 10\n", "groups of"),
+        ("v1.2 1\npng 512 10 a.jpg\n", "malformed entry"),
+    ],
+)
 def test_malformed_index_is_rejected_with_a_reason(text, reason, tmp_path: Path):
     path = tmp_path / "x.idx"
     path.write_text(text)

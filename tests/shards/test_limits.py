@@ -23,13 +23,17 @@ def _loader_accepts(data: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("width, height", [
-    (10_000, 9_000),                      # 90 MP: kept by the converter and refused by the loader before
-    (10_000, MAX_PIXELS // 10_000),       # exactly at the limit
-    (10_000, MAX_PIXELS // 10_000 + 1),   # just over it
-    (60_000, 2_000),                      # 120 MP, a panorama
-    (MIN_SIDE, 500), (MIN_SIDE - 1, 500),  # the smallest side
-])
+@pytest.mark.parametrize(
+    "width, height",
+    [
+        (10_000, 9_000),  # 90 MP: kept by the converter and refused by the loader before
+        (10_000, MAX_PIXELS // 10_000),  # exactly at the limit
+        (10_000, MAX_PIXELS // 10_000 + 1),  # just over it
+        (60_000, 2_000),  # 120 MP, a panorama
+        (MIN_SIDE, 500),
+        (MIN_SIDE - 1, 500),  # the smallest side
+    ],
+)
 def test_converter_keeps_exactly_what_the_loaders_decode(width, height, small_jpegs):
     data = patch_jpeg_size(small_jpegs[0].read_bytes(), width, height)
     within = width * height <= MAX_PIXELS and min(width, height) >= MIN_SIDE  # from the definition
@@ -47,6 +51,10 @@ def test_converter_policy_cannot_be_looser_than_the_loaders(tmp_path):
         ConvertOptions(probe=ProbeOptions(min_side=MIN_SIDE - 1))
     (tmp_path / "src").mkdir()
     for flag, value in (("--max-pixels", MAX_PIXELS + 1), ("--min-side", MIN_SIDE - 1)):
-        done = subprocess.run(cli("folder", str(tmp_path / "src"), str(tmp_path / "out"), flag, str(value)),
-                              capture_output=True, text=True, env=env())
+        done = subprocess.run(
+            cli("folder", str(tmp_path / "src"), str(tmp_path / "out"), flag, str(value)),
+            capture_output=True,
+            text=True,
+            env=env(),
+        )
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and flag[2:].replace("-", "_") in done.stderr

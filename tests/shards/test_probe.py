@@ -75,31 +75,31 @@ def test_sniff_ignores_names_and_knows_common_formats():
 
 def _png(w: int, h: int, ctype: int, depth: int, interlace: int, channels: int) -> bytes:
     """A PNG written by hand (PIL cannot write interlaced ones): filter-0 rows, Adam7 passes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     rng = np.random.default_rng(w * h + ctype)
-    passes = ([(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
-               (1, 0, 2, 2), (0, 1, 1, 2)] if interlace else [(0, 0, 1, 1)])
+    passes = (
+        [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+        if interlace
+        else [(0, 0, 1, 1)]
+    )
     raw = b""
     for x0, y0, dx, dy in passes:
         pw, ph = (w - x0 + dx - 1) // dx, (h - y0 + dy - 1) // dy
         if pw and ph:
             row = (pw * depth * channels + 7) // 8
-            raw += b"".join(b"\0" + rng.integers(0, 256, row, dtype=np.uint8).tobytes()
-                            for _ in range(ph))
+            raw += b"".join(b"\0" + rng.integers(0, 256, row, dtype=np.uint8).tobytes() for _ in range(ph))
     ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, interlace)
     palette = chunk(b"PLTE", bytes(range(256)) * 3) if ctype == 3 else b""
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + palette
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + palette + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("interlace", [0, 1], ids=["plain", "interlaced"])
-@pytest.mark.parametrize("ctype,depth,channels", [(0, 1, 1), (0, 16, 1), (2, 8, 3), (3, 4, 1),
-                                                  (4, 8, 2), (6, 16, 4)])
-def test_png_pixel_stream_check_accepts_every_layout_pil_decodes(ctype, depth, channels,
-                                                                  interlace):
+@pytest.mark.parametrize("ctype,depth,channels", [(0, 1, 1), (0, 16, 1), (2, 8, 3), (3, 4, 1), (4, 8, 2), (6, 16, 4)])
+def test_png_pixel_stream_check_accepts_every_layout_pil_decodes(ctype, depth, channels, interlace):
     for w, h in [(17, 23), (33, 5), (1, 40)]:
         data = _png(w, h, ctype, depth, interlace, channels)
         assert pil_size(data) == (w, h)  # PIL decodes it fully: a valid PNG
@@ -111,8 +111,12 @@ def test_png_pixel_stream_check_accepts_every_layout_pil_decodes(ctype, depth, c
 def test_webp_variants_have_their_true_size(small_jpegs):
     photo = Image.open(small_jpegs[1]).convert("RGB")
     rgba = photo.convert("RGBA")
-    for data in (encode(photo, "WEBP", quality=70), encode(photo, "WEBP", lossless=True),
-                 encode(rgba, "WEBP", quality=70), encode(rgba, "WEBP", lossless=True)):
+    for data in (
+        encode(photo, "WEBP", quality=70),
+        encode(photo, "WEBP", lossless=True),
+        encode(rgba, "WEBP", quality=70),
+        encode(rgba, "WEBP", lossless=True),
+    ):
         verdict = probe(data)
         assert verdict.kept and verdict.ext == "webp", verdict.detail
         assert (verdict.width, verdict.height) == pil_size(data) == photo.size

@@ -27,8 +27,7 @@ def src(tmp_path_factory, small_jpegs, small_pngs):
 def reference(src, tmp_path_factory):
     """An uninterrupted run, no subprocesses."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    convert(scan_folder(src, classes_from_dirs=True), out,
-            ConvertOptions(max_count=2, seed=7, workers=1, progress=False))
+    convert(scan_folder(src, classes_from_dirs=True), out, ConvertOptions(max_count=2, seed=7, workers=1, progress=False))
     return tree_bytes(out)
 
 
@@ -37,9 +36,13 @@ ARGS = ("--classes-from-dirs", "--max-count", "2", "--seed", "7", "--no-progress
 
 def _interrupt(src: Path, out: Path, sig: int) -> subprocess.CompletedProcess:
     """Start a conversion that pauses after each shard; send ``sig`` once 2 shards are done."""
-    proc = subprocess.Popen(cli("folder", str(src), str(out), *ARGS, "--workers", "2",
-                                "--pause-per-shard", "0.4"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    proc = subprocess.Popen(
+        cli("folder", str(src), str(out), *ARGS, "--workers", "2", "--pause-per-shard", "0.4"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     deadline = time.monotonic() + 60
     while len(list(out.glob("train-*.tar"))) < 2 and proc.poll() is None:
         assert time.monotonic() < deadline, "conversion made no progress"
@@ -65,8 +68,7 @@ def test_interrupted_run_resumes_to_identical_shards(sig, src, reference, tmp_pa
         # matches its record: it must be rewritten, not trusted
         victim = sorted(done)[0]
         victim.write_bytes(victim.read_bytes()[:4096])
-    rerun = subprocess.run(cli("folder", str(src), str(out), *ARGS, "--workers", "1"),
-                           capture_output=True, text=True, env=env())
+    rerun = subprocess.run(cli("folder", str(src), str(out), *ARGS, "--workers", "1"), capture_output=True, text=True, env=env())
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming:" in rerun.stdout
     # identical bytes: every shard, index and the manifest; no temporary file left behind
@@ -77,8 +79,7 @@ def test_interrupted_run_resumes_to_identical_shards(sig, src, reference, tmp_pa
 
 def test_output_does_not_depend_on_worker_count(src, reference, tmp_path):
     out = tmp_path / "out"
-    convert(scan_folder(src, classes_from_dirs=True), out,
-            ConvertOptions(max_count=2, seed=7, workers=2, progress=False))
+    convert(scan_folder(src, classes_from_dirs=True), out, ConvertOptions(max_count=2, seed=7, workers=2, progress=False))
     assert tree_bytes(out) == reference
 
 
@@ -90,8 +91,7 @@ def test_seed_changes_the_assignment_and_other_options_need_overwrite(src, refer
     assert other.keys() == reference.keys() and other != reference
     with pytest.raises(ConversionError, match="--overwrite"):
         convert(source, out, ConvertOptions(max_count=2, seed=7, workers=1, progress=False))
-    convert(source, out, ConvertOptions(max_count=2, seed=7, workers=1, progress=False,
-                                        overwrite=True))
+    convert(source, out, ConvertOptions(max_count=2, seed=7, workers=1, progress=False, overwrite=True))
     assert tree_bytes(out) == reference
 
 
@@ -119,8 +119,7 @@ def test_rerun_restores_every_file_deleted_from_a_finished_conversion(lost, src,
     assert again.returncode == 0, again.stderr
     assert "restored" in again.stdout and all(name in again.stdout for name in names)
     assert tree_bytes(out) == reference  # the very bytes of an uninterrupted run, nothing more
-    ok = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"), capture_output=True,
-                        text=True, env=env())
+    ok = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"), capture_output=True, text=True, env=env())
     assert ok.returncode == 0, ok.stdout
 
 

@@ -21,8 +21,9 @@ def test_timm_reads_a_labelled_folder_conversion_with_counts_and_labels(tmp_path
     files["emu/photo.png"] = small_pngs[0].read_bytes()
     write_files(tmp_path / "src", files)
     out = tmp_path / "out"
-    convert(scan_folder(tmp_path / "src", classes_from_dirs=True), out,
-            ConvertOptions(max_count=4, workers=1, progress=False))  # 3 shards: several filenames
+    convert(
+        scan_folder(tmp_path / "src", classes_from_dirs=True), out, ConvertOptions(max_count=4, workers=1, progress=False)
+    )  # 3 shards: several filenames
 
     ds = timm_data.create_dataset("wds/photos", root=str(out), split="train")
     assert len(ds.reader.split_info.filenames) == 3 and ds.reader.num_samples == len(files)

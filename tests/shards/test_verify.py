@@ -20,8 +20,7 @@ def good(tmp_path_factory, small_jpegs, small_pngs):
     files["c1/photo.png"] = small_pngs[0].read_bytes()
     write_files(root / "src", files)
     out = root / "out"
-    convert(scan_folder(root / "src", classes_from_dirs=True), out,
-            ConvertOptions(max_count=3, workers=1, progress=False))
+    convert(scan_folder(root / "src", classes_from_dirs=True), out, ConvertOptions(max_count=3, workers=1, progress=False))
     return out
 
 
@@ -32,8 +31,7 @@ def _damaged(good: Path, tmp_path: Path) -> Path:
 
 
 def test_verify_passes_on_a_fresh_conversion(good):
-    run = subprocess.run(cli("verify", str(good), "--workers", "2", "--no-progress"),
-                         capture_output=True, text=True, env=env())
+    run = subprocess.run(cli("verify", str(good), "--workers", "2", "--no-progress"), capture_output=True, text=True, env=env())
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("verify: OK: train 9 in 3 shards")
 
@@ -69,7 +67,7 @@ def _rewrite_shard_with_bad_image(out: Path) -> None:
     raw = (out / name).read_bytes()
     writer = ShardWriter(out / name)
     for sample in samples:
-        parts = [(m.ext, raw[m.offset:m.offset + m.size]) for m in sample]
+        parts = [(m.ext, raw[m.offset : m.offset + m.size]) for m in sample]
         ext, image = parts[0]
         parts[0] = (ext, image[: len(image) // 2])  # cut short
         writer.add(sample[0].key, parts)
@@ -93,13 +91,15 @@ DAMAGE = {
     "flipped byte": (_flip_image_byte, "train-000000.tar: sha256 differs"),
     "missing shard": (lambda o: (o / "train-000001.tar").unlink(), "train-000001.tar: missing"),
     "index offset": (_shift_index, "train-000001.tar: member 0"),
-    "stray shard": (lambda o: shutil.copy(o / "train-000000.tar", o / "train-000009.tar"),
-                    "train-000009.tar: shard file not listed"),
-    "shard count": (lambda o: _edit_manifest(
-        o, lambda m: m["splits"]["train"]["shards"][0].update(count=99)),
-        "split train: count 9 is not the sum of its shards"),
-    "consistent counts": (lambda o: _edit_manifest(o, _claim_99),
-                          "train-000000.tar: index lists 3 samples, manifest says 99"),
+    "stray shard": (
+        lambda o: shutil.copy(o / "train-000000.tar", o / "train-000009.tar"),
+        "train-000009.tar: shard file not listed",
+    ),
+    "shard count": (
+        lambda o: _edit_manifest(o, lambda m: m["splits"]["train"]["shards"][0].update(count=99)),
+        "split train: count 9 is not the sum of its shards",
+    ),
+    "consistent counts": (lambda o: _edit_manifest(o, _claim_99), "train-000000.tar: index lists 3 samples, manifest says 99"),
     "undecodable image": (_rewrite_shard_with_bad_image, "train-000002.tar: sample"),
     "no manifest": (lambda o: (o / "manifest.json").unlink(), "no manifest.json"),
     "no _info.json": (lambda o: (o / "_info.json").unlink(), "_info.json missing"),
@@ -114,7 +114,6 @@ def test_verify_reports_damage_in_one_line(damage, good, tmp_path):
     apply(out)
     ok, message = verify(out, workers=1, progress=False)
     assert not ok and expected in message and "\n" not in message, message
-    run = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"),
-                         capture_output=True, text=True, env=env())
+    run = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"), capture_output=True, text=True, env=env())
     assert run.returncode == 1 and run.stdout.count("\n") == 1
     assert run.stdout.startswith("verify: FAILED: ")

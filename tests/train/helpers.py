@@ -53,8 +53,10 @@ def tiny_overrides(shards: Path, out: Path, extra: dict | None = None) -> list[s
         "log.progress": False,
     }
     cfg.update(extra or {})
+
     def yaml_value(v):
         return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
     return [f"{k}={yaml_value(v)}" for k, v in cfg.items()]
 
 
@@ -84,8 +86,9 @@ def run_train(cmd: list[str], timeout: float = 300) -> None:
 def run_and_kill(cmd: list[str], out: Path, after_step: int, timeout: float = 300) -> None:
     """Start a training command and SIGKILL it (and its DataLoader workers, in the same session)
     as soon as ``out``'s log holds the loss of step ``after_step``."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:

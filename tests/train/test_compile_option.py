@@ -28,7 +28,8 @@ def test_compile_calls_the_methods_compile_step_once(photo_shards, tmp_path, mon
 
 def test_compile_refused_for_a_method_without_compile_step(photo_shards, tmp_path, monkeypatch):
     build = METHODS["byol"]
-    monkeypatch.setitem(METHODS, "clove", lambda options: build({"backbone": "resnet18", "proj_hidden": 16,
-                                                                 "proj_dim": 8, "pred_hidden": 16}))
+    monkeypatch.setitem(
+        METHODS, "clove", lambda options: build({"backbone": "resnet18", "proj_hidden": 16, "proj_dim": 8, "pred_hidden": 16})
+    )
     with pytest.raises(ValueError, match="train.compile"):
         Run(load_config(None, tiny_overrides(photo_shards, tmp_path / "run", {"train.compile": True})))

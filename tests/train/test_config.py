@@ -20,8 +20,10 @@ CONFIGS = REPO / "configs"
         ("optim.base_lrr=1", "unknown config key 'optim.base_lrr'; did you mean 'optim.base_lr'?"),
         ("optimm.base_lr=1", "unknown config key 'optimm'; did you mean 'optim'?"),
         ("data.batchsize=8", "unknown config key 'data.batchsize'; did you mean 'data.batch_size'?"),
-        ("method.options.backbon=resnet18",
-         "unknown config key 'method.options.backbon'; did you mean 'method.options.backbone'?"),
+        (
+            "method.options.backbon=resnet18",
+            "unknown config key 'method.options.backbon'; did you mean 'method.options.backbone'?",
+        ),
         ("train.epochs=many", "train.epochs: expected an integer, got 'many'"),
         ("optim.betas=[0.9]", "optim.betas: expected 2 values, got 1: [0.9]"),
         ("optim.name=sgdd", "optim.name must be one of ['lars', 'adamw', 'sgd'], got 'sgdd'"),
@@ -44,8 +46,14 @@ def test_unknown_key_in_a_preset_file(tmp_path):
 
 
 def test_cli_prints_the_error_in_one_line_and_exits_2():
-    done = subprocess.run([PYTHON, "-m", "train", "--config", "/dev/null", "log.every_step=5"], cwd=REPO,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [PYTHON, "-m", "train", "--config", "/dev/null", "log.every_step=5"],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "config error: unknown config key 'log.every_step'; did you mean 'log.every_steps'?"
@@ -56,9 +64,18 @@ def test_overrides_are_read_as_yaml():
     assert parse_override("optim.base_lr=1e-3") == (["optim", "base_lr"], 1e-3)
     assert parse_override("optim.min_lr=null") == (["optim", "min_lr"], None)
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
-    cfg = load_config(None, ["optim.base_lr=2", "optim.betas=[0.9, 0.95]", "train.deterministic=true",
-                             "data.num_local=null", "method.options.backbone=resnet18", "output_dir=runs/x",
-                             "data.samples_per_epoch=128"])
+    cfg = load_config(
+        None,
+        [
+            "optim.base_lr=2",
+            "optim.betas=[0.9, 0.95]",
+            "train.deterministic=true",
+            "data.num_local=null",
+            "method.options.backbone=resnet18",
+            "output_dir=runs/x",
+            "data.samples_per_epoch=128",
+        ],
+    )
     assert cfg.optim.base_lr == 2.0 and isinstance(cfg.optim.base_lr, float)  # int accepted for a float
     assert cfg.optim.betas == (0.9, 0.95)
     assert cfg.train.deterministic is True and cfg.data.num_local is None
@@ -66,8 +83,16 @@ def test_overrides_are_read_as_yaml():
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path):
-    cfg = load_config(None, ["optim.name=adamw", "optim.weight_decay_end=0.4", "data.global_size=64",
-                             "data.samples_per_epoch=128", "data.augment.blur_p=[1.0, 0.1, 0.5]"])
+    cfg = load_config(
+        None,
+        [
+            "optim.name=adamw",
+            "optim.weight_decay_end=0.4",
+            "data.global_size=64",
+            "data.samples_per_epoch=128",
+            "data.augment.blur_p=[1.0, 0.1, 0.5]",
+        ],
+    )
     path = save_config(cfg, tmp_path / "config.yaml")
     assert load_config(path) == cfg
     assert yaml.safe_load(path.read_text())["optim"]["weight_decay_end"] == 0.4

@@ -17,8 +17,7 @@ from train.logging import RunLogger, StepMeter
 def write_run(out_dir, losses: list[float], every: int = 5) -> list[dict]:
     """A log.jsonl as a training run writes it (start event, one window per ``every`` steps, end event)."""
     acc = SimpleNamespace(is_main_process=True, num_processes=1, device=torch.device("cpu"))
-    logger = RunLogger(acc, out_dir, total_steps=len(losses) * every, start_step=0, progress=False,
-                       use_trackers=False)
+    logger = RunLogger(acc, out_dir, total_steps=len(losses) * every, start_step=0, progress=False, use_trackers=False)
     logger.event(event="start", step=0)
     for w, loss in enumerate(losses):
         meter = StepMeter()
@@ -26,8 +25,14 @@ def write_run(out_dir, losses: list[float], every: int = 5) -> list[dict]:
             meter.add_terms({"loss": torch.tensor(loss), "positive": torch.tensor(-loss / 100)})
             meter.micro_batches += 1
         step = (w + 1) * every
-        logger.log(meter, step, epoch=w, scalars={"lr": 0.1 * (w + 1), "momentum": 0.99, "emb_std": 0.5},
-                   images_per_micro=16, bad_samples=0)
+        logger.log(
+            meter,
+            step,
+            epoch=w,
+            scalars={"lr": 0.1 * (w + 1), "momentum": 0.99, "emb_std": 0.5},
+            images_per_micro=16,
+            bad_samples=0,
+        )
     logger.event(event="end", step=len(losses) * every, seconds=1.0)
     return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
 
@@ -43,19 +48,28 @@ def test_run_series_are_the_logged_step_records(tmp_path):
 
 
 def test_a_resumed_step_keeps_its_last_record_and_odd_values_are_skipped():
-    records = [{"step": 5, "loss": 3.0}, {"step": 10, "loss": 2.0, "note": "x", "flag": True},
-               {"event": "resume", "step": 5}, {"step": 10, "loss": 1.5, "nan": float("nan")}, {"loss": 7.0}]
+    records = [
+        {"step": 5, "loss": 3.0},
+        {"step": 10, "loss": 2.0, "note": "x", "flag": True},
+        {"event": "resume", "step": 5},
+        {"step": 10, "loss": 1.5, "nan": float("nan")},
+        {"loss": 7.0},
+    ]
     series = run_series(records)
     assert series == {"loss": [(5.0, 3.0), (10.0, 1.5)]}
 
 
 def test_eval_series_per_metric_and_model():
-    records = [{"model": "a", "step": 20, "knn_top1": 0.3, "miou_layer4": 0.1},
-               {"model": "a", "step": 10, "knn_top1": 0.2, "miou_layer4": 0.05},
-               {"model": "b", "step": 10, "knn_top1": 0.25, "layer": "layer4"},
-               {"model": "c", "knn_top1": 0.9}]
-    assert eval_series(records) == {"knn_top1": {"a": [(10.0, 0.2), (20.0, 0.3)], "b": [(10.0, 0.25)]},
-                                    "miou_layer4": {"a": [(10.0, 0.05), (20.0, 0.1)]}}
+    records = [
+        {"model": "a", "step": 20, "knn_top1": 0.3, "miou_layer4": 0.1},
+        {"model": "a", "step": 10, "knn_top1": 0.2, "miou_layer4": 0.05},
+        {"model": "b", "step": 10, "knn_top1": 0.25, "layer": "layer4"},
+        {"model": "c", "knn_top1": 0.9},
+    ]
+    assert eval_series(records) == {
+        "knn_top1": {"a": [(10.0, 0.2), (20.0, 0.3)], "b": [(10.0, 0.25)]},
+        "miou_layer4": {"a": [(10.0, 0.05), (20.0, 0.1)]},
+    }
     assert set(eval_series(records, ["miou_layer4"])) == {"miou_layer4"}
 
 
@@ -68,8 +82,7 @@ def test_figure_plots_the_logged_values(tmp_path):
     plt = pyplot()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    runs = {"a": run_series(write_run(tmp_path / "a", [5.0, 4.0, 3.0])),
-            "b": run_series(write_run(tmp_path / "b", [6.0, 2.0]))}
+    runs = {"a": run_series(write_run(tmp_path / "a", [5.0, 4.0, 3.0])), "b": run_series(write_run(tmp_path / "b", [6.0, 2.0]))}
     evals = eval_series([{"model": "a", "step": 15, "knn_top1": 0.4}])
     fig = curves_figure(runs, evals)
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
@@ -87,8 +100,7 @@ def test_cli_writes_the_png(tmp_path, capsys):
     ev = tmp_path / "eval.jsonl"
     ev.write_text(json.dumps({"model": "run1", "step": 15, "corr_layer4": 0.5}) + "\n")
     out = tmp_path / "curves.png"
-    assert main([str(tmp_path / "run1"), str(tmp_path / "run2" / "log.jsonl"), "--eval", str(ev),
-                 "--out", str(out)]) == 0
+    assert main([str(tmp_path / "run1"), str(tmp_path / "run2" / "log.jsonl"), "--eval", str(ev), "--out", str(out)]) == 0
     image = np.asarray(Image.open(out).convert("RGB"))
     assert out.stat().st_size > 10_000 and image.shape[0] > 300 and len(np.unique(image.reshape(-1, 3), axis=0)) > 50
     assert main([str(tmp_path / "missing")]) == 2
@@ -101,13 +113,23 @@ def test_evaluate_lines_are_flattened_into_one_curve_per_run():
     from train.curves import eval_series
 
     lines = [
-        {"model": "clove resnet18 step 100", "info": {"method": "clove", "arch": "resnet18", "step": 100},
-         "figures": {"corr/layer3": 0.3, "miou/layer3": 0.05}},
-        {"model": "clove resnet18 step 200", "info": {"method": "clove", "arch": "resnet18", "step": 200},
-         "figures": {"corr/layer3": 0.4, "miou/layer3": 0.06}},
-        {"model": "random resnet18 (torchvision init)", "info": {"arch": "resnet18", "init": "default"},
-         "figures": {"corr/layer3": 0.33, "miou/layer3": 0.054}},
+        {
+            "model": "clove resnet18 step 100",
+            "info": {"method": "clove", "arch": "resnet18", "step": 100},
+            "figures": {"corr/layer3": 0.3, "miou/layer3": 0.05},
+        },
+        {
+            "model": "clove resnet18 step 200",
+            "info": {"method": "clove", "arch": "resnet18", "step": 200},
+            "figures": {"corr/layer3": 0.4, "miou/layer3": 0.06},
+        },
+        {
+            "model": "random resnet18 (torchvision init)",
+            "info": {"arch": "resnet18", "init": "default"},
+            "figures": {"corr/layer3": 0.33, "miou/layer3": 0.054},
+        },
     ]
     series = eval_series(lines, metrics=["corr/layer3"])
-    assert series == {"corr/layer3": {"clove resnet18": [(100.0, 0.3), (200.0, 0.4)],
-                                      "random resnet18 (torchvision init)": [(0.0, 0.33)]}}
+    assert series == {
+        "corr/layer3": {"clove resnet18": [(100.0, 0.3), (200.0, 0.4)], "random resnet18 (torchvision init)": [(0.0, 0.33)]}
+    }

@@ -29,9 +29,26 @@ def _free_port() -> int:
 def test_two_processes_stay_in_lockstep(photo_shards, tmp_path):
     out = tmp_path / "run"
     extra = {"train.cpu": True, "train.epochs": 1, "data.samples_per_epoch": 8, "checkpoint.every_steps": 1}
-    cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "train", "--config", "/dev/null", *tiny_overrides(photo_shards, out, extra)]
+    cmd = [
+        ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "train",
+        "--config",
+        "/dev/null",
+        *tiny_overrides(photo_shards, out, extra),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "weights differ between ranks" not in done.stderr

@@ -10,13 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.eval_correspondence import (
-    apply_homography,
-    make_pairs,
-    match_counts,
-    random_homography,
-    warp_image,
-)
+from train.eval_correspondence import apply_homography, make_pairs, match_counts, random_homography, warp_image
 from train.eval_knn import knn_predict
 from train.eval_segmentation import LinearProbe, mean_iou, pixel_training_set, sample_at_pixels
 
@@ -86,8 +80,12 @@ def test_pixel_sampling_reads_the_bilinearly_upsampled_map():
 def test_probe_on_the_grid_equals_probe_on_upsampled_features():
     gen = torch.Generator().manual_seed(4)
     feats = torch.randn(2, 6, 5, 5, generator=gen)
-    probe = LinearProbe(torch.randn(4, 6, generator=gen), torch.randn(4, generator=gen),
-                        torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.5)
+    probe = LinearProbe(
+        torch.randn(4, 6, generator=gen),
+        torch.randn(4, generator=gen),
+        torch.randn(6, generator=gen),
+        torch.rand(6, generator=gen) + 0.5,
+    )
     up = F.interpolate(feats, size=(40, 40), mode="bilinear", align_corners=False)
     slow = torch.einsum("nchw,kc->nkhw", (up - probe.mean[:, None, None]) / probe.std[:, None, None], probe.weight)
     slow = (slow + probe.bias[:, None, None]).argmax(1)

@@ -44,13 +44,28 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
     export = tmp_path / "export"
     export.mkdir()
     torch.save(torchvision.models.resnet18().state_dict(), export / "resnet18_torchvision.pth")
-    (export / "backbone.json").write_text(json.dumps({"family": "torchvision_resnet", "arch": "resnet18",
-                                                      "weights": "resnet18_torchvision.pth", "method": "clove"}))
+    (export / "backbone.json").write_text(
+        json.dumps({"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"})
+    )
     out = tmp_path / "eval.jsonl"
     threads = torch.get_num_threads()
     try:
-        rc = main(["--checkpoint", "random:resnet18", "--checkpoint", str(export), "--data", str(tiny_set),
-                   "--quick", "--no-progress", "--threads", "1", "--out", str(out)])
+        rc = main(
+            [
+                "--checkpoint",
+                "random:resnet18",
+                "--checkpoint",
+                str(export),
+                "--data",
+                str(tiny_set),
+                "--quick",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)  # --threads sets the process-wide count
     assert rc == 0
@@ -79,14 +94,24 @@ def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, one_thread):
     from model.registry import METHODS
     from train.config import config_to_dict, load_config
 
-    cfg = load_config(None, ["method.options.backbone=resnet18", "method.options.proj_hidden=64",
-                             "method.options.proj_dim=32", "data.samples_per_epoch=64"])
+    cfg = load_config(
+        None,
+        [
+            "method.options.backbone=resnet18",
+            "method.options.proj_hidden=64",
+            "method.options.proj_dim=32",
+            "data.samples_per_epoch=64",
+        ],
+    )
     methods = {}
     for step in (3, 7):
         torch.manual_seed(step)
         methods[step] = METHODS["clove"](cfg.method.options)
-        save_checkpoint({"config": config_to_dict(cfg), "model": methods[step].state_dict(), "step": step},
-                        tmp_path / "run" / "checkpoints", step)
+        save_checkpoint(
+            {"config": config_to_dict(cfg), "model": methods[step].state_dict(), "step": step},
+            tmp_path / "run" / "checkpoints",
+            step,
+        )
     specs = expand_spec(str(tmp_path / "run"), all_steps=True)
     assert [Path(label).name for label, _ in specs] == ["ckpt-00000003.pt", "ckpt-00000007.pt"]
     newest = expand_spec(str(tmp_path / "run"))

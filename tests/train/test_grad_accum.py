@@ -73,10 +73,20 @@ class Recorder:
 def run(photo_shards, out, monkeypatch, batch_size: int, accum: int) -> tuple[Recorder, dict, dict]:
     recorder = Recorder()
     monkeypatch.setitem(METHODS, "clove", recorder)
-    extra = {"data.batch_size": batch_size, "train.grad_accum": accum, "train.epochs": 1, "train.max_steps": 1,
-             "optim.name": "adamw", "optim.betas": "[0.0, 0.0]", "optim.eps": EPS, "optim.weight_decay": 0.0,
-             "optim.base_lr": BASE_LR, "optim.warmup_epochs": 0, "optim.clip_grad_norm": 1.0e9,
-             "checkpoint.export": False}
+    extra = {
+        "data.batch_size": batch_size,
+        "train.grad_accum": accum,
+        "train.epochs": 1,
+        "train.max_steps": 1,
+        "optim.name": "adamw",
+        "optim.betas": "[0.0, 0.0]",
+        "optim.eps": EPS,
+        "optim.weight_decay": 0.0,
+        "optim.base_lr": BASE_LR,
+        "optim.warmup_epochs": 0,
+        "optim.clip_grad_norm": 1.0e9,
+        "checkpoint.export": False,
+    }
     result = train(load_config(None, tiny_overrides(photo_shards, out, extra)))
     assert result.step == 1
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)

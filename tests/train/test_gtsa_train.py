@@ -80,11 +80,21 @@ def test_gtsa_trains_updates_the_teacher_once_per_step_and_exports_into_timm(pho
     logged = [r for r in read_log(out) if "loss" in r]
     for r in logged:
         assert {"aligned", "pc", "rot", "rot_acc"} <= set(r) and all(
-            torch.isfinite(torch.tensor(r[k])) for k in ("loss", "aligned", "pc", "rot"))
+            torch.isfinite(torch.tensor(r[k])) for k in ("loss", "aligned", "pc", "rot")
+        )
         assert -1.0 <= r["aligned"] <= 1.0 and -1.0 <= r["pc"] <= 1.0
     # the export loads strictly into timm and is the checkpoint's student encoder
-    meta_vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, patch_size=8, depth=2, embed_dim=32,
-                                 num_heads=2, img_size=64, num_classes=0, dynamic_img_size=True)
+    meta_vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        patch_size=8,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        img_size=64,
+        num_classes=0,
+        dynamic_img_size=True,
+    )
     exported = torch.load(result.exported["timm"], weights_only=True)
     meta_vit.load_state_dict(exported, strict=True)
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["model"]

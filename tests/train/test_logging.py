@@ -11,8 +11,7 @@ from train.logging import RunLogger, StepMeter
 
 
 def test_log_record_carries_bad_and_recovered_samples(tmp_path):
-    accelerator = SimpleNamespace(is_main_process=True, num_processes=1, device=torch.device("cpu"),
-                                  log=lambda *a, **k: None)
+    accelerator = SimpleNamespace(is_main_process=True, num_processes=1, device=torch.device("cpu"), log=lambda *a, **k: None)
     logger = RunLogger(accelerator, tmp_path, total_steps=2, start_step=0, progress=False, use_trackers=False)
     meter = StepMeter()
     meter.add_terms({"loss": torch.tensor(2.0)})

@@ -92,9 +92,15 @@ def test_accumulation_updates_the_teacher_once_per_step_before_its_forward(photo
 
     monkeypatch.setitem(METHODS, "clove", traced)
     out = tmp_path / "run"
-    extra = {"train.epochs": 1, "train.grad_accum": 2, "train.mixed_precision": "bf16",
-             "optim.clip_grad_norm": 1.0, "optim.clip_grad_per_param": 0.5, "log.every_steps": 2,
-             "log.tensorboard": True}
+    extra = {
+        "train.epochs": 1,
+        "train.grad_accum": 2,
+        "train.mixed_precision": "bf16",
+        "optim.clip_grad_norm": 1.0,
+        "optim.clip_grad_per_param": 0.5,
+        "log.every_steps": 2,
+        "log.tensorboard": True,
+    }
     cfg = load_config(None, tiny_overrides(photo_shards, out, extra))
     result = train(cfg)
     assert result.step == 2  # 4 batches / 2 micro-batches per step

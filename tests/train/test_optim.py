@@ -66,8 +66,16 @@ def test_lars_matches_the_reference_over_several_steps():
             grads = [torch.randn(p.shape, generator=gen) for p in g["params"]]
             for p, gr in zip(g["params"], grads):
                 p.grad = gr.clone()
-            ref = _reference_lars([state[id(p)][0] for p in g["params"]], grads, [state[id(p)][1] for p in g["params"]],
-                                  lr, 0.9, g["weight_decay"], 1e-3, g["lars"])
+            ref = _reference_lars(
+                [state[id(p)][0] for p in g["params"]],
+                grads,
+                [state[id(p)][1] for p in g["params"]],
+                lr,
+                0.9,
+                g["weight_decay"],
+                1e-3,
+                g["lars"],
+            )
             expected.update({id(p): r for p, r in zip(g["params"], ref)})
         opt.step()
         for g in opt.param_groups:
