@@ -74,56 +74,43 @@ class Recipe:
         return replace(self, views=tuple(replace(v, photometric=None) for v in self.views))
 
 
-# The augmentation of each recipe, as docs/methods.md gives it: every value can be overridden from the
-# config (``data.augment``, :class:`pipeline.config.AugmentConfig`). Probabilities are one number for
-# every view or (first global view, other global views, local views).
+# The SimCLR/BYOL crop and colour augmentation every recipe starts from; each recipe below changes
+# only what docs/methods.md gives differently. Every value can be overridden from the config
+# (``data.augment``, :class:`pipeline.config.AugmentConfig`). Probabilities are one number for every
+# view or (first global view, other global views, local views).
+STANDARD_AUGMENT = AugmentConfig(
+    global_scale=(0.2, 1.0),
+    local_scale=(0.2, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    interpolation="bilinear",
+    flip_p=0.5,
+    rotate=False,
+    jitter=(0.4, 0.4, 0.2, 0.1),
+    jitter_p=0.8,
+    gray_p=0.2,
+    blur_p=0.0,
+    blur_sigma=(0.1, 2.0),
+    solarize_p=0.0,
+    min_overlap=(0.0, 0.0),
+)
 RECIPE_AUGMENT: dict[str, AugmentConfig] = {
-    "clove": AugmentConfig(
-        global_scale=(0.2, 1.0),
-        local_scale=(0.08, 0.3),
-        ratio=(3 / 4, 4 / 3),
-        interpolation="bicubic",
-        flip_p=0.5,
-        rotate=False,
-        jitter=(0.4, 0.4, 0.2, 0.1),
-        jitter_p=0.8,
-        gray_p=0.2,
-        blur_p=(1.0, 0.1, 0.5),
-        blur_sigma=(0.1, 2.0),
-        solarize_p=(0.0, 0.2, 0.0),
-        min_overlap=(0.0, 0.0),
+    # BYOL's asymmetric blur and solarisation on the globals, multi-crop locals
+    "clove": replace(
+        STANDARD_AUGMENT, local_scale=(0.08, 0.3), interpolation="bicubic", blur_p=(1.0, 0.1, 0.5), solarize_p=(0.0, 0.2, 0.0)
     ),
-    "gtsa": AugmentConfig(
+    # quarter turns instead of flips, stronger colour, and views that must overlap
+    "gtsa": replace(
+        STANDARD_AUGMENT,
         global_scale=(0.3, 1.0),
         local_scale=(0.1, 0.3),
-        ratio=(3 / 4, 4 / 3),
-        interpolation="bilinear",
         flip_p=0.0,
         rotate=True,
         jitter=(0.8, 0.8, 0.8, 0.2),
-        jitter_p=0.8,
-        gray_p=0.2,
         blur_p=0.2,
-        blur_sigma=(0.1, 2.0),
-        solarize_p=0.0,
         min_overlap=(0.02, 0.01),
     ),
     # geometry only: the loader-throughput baseline (probabilities 0: no photometric stage at all)
-    "two-view": AugmentConfig(
-        global_scale=(0.2, 1.0),
-        local_scale=(0.2, 1.0),
-        ratio=(3 / 4, 4 / 3),
-        interpolation="bilinear",
-        flip_p=0.5,
-        rotate=False,
-        jitter=(0.4, 0.4, 0.2, 0.1),
-        jitter_p=0.0,
-        gray_p=0.0,
-        blur_p=0.0,
-        blur_sigma=(0.1, 2.0),
-        solarize_p=0.0,
-        min_overlap=(0.0, 0.0),
-    ),
+    "two-view": replace(STANDARD_AUGMENT, jitter_p=0.0, gray_p=0.0),
 }
 RECIPE_NUM_LOCAL = {"clove": 6, "gtsa": 8, "two-view": 0}
 NUM_GLOBAL = 2
