@@ -8,6 +8,7 @@ load time with a one-line error naming the key, not a minute later in a worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.config_fields import check_fields, setting
 
@@ -77,6 +78,16 @@ class LoaderConfig:
     normalize: bool = True  # on the training device, uint8 -> float (ImageNet mean/std)
     channels_last: bool = False
     augment: AugmentConfig = setting(default_factory=AugmentConfig, free=True)
+
+
+# A loader that shows views as they are: one pass over every sample, in this process, no colour
+# changes, no normalisation, no pinned memory (pictures and tests look at these batches).
+PLAIN_LOADER = dict(num_workers=0, samples_per_epoch=None, photometric=False, normalize=False, pin_memory=False)
+
+
+def plain_config(shards: str, **fields: Any) -> LoaderConfig:
+    """A :data:`PLAIN_LOADER` config of ``shards``; ``fields`` set or override any other field."""
+    return LoaderConfig(**{**PLAIN_LOADER, "shards": shards, **fields})
 
 
 def check_loader_config(cfg: LoaderConfig, prefix: str = "") -> None:

@@ -11,7 +11,7 @@ import simplejpeg
 import webdataset as wds
 from PIL import Image
 
-from pipeline.config import LoaderConfig
+from pipeline.config import LoaderConfig, plain_config
 
 TIMEOUT_S = 60
 
@@ -47,20 +47,8 @@ def write_shards(directory: Path, images: list[bytes], n_shards: int, prefix: st
 
 def tiny_config(shards: str, **kw) -> LoaderConfig:
     """Two 32 px views, no photometrics: streaming tests care about which samples, not pixels."""
-    base = dict(
-        shards=shards,
-        recipe="two-view",
-        global_size=32,
-        batch_size=4,
-        num_workers=2,
-        samples_per_epoch=None,
-        shuffle_buffer=8,
-        photometric=False,
-        normalize=False,
-        pin_memory=False,
-    )
-    base.update(kw)
-    return LoaderConfig(**base)
+    fields = dict(recipe="two-view", global_size=32, batch_size=4, num_workers=2, shuffle_buffer=8)
+    return plain_config(shards, **{**fields, **kw})
 
 
 def run_with_timeout(fn, seconds: float = TIMEOUT_S):

@@ -30,7 +30,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pipeline.config import LoaderConfig
+from pipeline.config import plain_config
 from pipeline.cpu_backend import build_cpu_loader
 from pipeline.views import Recipe, ViewSpec, clove_recipe, gtsa_recipe
 
@@ -77,17 +77,7 @@ def _run(tmp_path, fmt: str, recipe: Recipe, *, reduced_decode: bool = True):
     with wds.TarWriter(str(path)) as sink:
         for i in range(N_IMAGES):
             sink.write({"__key__": f"ramp{i:03d}", fmt: data})
-    cfg = LoaderConfig(
-        shards=str(path),
-        batch_size=N_IMAGES,
-        num_workers=0,
-        samples_per_epoch=None,
-        shuffle_buffer=0,
-        photometric=False,
-        normalize=False,
-        reduced_decode=reduced_decode,
-        pin_memory=False,
-    )
+    cfg = plain_config(str(path), batch_size=N_IMAGES, shuffle_buffer=0, reduced_decode=reduced_decode)
     loader = build_cpu_loader(cfg, recipe=recipe)
     batches = list(loader)
     assert len(batches) == 1 and batches[0].batch_size == N_IMAGES
