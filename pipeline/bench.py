@@ -27,7 +27,7 @@ import random
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,32 @@ class MaskCounter:
 # ---------------------------------------------------------------------------------------------
 
 
+def timed_run(
+    label: str,
+    batches: Generator[tuple[int, object], None, None],
+    args: argparse.Namespace,
+    device: torch.device,
+    views_per_image: int,
+    bytes_per_image: float,
+    **hooks: Any,
+) -> Measurement:
+    """:func:`measure` with the command line's ``--steps`` and ``--warmup``; ``batches`` is closed
+    either way, which stops this run's workers before the next run is measured."""
+    try:
+        return measure(
+            label,
+            batches,
+            steps=args.steps,
+            warmup=args.warmup,
+            device=device,
+            views_per_image=views_per_image,
+            bytes_per_image=bytes_per_image,
+            **hooks,
+        )
+    finally:
+        batches.close()
+
+
 def run_backend(args: argparse.Namespace, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
     """Time the configured backend's loader (only its workers' stream with ``--stream-only``)."""
     from pipeline.loader import build_loader
@@ -219,21 +245,8 @@ def run_backend(args: argparse.Namespace, cfg: LoaderConfig, device: torch.devic
     else:
         loader = build_loader(cfg, device=device)
         batches = ((b.batch_size, b) for b in endless(loader))
-    try:
-        return measure(
-            label,
-            batches,
-            steps=args.steps,
-            warmup=args.warmup,
-            device=device,
-            views_per_image=len(recipe.views),
-            bytes_per_image=bytes_per_image,
-            stats=lambda: loader.stats,
-            on_batch=counter,
-            on_end=counter.result if counter else None,
-        )
-    finally:
-        batches.close()  # stop this run's workers before the next run is measured
+    hooks = dict(stats=lambda: loader.stats, on_batch=counter, on_end=counter.result if counter else None)
+    return timed_run(label, batches, args, device, len(recipe.views), bytes_per_image, **hooks)
 
 
 def run_reference(args: argparse.Namespace, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
@@ -250,18 +263,7 @@ def run_reference(args: argparse.Namespace, cfg: LoaderConfig, device: torch.dev
         seed=cfg.seed,
     )
     batches = iterate_reference(loader, device)
-    try:
-        return measure(
-            "reference",
-            batches,
-            steps=args.steps,
-            warmup=args.warmup,
-            device=device,
-            views_per_image=len(recipe.views),
-            bytes_per_image=bytes_per_image,
-        )
-    finally:
-        batches.close()
+    return timed_run("reference", batches, args, device, len(recipe.views), bytes_per_image)
 
 
 @dataclass
@@ -309,19 +311,7 @@ def run_decode_only(args: argparse.Namespace, cfg: LoaderConfig, device: torch.d
     )
     loader = StreamLoader(plan, DecodeOnly(), lambda out: out, num_workers=cfg.num_workers)
     batches = ((b.batch_size, b) for b in endless(loader))
-    try:
-        return measure(
-            "decode-only",
-            batches,
-            steps=args.steps,
-            warmup=args.warmup,
-            device=torch.device("cpu"),
-            views_per_image=0,
-            bytes_per_image=bytes_per_image,
-            stats=lambda: loader.stats,
-        )
-    finally:
-        batches.close()
+    return timed_run("decode-only", batches, args, torch.device("cpu"), 0, bytes_per_image, stats=lambda: loader.stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +319,10 @@ def run_decode_only(args: argparse.Namespace, cfg: LoaderConfig, device: torch.d
 # ---------------------------------------------------------------------------------------------
 
 
+DESCRIPTION = (
+    "Measure loader throughput (images/s, views/s, MB/s, bad samples, CPU use) on WebDataset shards, optionally "
+    "against the public-code-style reference pipeline or plain decoding."
+)
 EXAMPLES = """examples:
   # CLoVE recipe, cpu backend against the public-code-style reference, same shards/workers/batch
   python -m pipeline.bench --shards data/shards/photos --backend cpu --recipe clove \\
@@ -349,11 +343,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The bench's command line (argparse error for a value or combination it cannot run)."""
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.bench",
-        description="Measure loader throughput (images/s, views/s, MB/s, bad samples, CPU use) on WebDataset "
-        "shards, optionally against the public-code-style reference pipeline or plain decoding.",
-        formatter_class=HelpFormatter,
-        epilog=EXAMPLES,
+        prog="python -m pipeline.bench", description=DESCRIPTION, formatter_class=HelpFormatter, epilog=EXAMPLES
     )
     ap.add_argument("--shards", required=True, help="shard directory, glob, brace pattern or URL")
     ap.add_argument("--backend", choices=["cpu", "torch", "dali"], default="cpu", help="loader backend to measure")

@@ -115,28 +115,58 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
     )
 
 
+# each command's one-line help, description and example (verify and bench are added on their own)
+COMMANDS = {
+    "imagenet": (
+        "ILSVRC-2012 train/val -> shards",
+        "Convert the ILSVRC-2012 layout: SRC/train/<wnid>/*.JPEG and SRC/val/ (per-class folders, or flat with the "
+        "devkit ground truth or LOC_val_solution.csv). Splits 'train' and 'val'; class index = position of the sorted "
+        "wnids; .json holds wnid, source path, width, height.",
+        "example: python -m shards imagenet /data/ILSVRC2012 /data/shards/imagenet",
+    ),
+    "coco": (
+        "COCO images + annotations -> shards",
+        "Convert every image listed in a COCO annotation file, with or without annotations. .json holds id, "
+        "file_name, width, height and the image's annotations as given (boxes, polygons/RLE, keypoints with "
+        "--keypoints).",
+        "example: python -m shards coco --images coco/train2017 --annotations "
+        "coco/annotations/instances_train2017.json\n"
+        "  --keypoints coco/annotations/person_keypoints_train2017.json /data/shards/coco",
+    ),
+    "folder": (
+        "any image folder -> shards",
+        "Convert every image under SRC, recursively (jpg/jpeg/png/webp kept; other image formats skipped and listed).",
+        "example: python -m shards folder ~/pictures data/shards/pictures --classes-from-dirs",
+    ),
+    "photos": (
+        "the real photos installed by scripts/setup.sh -> shards",
+        "All photos of shards.photos.available_photos() as one folder dataset, split 'train' (the default job's data).",
+        None,
+    ),
+    "copy-paste": (
+        "dense evaluation set: real cut-outs on real photos -> COCO shards",
+        "Paste the real object cut-outs of tuxpaint-stamps-default (category = stamp folder) onto the real photos, "
+        "3-6 objects per image with occlusion, seeded; write images, semantic masks and COCO instances (RLE) per "
+        "split into OUT/source/, then convert them with the COCO converter into OUT/train-*.tar and OUT/test-*.tar. "
+        "Train and test use disjoint stamps and background photos. Same seed, same set.",
+        "example: python -m shards copy-paste data/shards/copy-paste\n"
+        "then:    python -m train.evaluate --checkpoint random:resnet18 --data data/shards/copy-paste",
+    ),
+}
+DESCRIPTION = (
+    "Turn ImageNet, COCO or any image folder into WebDataset tar shards (with DALI index files and a manifest), and verify them."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m shards`` parser: one subcommand per converter, plus ``verify`` and ``bench``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m shards",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Turn ImageNet, COCO or any image folder into WebDataset tar shards "
-        "(with DALI index files and a manifest), and verify them.",
-        epilog=EPILOG,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m shards", formatter_class=fmt, description=DESCRIPTION, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (short, description, example) in COMMANDS.items():
+        sub.add_parser(name, formatter_class=fmt, help=short, description=description, epilog=example)
 
-    p = sub.add_parser(
-        "imagenet",
-        formatter_class=fmt,
-        help="ILSVRC-2012 train/val -> shards",
-        description="Convert the ILSVRC-2012 layout: SRC/train/<wnid>/*.JPEG and "
-        "SRC/val/ (per-class folders, or flat with the devkit ground truth or "
-        "LOC_val_solution.csv). Splits 'train' and 'val'; class index = position "
-        "of the sorted wnids; .json holds wnid, source path, width, height.",
-        epilog="example: python -m shards imagenet /data/ILSVRC2012 /data/shards/imagenet",
-    )
+    p = sub.choices["imagenet"]
     p.add_argument("src", metavar="SRC", help="folder holding train/ and/or val/")
     p.add_argument("out", metavar="OUT", help="output folder for shards and manifest.json")
     p.add_argument(
@@ -147,19 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
 
-    p = sub.add_parser(
-        "coco",
-        formatter_class=fmt,
-        help="COCO images + annotations -> shards",
-        description="Convert every image listed in a COCO annotation file, with or "
-        "without annotations. .json holds id, file_name, width, height and the "
-        "image's annotations as given (boxes, polygons/RLE, keypoints with "
-        "--keypoints).",
-        epilog="example: python -m shards coco --images coco/train2017 "
-        "--annotations coco/annotations/instances_train2017.json "
-        "--keypoints coco/annotations/person_keypoints_train2017.json "
-        "/data/shards/coco",
-    )
+    p = sub.choices["coco"]
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the image files")
     p.add_argument("--annotations", required=True, metavar="FILE.json", help="instances_*.json (or image_info_*.json)")
     p.add_argument("--keypoints", metavar="FILE.json", help="person_keypoints_*.json to merge")
@@ -167,14 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output folder for shards and manifest.json")
     _add_common(p)
 
-    p = sub.add_parser(
-        "folder",
-        formatter_class=fmt,
-        help="any image folder -> shards",
-        description="Convert every image under SRC, recursively (jpg/jpeg/png/"
-        "webp kept; other image formats skipped and listed).",
-        epilog="example: python -m shards folder ~/pictures data/shards/pictures --classes-from-dirs",
-    )
+    p = sub.choices["folder"]
     p.add_argument("src", metavar="SRC")
     p.add_argument("out", metavar="OUT")
     p.add_argument(
@@ -185,30 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split name in shard names (default train)")
     _add_common(p)
 
-    p = sub.add_parser(
-        "photos",
-        formatter_class=fmt,
-        help="the real photos installed by scripts/setup.sh -> shards",
-        description="All photos of shards.photos.available_photos() as one folder "
-        "dataset, split 'train' (the default job's data).",
-    )
+    p = sub.choices["photos"]
     p.add_argument("out", metavar="OUT", nargs="?", default="data/shards/photos", help="output folder (default %(default)s)")
     _add_common(p, shard_size=2 << 20)
 
-    p = sub.add_parser(
-        "copy-paste",
-        formatter_class=fmt,
-        help="dense evaluation set: real cut-outs on real photos -> COCO shards",
-        description="Paste the real object cut-outs of tuxpaint-stamps-default (category "
-        "= stamp folder) onto the real photos, 3-6 objects per image with occlusion, "
-        "seeded; write images, semantic masks and COCO instances (RLE) per split into "
-        "OUT/source/, then convert them with the COCO converter into OUT/train-*.tar and "
-        "OUT/test-*.tar. Train and test use disjoint stamps and background photos. "
-        "Same seed, same set.",
-        epilog="example: python -m shards copy-paste data/shards/copy-paste\n"
-        "then:    python -m train.evaluate --checkpoint random:resnet18 "
-        "--data data/shards/copy-paste",
-    )
+    p = sub.choices["copy-paste"]
     p.add_argument("out", metavar="OUT", help="output folder for shards, manifest.json and source/")
     p.add_argument("--train", type=int, default=200, metavar="N", help="train images (default %(default)s)")
     p.add_argument("--test", type=int, default=100, metavar="N", help="test images (default %(default)s)")

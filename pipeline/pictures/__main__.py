@@ -29,65 +29,64 @@ def _batch_args(p: argparse.ArgumentParser, recipe: str, locals_shown: int) -> N
     p.add_argument("--local-size", type=int, default=96, help="local view side, px")
 
 
+# each picture's one-line help and its description in --help
+COMMANDS = {
+    "matches": (
+        "views side by side, lines joining the cells matched by M",
+        "Per image: the teacher global view next to each other view, lines joining the cell centres that M "
+        "(pipeline.geometry.correspondence_mask) matches.",
+    ),
+    "inverse-maps": (
+        "each view next to its inverse coordinate map as colour",
+        "Per image: each view next to its inverse coordinate map at stride 1, red = original x / W, green = "
+        "original y / H, so a place has the same colour in every view.",
+    ),
+    "aligned-grids": (
+        "GTSA's aligned grid on a student view and in the teacher view",
+        "Per image and student view: the cells x cells grid over the region the student and the teacher global "
+        "view share (pipeline.geometry.shared_region_points) on the student, and the same points mapped into the "
+        "teacher view.",
+    ),
+    "throughput": (
+        "images/s from runs/bench.jsonl",
+        "Median images/s per recipe, run (backend, reference, decode-only), mode and device, from the JSON lines "
+        "python -m pipeline.bench appends.",
+    ),
+}
+DESCRIPTION = (
+    "Draw what the pipeline does as PNG files: matched cells, inverse coordinate maps, GTSA's aligned grids, loader throughput."
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line: one subcommand per picture, with its options."""
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.pictures",
-        description="Draw what the pipeline does as PNG files: matched cells, inverse coordinate maps, "
-        "GTSA's aligned grids, loader throughput.",
-        formatter_class=HelpFormatter,
-        epilog=EXAMPLES,
+        prog="python -m pipeline.pictures", description=DESCRIPTION, formatter_class=HelpFormatter, epilog=EXAMPLES
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (short, description) in COMMANDS.items():
+        sub.add_parser(name, formatter_class=HelpFormatter, help=short, description=description)
 
-    p = sub.add_parser(
-        "matches",
-        formatter_class=HelpFormatter,
-        help="views side by side, lines joining the cells matched by M",
-        description="Per image: the teacher global view next to each other view, lines joining "
-        "the cell centres that M (pipeline.geometry.correspondence_mask) matches.",
-    )
+    p = sub.choices["matches"]
     _batch_args(p, "clove", 3)
     p.add_argument(
-        "--stride",
-        type=float,
-        default=None,
-        help="feature stride in view pixels (default: 32 for clove/ResNet, 16 for gtsa/ViT-16)",
+        "--stride", type=float, help="feature stride in view pixels (default: 32 for clove/ResNet, 16 for gtsa/ViT-16)"
     )
     p.add_argument("--threshold", type=float, default=0.7, help="T_pos: match radius in cell diagonals")
     p.add_argument("--max-lines", type=int, default=30, help="lines drawn per pair at most (a random subset)")
     p.add_argument("--out", default="runs/pictures/matches_RECIPE.png", help="PNG path (RECIPE: the recipe's name)")
 
-    p = sub.add_parser(
-        "inverse-maps",
-        formatter_class=HelpFormatter,
-        help="each view next to its inverse coordinate map as colour",
-        description="Per image: each view next to its inverse coordinate map at stride 1, red = "
-        "original x / W, green = original y / H, so a place has the same colour in every view.",
-    )
+    p = sub.choices["inverse-maps"]
     _batch_args(p, "gtsa", 3)
     p.add_argument("--out", default="runs/pictures/inverse_maps.png", help="PNG path")
 
-    p = sub.add_parser(
-        "aligned-grids",
-        formatter_class=HelpFormatter,
-        help="GTSA's aligned grid on a student view and in the teacher view",
-        description="Per image and student view: the cells x cells grid over the region the "
-        "student and the teacher global view share (pipeline.geometry.shared_region_points) on "
-        "the student, and the same points mapped into the teacher view.",
-    )
+    p = sub.choices["aligned-grids"]
     _batch_args(p, "gtsa", 2)
     p.add_argument("--cells-global", type=int, default=10, help="grid side for a global student view")
     p.add_argument("--cells-local", type=int, default=4, help="grid side for a local student view")
     p.add_argument("--out", default="runs/pictures/aligned_grids.png", help="PNG path")
 
-    p = sub.add_parser(
-        "throughput",
-        formatter_class=HelpFormatter,
-        help="images/s from runs/bench.jsonl",
-        description="Median images/s per recipe, run (backend, reference, decode-only), mode and "
-        "device, from the JSON lines python -m pipeline.bench appends.",
-    )
+    p = sub.choices["throughput"]
     p.add_argument("--bench", default="runs/bench.jsonl", help="bench JSON-lines file")
     p.add_argument("--recipes", nargs="*", default=None, help="only these recipes (default: all)")
     p.add_argument("--title", default="", help="figure title (e.g. where it was measured)")
