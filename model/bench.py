@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from model.bench_step import best_times, timed, training_step, variant_names
+from model.bench_step import Variant, best_times, variant_names
 from model.clove import CLoVE
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
@@ -54,35 +55,16 @@ def build(args: argparse.Namespace, batched: bool) -> CLoVE:
     return model
 
 
-class Variant:
-    """One model + optimizer, stepped on the same batch; ``name`` is batched or looped."""
+def clove_objective(model: CLoVE, emb: Any, batch: ViewBatch) -> Tensor:
+    """CLoVE's loss alone on fixed embeddings."""
+    return model.objective(emb, batch.matrices)[0]
 
-    def __init__(self, args: argparse.Namespace, name: str, batch: ViewBatch) -> None:
-        self.args, self.name, self.batch = args, name, batch
-        self.model = build(args, name == "batched")
-        self.opt = torch.optim.SGD(self.model.student.parameters(), lr=1e-3, momentum=0.9)
-        self.amp = lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
-        self.step_i, self.loss = 0, float("nan")
-        self.emb = None
 
-    def step(self) -> None:
-        """One full training step: EMA update, forward, backward, optimizer step."""
-        out = training_step(self.model, self.opt, self.batch, self.amp, self.step_i)
-        self.step_i += 1
-        self.loss = out["loss"].item()
-
-    def objective_step(self) -> None:
-        """The objective alone (forward + backward) on fixed embeddings: where batching matters."""
-        if self.emb is None:
-            with torch.no_grad(), self.amp():
-                self.emb = self.model.embed(self.batch)
-            for g in self.emb.student:
-                g.emb = g.emb.detach().requires_grad_(True)
-        self.model.objective(self.emb, self.batch.matrices)[0].backward()
-
-    def timed(self, fn: Callable[[], object], reps: int) -> float:
-        """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
-        return timed(fn, reps, self.args.device)
+def variant(args: argparse.Namespace, name: str, batch: ViewBatch) -> Variant:
+    """CLoVE with SGD, its pairs batched or looped."""
+    model = build(args, name == "batched")
+    opt = torch.optim.SGD(model.student.parameters(), lr=1e-3, momentum=0.9)
+    return Variant(name, model, opt, batch, args, clove_objective, "emb")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,12 +113,12 @@ def main(argv: list[str] | None = None) -> None:
         + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
         + f", bf16={args.bf16}, channels_last={args.channels_last}, compile={args.compile}, torch {torch.__version__}"
     )
-    runs = [Variant(args, v, batch) for v in variants]
+    runs = [variant(args, v, batch) for v in variants]
     best = best_times(runs, args.warmup, args.rounds, args.steps, max(args.steps, 10))
     print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10} {'loss ms (fwd+bwd)':>18}  loss")
     for r in runs:
-        step_s, loss_s = best[r.name]
-        print(f"{r.name:<8} {args.batch_size / step_s:>10.1f} {1e3 * step_s:>10.1f} {1e3 * loss_s:>18.2f}  {r.loss:.4f}")
+        (step_s, loss_s), loss = best[r.name], r.out["loss"].item()
+        print(f"{r.name:<8} {args.batch_size / step_s:>10.1f} {1e3 * step_s:>10.1f} {1e3 * loss_s:>18.2f}  {loss:.4f}")
     if args.device.startswith("cuda"):
         # both variants' models are alive at once: this is not one model's footprint
         print(f"peak GPU memory (all variants): {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")

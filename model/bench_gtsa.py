@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from torch import Tensor
 
-from model.bench_step import best_times, timed, training_step, variant_names
+from model.bench_step import Variant, best_times, variant_names
 from model.gtsa import GTSA
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
@@ -46,43 +47,22 @@ def gtsa_synthetic_batch(
     )
 
 
-class Variant:
-    """One model + AdamW, stepped on the same batch; ``name`` is batched or looped."""
+def gtsa_objective(model: GTSA, emb: Any, batch: ViewBatch) -> Tensor:
+    """Aligned + patch-correspondence losses alone on fixed maps."""
+    aligned, _, pc = model.objective(emb.student, emb.teacher, emb.teacher_size, batch.matrices)
+    return aligned.mean() + pc.mean()
 
-    def __init__(self, args: argparse.Namespace, name: str, batch: ViewBatch) -> None:
-        torch.manual_seed(0)
-        opts = {**args.options, "batched_pairs": name == "batched", "pc_warmup_epochs": 0}
-        self.model: GTSA = METHODS["gtsa"](opts).to(args.device).train()
-        if args.compile:
-            self.model.student.compile()
-            self.model.teacher.compile()
-        groups = self.model.parameter_groups()
-        self.opt = torch.optim.AdamW(
-            [{"params": g["params"], "weight_decay": 0.04 if g["decay"] else 0.0} for g in groups], lr=1e-4
-        )
-        self.args, self.name, self.batch = args, name, batch
-        self.amp = lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
-        self.step_i, self.out, self.emb = 0, {}, None
 
-    def step(self) -> None:
-        """One full training step: EMA update, forward, backward, optimizer step."""
-        out = training_step(self.model, self.opt, self.batch, self.amp, self.step_i)
-        self.step_i += 1
-        self.out = out
-
-    def objective_step(self) -> None:
-        """Aligned + pc losses alone (forward + backward) on fixed maps: where batching matters."""
-        if self.emb is None:
-            with torch.no_grad(), self.amp():
-                self.emb = self.model.embed(self.batch)
-            for g in self.emb.student:
-                g.maps = g.maps.detach().requires_grad_(True)
-        aligned, _, pc = self.model.objective(self.emb.student, self.emb.teacher, self.emb.teacher_size, self.batch.matrices)
-        (aligned.mean() + pc.mean()).backward()
-
-    def timed(self, fn: Callable[[], object], reps: int) -> float:
-        """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
-        return timed(fn, reps, self.args.device)
+def variant(args: argparse.Namespace, name: str, batch: ViewBatch) -> Variant:
+    """Seeded GTSA with AdamW (no decay on norms, biases and tokens), its pairs batched or looped."""
+    torch.manual_seed(0)
+    opts = {**args.options, "batched_pairs": name == "batched", "pc_warmup_epochs": 0}
+    model: GTSA = METHODS["gtsa"](opts).to(args.device).train()
+    if args.compile:
+        model.student.compile()
+        model.teacher.compile()
+    groups = [{"params": g["params"], "weight_decay": 0.04 if g["decay"] else 0.0} for g in model.parameter_groups()]
+    return Variant(name, model, torch.optim.AdamW(groups, lr=1e-4), batch, args, gtsa_objective, "maps")
 
 
 def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -158,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
         + f", bf16={args.bf16}, compile={args.compile}, torch {torch.__version__}"
     )
-    runs = [Variant(args, v, batch) for v in variants]
+    runs = [variant(args, v, batch) for v in variants]
     best = best_times(runs, args.warmup, args.rounds, args.steps, args.steps)
     print(f"{'pairs':<8} {'images/s':>10} {'ms/step':>10} {'loss ms (fwd+bwd)':>18}  loss (aligned / pc / rot)")
     for r in runs:

@@ -1,4 +1,4 @@
-"""What the method benchmarks share: one training step and a synchronised timer."""
+"""What the method benchmarks share: one training step, a synchronised timer and the timed variant."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -72,3 +73,46 @@ def best_times(runs: list, warmup: int, rounds: int, steps: int, objective_steps
             best[r.name][0] = min(best[r.name][0], r.timed(r.step, steps))
             best[r.name][1] = min(best[r.name][1], r.timed(r.objective_step, objective_steps))
     return {k: (v[0], v[1]) for k, v in best.items()}
+
+
+class Variant:
+    """One model + optimizer, stepped on one fixed batch as :func:`best_times` times it; ``name`` is
+    batched or looped.
+
+    ``objective(model, embeddings, batch)`` is the method's objective alone (a scalar to backward)
+    on embeddings computed once without gradients, of which each student group's ``student_field``
+    tensor is made a leaf that takes the gradient: where batching the pairs matters.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch: ViewBatch,
+        args: argparse.Namespace,
+        objective: Callable[[nn.Module, Any, ViewBatch], Tensor],
+        student_field: str,
+    ) -> None:
+        self.name, self.model, self.opt, self.batch, self.device = name, model, optimizer, batch, args.device
+        self.amp = lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
+        self.objective, self.student_field = objective, student_field
+        self.step_i, self.out, self.emb = 0, {}, None
+
+    def step(self) -> None:
+        """One full training step: EMA update, forward, backward, optimizer step."""
+        self.out = training_step(self.model, self.opt, self.batch, self.amp, self.step_i)
+        self.step_i += 1
+
+    def objective_step(self) -> None:
+        """The objective alone (forward + backward) on the fixed embeddings."""
+        if self.emb is None:
+            with torch.no_grad(), self.amp():
+                self.emb = self.model.embed(self.batch)
+            for g in self.emb.student:
+                setattr(g, self.student_field, getattr(g, self.student_field).detach().requires_grad_(True))
+        self.objective(self.model, self.emb, self.batch).backward()
+
+    def timed(self, fn: Callable[[], object], reps: int) -> float:
+        """Mean wall-clock seconds of one ``fn()`` call over ``reps`` calls (device synchronised)."""
+        return timed(fn, reps, self.device)

@@ -27,14 +27,8 @@ def knn_predict(
 
 
 def knn_top1(
-    memory: Tensor,
-    memory_labels: Tensor,
-    queries: Tensor,
-    query_labels: Tensor,
-    num_classes: int,
-    k: int = 10,
-    temperature: float = 0.07,
+    memory: Tensor, memory_labels: Tensor, queries: Tensor, query_labels: Tensor, num_classes: int, k: int = 10
 ) -> float:
-    """Top-1 accuracy of :func:`knn_predict` on labelled queries."""
-    pred = knn_predict(memory, memory_labels, queries, num_classes, k, temperature)
+    """Top-1 accuracy of :func:`knn_predict` (DINO's temperature 0.07) on labelled queries."""
+    pred = knn_predict(memory, memory_labels, queries, num_classes, k)
     return float((pred == query_labels.long()).double().mean())
