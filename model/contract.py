@@ -55,6 +55,10 @@ class Method(Protocol):
         """Writes the student backbone and ``backbone.json`` into ``out_dir``; returns the paths."""
 
 
+# the protocol's members, read from the class so that the check follows the contract
+METHOD_MEMBERS = tuple(name for name, member in vars(Method).items() if callable(member) and not name.startswith("_"))
+
+
 def no_decay(name: str, param: Tensor) -> bool:
     """True for parameters that get neither weight decay nor LARS: 1-D tensors (biases, norm
     scales and shifts) and position embeddings / learned tokens, whatever their shape."""
@@ -74,10 +78,6 @@ def split_decay(module: nn.Module) -> list[dict[str, Any]]:
 
 def check_method(method: Any) -> None:
     """ValueError naming the missing members when ``method`` does not satisfy :class:`Method`."""
-    missing = [
-        m
-        for m in ("forward", "teacher_momentum", "update_teacher", "set_epoch", "parameter_groups", "export")
-        if not callable(getattr(method, m, None))
-    ]
+    missing = [m for m in METHOD_MEMBERS if not callable(getattr(method, m, None))]
     if missing:
         raise ValueError(f"{type(method).__name__} does not satisfy model.contract.Method: missing {missing}")
