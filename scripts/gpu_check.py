@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT)]
 
-from gpucheck.plan import DRY, GPU, Sizes, build_plan  # noqa: E402
+from gpucheck.plan import DRY, GPU, Data, build_plan  # noqa: E402
 from gpucheck.runner import FigureLog, context, run_capped, run_plan  # noqa: E402
 
 STASH = Path("/tmp/densessl-transfer")
@@ -144,14 +144,14 @@ def model_bench_flags(py: list[str], env: dict) -> set[str]:
 
 
 def build_shards(
-    py: list[str], sz: Sizes, out: Path, photos: Path | None, env: dict, say: Callable[[str], object]
+    py: list[str], data: Data, out: Path, photos: Path | None, env: dict, say: Callable[[str], object]
 ) -> tuple[Path, str]:
     """Benchmark shards from the photos (reused when already built); returns (folder, status)."""
     shards = out / "shards"
     if (shards / "manifest.json").is_file():
         return shards, "ok"
     images = out / "bench-images"
-    make = [*py, "scripts/make_bench_images.py", str(images), "--count", str(sz.images)]
+    make = [*py, "scripts/make_bench_images.py", str(images), "--count", str(data.images)]
     make += ["--photos", str(photos)] if photos else []
     r = run_capped(make, out / "logs" / "setup.images.log", 180, env, ROOT)
     if r.status == "ok":
@@ -164,9 +164,9 @@ def build_shards(
                 str(images),
                 str(shards),
                 "--shard-size",
-                sz.shard_size,
+                data.shard_size,
                 "--workers",
-                str(max(1, sz.workers)),
+                str(max(1, data.workers)),
                 "--no-progress",
                 "--overwrite",
             ],
@@ -175,7 +175,7 @@ def build_shards(
             env,
             ROOT,
         )
-    say(f"{r.status:<5} shards: {sz.images} images -> {shards}" + (f" ({r.reason})" if r.reason else f" ({r.seconds:.0f} s)"))
+    say(f"{r.status:<5} shards: {data.images} images -> {shards}" + (f" ({r.reason})" if r.reason else f" ({r.seconds:.0f} s)"))
     return shards, r.status
 
 
@@ -245,12 +245,12 @@ def measure(args: argparse.Namespace) -> int:
         print("skip  model.gtsa_vits16: `python -m model.bench --help` lists no --method yet (GTSA not merged)")
 
     figures = FigureLog(out / "figures.jsonl", {**context(mode)})
-    shards, status = build_shards(py, sz, out, photos, env, say)
+    shards, status = build_shards(py, sz.data, out, photos, env, say)
     figures.add(
         {
             "figure": "setup.shards",
             "status": status,
-            "value": sz.images if status == "ok" else None,
+            "value": sz.data.images if status == "ok" else None,
             "unit": "images",
             "what": "benchmark shards",
             "command": "`scripts/make_bench_images.py` + `shards folder`",

@@ -13,76 +13,99 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class Sizes:
-    """Everything that differs between a GPU run and the dry run."""
+class Data:
+    """The benchmark shards and the loaders that read them (loader bench, training, M timing)."""
 
-    device: str
-    decode: str  # torch backend decoder
     images: int  # JPEGs made from the photos for the shards
     shard_size: str
-    workers: int
-    bench_batch: int
-    bench_steps: int
-    bench_warmup: int
-    train_config: str
-    train_batch: int
-    train_steps: int
+    workers: int  # loader workers (and shard writers)
+    decode: str  # torch backend decoder
+
+
+@dataclass(frozen=True)
+class Bench:
+    """``pipeline.bench``: the loader benchmarks."""
+
+    batch: int
+    steps: int
+    warmup: int
+
+
+@dataclass(frozen=True)
+class Train:
+    """``python -m train``: the short training runs (whose batch the M timing shares)."""
+
+    config: str
+    batch: int
+    steps: int
     log_every: int
-    model_backbone: str
-    model_batch: int
-    model_bench: tuple[str, ...]  # model.bench size/length flags (kept only where --help lists them)
-    model_clove_extra: tuple[str, ...] = ()  # CLoVE-only model.bench size flags
-    model_views: str = "2×224 + 6×96"
-    train_sizes: tuple[str, ...] = ()  # extra train overrides (view sizes, widths)
-    geometry_sizes: tuple[str, ...] = ()
-    geometry_reps: int = 50
+    overrides: tuple[str, ...] = ()  # extra config overrides (view sizes, widths)
+
+
+@dataclass(frozen=True)
+class Model:
+    """``model.bench``: the model steps on synthetic inputs."""
+
+    backbone: str
+    batch: int
+    flags: tuple[str, ...]  # size/length flags (kept only where --help lists them)
+    clove_flags: tuple[str, ...] = ()  # CLoVE-only size flags
+    views: str = "2×224 + 6×96"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """``gpucheck.geometry_share``: the M timing."""
+
+    reps: int = 50
+    flags: tuple[str, ...] = ()  # view size flags
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything that differs between a GPU run and the dry run, by the step it serves."""
+
+    device: str
+    data: Data
+    bench: Bench
+    train: Train
+    model: Model
+    geometry: Geometry = Geometry()
     cap_scale: float = 1.0  # the dry run's CPU steps are slow and this machine is shared: longer caps
 
 
 GPU = Sizes(
     device="cuda",
-    decode="gpu",
-    images=1000,
-    shard_size="10MB",
-    workers=14,
-    bench_batch=256,
-    bench_steps=30,
-    bench_warmup=5,
-    train_config="configs/clove_r50_imagenet.yaml",
-    train_batch=128,
-    train_steps=100,
-    log_every=10,
-    model_backbone="resnet50",
-    model_batch=128,
-    model_bench=("--steps", "10", "--warmup", "3", "--rounds", "1"),
+    data=Data(images=1000, shard_size="10MB", workers=14, decode="gpu"),
+    bench=Bench(batch=256, steps=30, warmup=5),
+    train=Train(config="configs/clove_r50_imagenet.yaml", batch=128, steps=100, log_every=10),
+    model=Model(backbone="resnet50", batch=128, flags=("--steps", "10", "--warmup", "3", "--rounds", "1")),
 )
 DRY = Sizes(
     device="cpu",
-    decode="cpu",
-    images=24,
-    shard_size="1MB",
-    workers=1,
-    bench_batch=4,
-    bench_steps=2,
-    bench_warmup=1,
-    train_config="configs/default.yaml",
-    train_batch=4,
-    train_steps=3,
-    log_every=1,
-    model_backbone="resnet18",
-    model_batch=2,
-    model_bench=("--steps", "1", "--warmup", "1", "--rounds", "1", "--global-size", "64", "--local-size", "32"),
-    model_clove_extra=("--num-local", "2", "--proj-hidden", "64"),
-    model_views="2×64 + 2×32",
-    train_sizes=(
-        "data.global_size=64",
-        "data.local_size=32",
-        "data.num_local=2",
-        "method.options.proj_hidden=64",
-        "data.shuffle_buffer=8",
+    data=Data(images=24, shard_size="1MB", workers=1, decode="cpu"),
+    bench=Bench(batch=4, steps=2, warmup=1),
+    train=Train(
+        config="configs/default.yaml",
+        batch=4,
+        steps=3,
+        log_every=1,
+        overrides=(
+            "data.global_size=64",
+            "data.local_size=32",
+            "data.num_local=2",
+            "method.options.proj_hidden=64",
+            "data.shuffle_buffer=8",
+        ),
     ),
-    geometry_sizes=("--global-size", "64", "--local-size", "32", "--num-local", "2"),
-    geometry_reps=3,
+    model=Model(
+        backbone="resnet18",
+        batch=2,
+        flags=("--steps", "1", "--warmup", "1", "--rounds", "1", "--global-size", "64", "--local-size", "32"),
+        clove_flags=("--num-local", "2", "--proj-hidden", "64"),
+        views="2×64 + 2×32",
+    ),
+    geometry=Geometry(reps=3, flags=("--global-size", "64", "--local-size", "32", "--num-local", "2")),
     cap_scale=5.0,
 )
 
@@ -109,51 +132,31 @@ def bench_step(
     """A ``pipeline.bench`` run of ``backend`` with ``recipe`` (and M, or against the reference)."""
     name = f"bench.{backend}.{recipe}" + (".m" if with_m else "")
     json_out = out / "bench" / f"{name}.jsonl"
-    argv = [
-        *py,
-        "-m",
-        "pipeline.bench",
-        "--shards",
-        str(shards),
-        "--backend",
-        backend,
-        "--recipe",
-        recipe,
-        "--batch-size",
-        str(sz.bench_batch),
-        "--steps",
-        str(sz.bench_steps),
-        "--warmup",
-        str(sz.bench_warmup),
-        "--workers",
-        str(sz.workers),
-        "--device",
-        sz.device,
-        "--json-out",
-        str(json_out),
-    ]
+    argv = [*py, "-m", "pipeline.bench", "--shards", str(shards), "--backend", backend, "--recipe", recipe]
+    argv += ["--batch-size", str(sz.bench.batch), "--steps", str(sz.bench.steps), "--warmup", str(sz.bench.warmup)]
+    argv += ["--workers", str(sz.data.workers), "--device", sz.device, "--json-out", str(json_out)]
     if backend == "torch":
-        argv += ["--decode", sz.decode]
+        argv += ["--decode", sz.data.decode]
     argv += ["--with-m"] if with_m else []
     argv += ["--vs", "reference"] if vs_reference else []
     views = {"clove": "2×224 + 6×96", "two-view": "2×224", "gtsa": "2×224 + 8×96"}[recipe]
     what = (
         f"`{backend}` backend"
-        + (f" (decode {sz.decode})" if backend == "torch" else "")
+        + (f" (decode {sz.data.decode})" if backend == "torch" else "")
         + f", {recipe} recipe ({views}), full photometrics"
         + (", matrices and M on the device" if with_m else "")
-        + f", batch {sz.bench_batch}"
+        + f", batch {sz.bench.batch}"
         + (", vs reference (PIL, public-code style)" if vs_reference else "")
     )
     cmd = (
-        f"`pipeline.bench --backend {backend} --recipe {recipe} --batch-size {sz.bench_batch}"
-        + (f" --decode {sz.decode}" if backend == "torch" else "")
+        f"`pipeline.bench --backend {backend} --recipe {recipe} --batch-size {sz.bench.batch}"
+        + (f" --decode {sz.data.decode}" if backend == "torch" else "")
         + (" --with-m" if with_m else "")
         + (" --vs reference" if vs_reference else "")
         + "`"
     )
     needs = ["nvidia.dali"] if backend == "dali" else []
-    return Step(name, what, cmd, argv, 90 if vs_reference else 60, "bench", needs, json_out, sz.bench_batch)
+    return Step(name, what, cmd, argv, 90 if vs_reference else 60, "bench", needs, json_out, sz.bench.batch)
 
 
 def train_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str) -> Step:
@@ -164,34 +167,34 @@ def train_step(py: list[str], sz: Sizes, shards: Path, out: Path, backend: str) 
         "-m",
         "train",
         "--config",
-        sz.train_config,
+        sz.train.config,
         f"output_dir={run_dir}",
         f"data.shards={shards}",
         f"data.backend={backend}",
-        f"data.batch_size={sz.train_batch}",
-        f"data.num_workers={sz.workers}",
-        f"data.samples_per_epoch={sz.train_batch * (sz.train_steps + 1)}",
-        f"train.max_steps={sz.train_steps}",
+        f"data.batch_size={sz.train.batch}",
+        f"data.num_workers={sz.data.workers}",
+        f"data.samples_per_epoch={sz.train.batch * (sz.train.steps + 1)}",
+        f"train.max_steps={sz.train.steps}",
         "train.epochs=1",
-        f"log.every_steps={sz.log_every}",
+        f"log.every_steps={sz.train.log_every}",
         "log.tensorboard=false",
         "log.progress=false",
         "checkpoint.every_steps=1000000",
         "checkpoint.keep_last=1",
         "checkpoint.export=false",
-        *sz.train_sizes,
+        *sz.train.overrides,
     ]
     if backend == "torch":
-        argv.append(f"data.decode={sz.decode}")
+        argv.append(f"data.decode={sz.data.decode}")
     if sz.device == "cpu":
         argv.append("train.cpu=true")
     what = (
-        f"CLoVE training loop, {sz.train_steps} steps, `{backend}` backend, batch {sz.train_batch}, "
-        f"`{Path(sz.train_config).name}`"
+        f"CLoVE training loop, {sz.train.steps} steps, `{backend}` backend, batch {sz.train.batch}, "
+        f"`{Path(sz.train.config).name}`"
     )
-    cmd = f"`python -m train --config {sz.train_config} data.backend={backend} train.max_steps={sz.train_steps}`"
+    cmd = f"`python -m train --config {sz.train.config} data.backend={backend} train.max_steps={sz.train.steps}`"
     needs = ["nvidia.dali"] if backend == "dali" else []
-    return Step(f"train.{backend}", what, cmd, argv, 150, "train", needs, run_dir / "log.jsonl", sz.train_batch)
+    return Step(f"train.{backend}", what, cmd, argv, 150, "train", needs, run_dir / "log.jsonl", sz.train.batch)
 
 
 def supported(args: list[str], flags: set[str]) -> list[str]:
@@ -211,15 +214,15 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
     """The whole check in priority order. ``model_flags``: the flags ``model.bench --help`` lists
     (GTSA joins the plan once it has ``--method``). Shard building comes first (see runner)."""
     bench = [bench_step(py, sz, shards, out, "dali", "clove", True), bench_step(py, sz, shards, out, "torch", "clove", True)]
-    model_common = ["--device", sz.device, "--bf16", "--batch-size", str(sz.model_batch)]
+    model_common = ["--device", sz.device, "--bf16", "--batch-size", str(sz.model.batch)]
     clove_args = [
         "--backbone",
-        sz.model_backbone,
+        sz.model.backbone,
         "--channels-last",
-        *sz.model_bench,
+        *sz.model.flags,
         "--variants",
         "batched",
-        *sz.model_clove_extra,
+        *sz.model.clove_flags,
     ]
     model_argv = [*py, "-m", "model.bench", *supported(model_common + clove_args, model_flags)]
     steps = [
@@ -248,17 +251,17 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
         *bench,
         Step(
             "model.clove_r50",
-            f"CLoVE step, {sz.model_backbone}, bf16, channels-last, {sz.model_views}, batch {sz.model_batch}, synthetic inputs",
-            f"`python -m model.bench {' '.join(model_common)} --backbone {sz.model_backbone} --channels-last`",
+            f"CLoVE step, {sz.model.backbone}, bf16, channels-last, {sz.model.views}, batch {sz.model.batch}, synthetic inputs",
+            f"`python -m model.bench {' '.join(model_common)} --backbone {sz.model.backbone} --channels-last`",
             model_argv,
             150,
             "model",
-            batch=sz.model_batch,
+            batch=sz.model.batch,
         ),
         train_step(py, sz, shards, out, "torch"),
         Step(
             "geometry.clove",
-            f"CLoVE's M + inverse maps per training step, batch {sz.train_batch}, on loader batches",
+            f"CLoVE's M + inverse maps per training step, batch {sz.train.batch}, on loader batches",
             "`python -m gpucheck.geometry_share`",
             [
                 *py,
@@ -271,19 +274,19 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
                 "--device",
                 sz.device,
                 "--batch-size",
-                str(sz.train_batch),
+                str(sz.train.batch),
                 "--workers",
-                str(sz.workers),
+                str(sz.data.workers),
                 "--reps",
-                str(sz.geometry_reps),
+                str(sz.geometry.reps),
                 "--json-out",
                 str(out / "geometry.jsonl"),
-                *sz.geometry_sizes,
+                *sz.geometry.flags,
             ],
             60,
             "geometry",
             output=out / "geometry.jsonl",
-            batch=sz.train_batch,
+            batch=sz.train.batch,
         ),
         train_step(py, sz, shards, out, "dali"),
         bench_step(py, sz, shards, out, "torch", "clove", False, vs_reference=True),
@@ -299,10 +302,10 @@ def build_plan(py: list[str], sz: Sizes, out: Path, shards: Path, model_flags: s
                 "model.gtsa_vits16",
                 "GTSA step, ViT-S/16, bf16, 2×224 + 8×96, synthetic inputs",
                 "`python -m model.bench --method gtsa --bf16`",
-                [*py, "-m", "model.bench", "--method", "gtsa", *supported(model_common + list(sz.model_bench), model_flags)],
+                [*py, "-m", "model.bench", "--method", "gtsa", *supported(model_common + list(sz.model.flags), model_flags)],
                 150,
                 "model",
-                batch=sz.model_batch,
+                batch=sz.model.batch,
             )
         )
     for s in steps:
