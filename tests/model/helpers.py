@@ -10,6 +10,9 @@ import torch
 from pipeline.batch import ViewBatch
 from pipeline.views import Recipe, sample_views
 
+# model.bench's cheapest timing, for tests that read what it prints: one timed step, no warm-up, one round
+QUICK_BENCH = ("--steps", "1", "--warmup", "0", "--rounds", "1")
+
 
 def make_batch(recipe: Recipe, b: int, seed: int = 0, size: tuple[int, int] = (160, 120)) -> ViewBatch:
     """Random images with real view geometry from the shared sampler."""

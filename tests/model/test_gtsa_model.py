@@ -14,6 +14,7 @@ from model.bench_gtsa import gtsa_synthetic_batch
 from model.contract import check_method
 from model.gtsa import GTSA, GTSA_DEFAULTS
 from model.registry import METHODS, method_defaults
+from tests.model.helpers import QUICK_BENCH
 
 TINY = {
     "arch": "vit_tiny_patch16_224",
@@ -174,30 +175,8 @@ def test_bench_command_times_batched_and_looped_pairs(capsys, tmp_path):
     preset.write_text(json.dumps({"method": {"name": "gtsa", "options": TINY}, "data": {"batch_size": 2}}))
     threads = torch.get_num_threads()
     try:
-        main(
-            [
-                "--method",
-                "gtsa",
-                "--config",
-                str(preset),
-                "--global-size",
-                "32",
-                "--local-size",
-                "16",
-                "--num-local",
-                "2",
-                "--steps",
-                "1",
-                "--warmup",
-                "0",
-                "--rounds",
-                "1",
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-            ]
-        )
+        sizes = ["--global-size", "32", "--local-size", "16", "--num-local", "2"]
+        main(["--method", "gtsa", "--config", str(preset), *sizes, *QUICK_BENCH, "--device", "cpu", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)  # --threads is process-wide
     lines = capsys.readouterr().out.splitlines()

@@ -1,5 +1,5 @@
 """Helpers shared by the pipeline tests: small real-photo JPEGs, shards written with
-webdataset.TarWriter, a tiny loader config, a hang guard, damaged JPEGs."""
+webdataset.TarWriter, a tiny loader config, a backend's test config, a hang guard, damaged JPEGs."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def tiny_config(shards: str, **kw) -> LoaderConfig:
     """Two 32 px views, no photometrics: streaming tests care about which samples, not pixels."""
     fields = dict(recipe="two-view", global_size=32, batch_size=4, num_workers=2, shuffle_buffer=8)
     return plain_config(shards, **{**fields, **kw})
+
+
+def backend_config(shards: str, backend: str, /, **fields) -> LoaderConfig:
+    """A ``backend`` config of ``shards``: CLoVE's views with 2 local ones, ``fields`` over them; recipe
+    two-view (it has no local views) gets ``num_local=None`` unless ``fields`` set it."""
+    num_local = fields.pop("num_local", None if fields.get("recipe") == "two-view" else 2)
+    return LoaderConfig(**{"shards": shards, "backend": backend, "recipe": "clove", **fields, "num_local": num_local})
 
 
 def run_with_timeout(fn, seconds: float = TIMEOUT_S):

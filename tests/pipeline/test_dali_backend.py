@@ -23,6 +23,7 @@ from pipeline.geometry import inverse_coordinate_map
 from pipeline.loader import build_loader
 from pipeline.views import Photometric, build_recipe, view_matrix
 from shards.writer import ShardWriter
+from tests.pipeline.helpers import backend_config
 
 needs_dali = pytest.mark.skipif(dali_import_error() is not None, reason=INSTALL_HINT)
 
@@ -86,24 +87,8 @@ def jpg_shards(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def config(root: Path, **kw) -> LoaderConfig:
-    base = dict(
-        shards=str(root),
-        backend="dali",
-        recipe="clove",
-        global_size=24,
-        local_size=12,
-        num_local=2,
-        batch_size=3,
-        num_workers=1,
-        photometric=False,
-        normalize=False,
-        shuffle_buffer=8,
-        prefetch_factor=2,
-    )
-    base.update(kw)
-    if base["recipe"] == "two-view" and "num_local" not in kw:
-        base["num_local"] = None  # two-view has no local views
-    return LoaderConfig(**base)
+    fields = dict(global_size=24, local_size=12, batch_size=3, num_workers=1, shuffle_buffer=8, prefetch_factor=2)
+    return backend_config(str(root), "dali", **{**fields, "photometric": False, "normalize": False, **kw})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections import Counter
 import torch
 
 from pipeline import stream_loader
-from pipeline.config import LoaderConfig
+from pipeline.config import plain_config
 from pipeline.loader import build_loader
 from pipeline.shared_buffers import ALIGN, NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPool, allocate, take_last_slot, use_pool
 from tests.pipeline.helpers import small_jpegs, write_shards
@@ -77,17 +77,7 @@ def test_batches_held_by_the_consumer_are_never_overwritten(tmp_path, real_jpegs
 
     monkeypatch.setattr(stream_loader.BufferPool, "release_when_freed", spy)
     write_shards(tmp_path, small_jpegs(real_jpegs, 24), n_shards=3)
-    cfg = LoaderConfig(
-        shards=str(tmp_path),
-        recipe="two-view",
-        global_size=64,
-        batch_size=4,
-        num_workers=2,
-        samples_per_epoch=4 * 24,
-        photometric=False,
-        pin_memory=False,
-        normalize=False,
-    )
+    cfg = plain_config(str(tmp_path), recipe="two-view", global_size=64, batch_size=4, num_workers=2, samples_per_epoch=4 * 24)
     held = []
     for i, batch in enumerate(build_loader(cfg, device="cpu")):
         if i % 3 == 0:

@@ -30,6 +30,7 @@ from pipeline.torch_backend import (
     view_groups,
 )
 from pipeline.views import Recipe, ViewSpec
+from tests.pipeline.helpers import backend_config
 
 CPU = torch.device("cpu")
 
@@ -69,22 +70,8 @@ def as_chw(view) -> torch.Tensor:
 
 
 def config(root, **kw) -> LoaderConfig:
-    base = dict(
-        shards=str(root),
-        backend="torch",
-        recipe="clove",
-        global_size=32,
-        local_size=16,
-        num_local=2,
-        batch_size=4,
-        num_workers=0,
-        decode="cpu",
-        shuffle_buffer=1,
-    )
-    base.update(kw)
-    if base["recipe"] == "two-view" and "num_local" not in kw:
-        base["num_local"] = None  # two-view has no local views
-    return LoaderConfig(**base)
+    fields = dict(global_size=32, local_size=16, batch_size=4, num_workers=0, decode="cpu", shuffle_buffer=1)
+    return backend_config(str(root), "torch", **{**fields, **kw})
 
 
 def test_end_to_end_decode_cpu_every_sample_once(torch_photo_shards):

@@ -9,6 +9,7 @@ import pytest
 
 from gpucheck.figures import model_bench_figures, pytest_figures, train_figures
 from gpucheck.report import derived, table
+from tests.model.helpers import QUICK_BENCH
 
 
 def test_train_figures_leave_the_first_window_out_and_weight_by_time(tmp_path):
@@ -71,32 +72,8 @@ def test_pytest_figures_count_a_real_run(tmp_path):
 def test_model_bench_figures_read_its_real_table(capsys):
     from model.bench import main
 
-    main(
-        [
-            "--device",
-            "cpu",
-            "--backbone",
-            "resnet18",
-            "--batch-size",
-            "2",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-            "--rounds",
-            "1",
-            "--global-size",
-            "32",
-            "--local-size",
-            "32",
-            "--num-local",
-            "1",
-            "--proj-hidden",
-            "16",
-            "--variants",
-            "batched",
-        ]
-    )
+    sizes = ["--global-size", "32", "--local-size", "32", "--num-local", "1", "--proj-hidden", "16"]
+    main(["--device", "cpu", "--backbone", "resnet18", "--batch-size", "2", *QUICK_BENCH, *sizes, "--variants", "batched"])
     (rec,) = model_bench_figures("model.x", capsys.readouterr().out)
     assert rec["unit"] == "images/s" and rec["details"]["variant"] == "batched"
     # the two columns it read agree with each other: images/s = batch / step time (printed to 0.1)

@@ -1,5 +1,6 @@
 """Builders of real-layout test datasets over the installed real photos, and shard readers that
-do not use the code under test (tarfile / webdataset), for the shards tests."""
+do not use the code under test (tarfile / webdataset), for the shards tests; the ``shards``
+command line and a quiet class-folder conversion, for the tests that need shards as input."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import io
 import json
 import os
 import struct
+import subprocess
 import tarfile
 from pathlib import Path
 
 from PIL import Image
+
+from shards.convert import ConvertOptions, convert
+from shards.folder import scan_folder
 
 SMALL = 40_000  # bytes: the photos used by tests are the small ones, to keep tests fast
 
@@ -78,6 +83,19 @@ def write_files(root: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(data)
 
 
+def two_class_files(jpegs: list[Path]) -> dict[str, bytes]:
+    """``jpegs`` alternately in class folders c0 and c1: ``c{i % 2}/img{i}.jpg``."""
+    return {f"c{i % 2}/img{i}.jpg": p.read_bytes() for i, p in enumerate(jpegs)}
+
+
+def convert_class_folders(root: Path, files: dict[str, bytes], max_count: int) -> dict:
+    """``files`` written under ``root/src``, converted (classes from their first folder, one worker,
+    no progress bar) into shards of ``max_count`` samples in ``root/out``; the manifest."""
+    write_files(root / "src", files)
+    options = ConvertOptions(max_count=max_count, workers=1, progress=False)
+    return convert(scan_folder(root / "src", classes_from_dirs=True), root / "out", options)
+
+
 def read_tar_samples(tar_path: Path) -> dict[str, dict[str, bytes]]:
     """key -> {ext: bytes} with the standard library only (keys split at the first dot)."""
     samples: dict[str, dict[str, bytes]] = {}
@@ -126,3 +144,8 @@ def cli(*args: str) -> list[str]:
 
 def env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run_cli(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``python -m shards *args`` run to its end, its output captured as text."""
+    return subprocess.run(cli(*args), capture_output=True, text=True, env=env(), timeout=timeout)

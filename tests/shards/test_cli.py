@@ -1,17 +1,16 @@
 """The ``python -m shards`` command line: help, sizes, one-line errors, the benchmark."""
 
 import argparse
-import subprocess
 
 import pytest
 
 from shards.__main__ import build_parser, parse_size
-from tests.shards.builders import cli, env
+from tests.shards.builders import run_cli
 
 
 @pytest.mark.parametrize("command", [[], ["imagenet"], ["coco"], ["folder"], ["photos"], ["verify"], ["bench"]])
 def test_every_command_has_help(command):
-    run = subprocess.run(cli(*command, "--help"), capture_output=True, text=True, env=env())
+    run = run_cli(*command, "--help")
     assert run.returncode == 0, run.stderr
     assert "usage: python -m shards" in run.stdout
     if command and command[0] in ("imagenet", "coco", "folder", "photos"):
@@ -37,7 +36,7 @@ def test_parser_defaults():
 
 
 def test_missing_source_is_a_one_line_error(tmp_path):
-    run = subprocess.run(cli("folder", str(tmp_path / "nope"), str(tmp_path / "out")), capture_output=True, text=True, env=env())
+    run = run_cli("folder", str(tmp_path / "nope"), str(tmp_path / "out"))
     assert run.returncode == 1
     assert run.stderr == f"shards: error: {tmp_path / 'nope'} is not a folder\n"
 
@@ -45,17 +44,12 @@ def test_missing_source_is_a_one_line_error(tmp_path):
 def test_folder_without_images_is_a_one_line_error(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "readme.txt").write_text("no images here")
-    run = subprocess.run(cli("folder", str(tmp_path / "src"), str(tmp_path / "out")), capture_output=True, text=True, env=env())
+    run = run_cli("folder", str(tmp_path / "src"), str(tmp_path / "out"))
     assert run.returncode == 1 and run.stderr.startswith("shards: error: no images found")
 
 
 def test_bench_runs_and_prints_throughput(real_photos, tmp_path):
-    run = subprocess.run(
-        cli("bench", "--images", "30", "--workers", "1", "--shard-size", "1", "--tmp", str(tmp_path)),
-        capture_output=True,
-        text=True,
-        env=env(),
-    )
+    run = run_cli("bench", "--images", "30", "--workers", "1", "--shard-size", "1", "--tmp", str(tmp_path))
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     for label in ("folder", "coco"):

@@ -1,12 +1,11 @@
 """``shards coco`` on a mini COCO built from real photos: boxes, polygons, RLE, keypoints."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.shards.builders import cli, env, manifest, pil_size, read_all, webdataset_count
+from tests.shards.builders import manifest, pil_size, read_all, run_cli, webdataset_count
 
 CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
 KP_NAMES = ["nose", "left_eye", "right_eye"]
@@ -81,25 +80,8 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
 
 
 def _convert(images, ann, out, *extra):
-    run = subprocess.run(
-        cli(
-            "coco",
-            "--images",
-            str(images),
-            "--annotations",
-            str(ann),
-            str(out),
-            "--max-count",
-            "2",
-            "--workers",
-            "2",
-            "--no-progress",
-            *extra,
-        ),
-        capture_output=True,
-        text=True,
-        env=env(),
-    )
+    source = ("--images", str(images), "--annotations", str(ann))
+    run = run_cli("coco", *source, str(out), "--max-count", "2", "--workers", "2", "--no-progress", *extra)
     assert run.returncode == 0, run.stderr
     return run
 

@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shards.convert import ConvertOptions, convert
-from shards.folder import scan_folder
-from tests.shards.builders import bad_inputs, write_files
+from tests.shards.builders import bad_inputs, convert_class_folders, two_class_files
 
 dali = pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (extra [dali])")
 
@@ -19,12 +17,9 @@ def out(tmp_path_factory, small_jpegs, small_pngs):
     """Shards holding every kind of kept input: JPEG RGB/gray/CMYK/progressive, PNG, WebP."""
     root = tmp_path_factory.mktemp("dali")
     cases = bad_inputs(small_jpegs[0], small_pngs[0])
-    files = {f"c{i % 2}/img{i}.jpg": p.read_bytes() for i, p in enumerate(small_jpegs[1:5])}
+    files = two_class_files(small_jpegs[1:5])
     files.update({f"c1/{name}": data for name, (data, ext, _) in cases.items() if ext})
-    write_files(root / "src", files)
-    m = convert(
-        scan_folder(root / "src", classes_from_dirs=True), root / "out", ConvertOptions(max_count=3, workers=1, progress=False)
-    )
+    m = convert_class_folders(root, files, max_count=3)
     assert m["totals"]["shards"] >= 3
     return root / "out"
 

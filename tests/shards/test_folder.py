@@ -1,14 +1,13 @@
 """``shards folder`` and ``shards photos``: round trip, bad input, duplicates, classes."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from shards.convert import ConvertOptions, convert
 from shards.folder import scan_folder
-from tests.shards.builders import bad_inputs, cli, env, manifest, read_all, webdataset_count, write_files
+from tests.shards.builders import bad_inputs, manifest, read_all, run_cli, webdataset_count, write_files
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +82,7 @@ def test_sample_json_records_size_format_and_mode(bad_folder, tmp_path):
 def test_cli_folder_prints_one_summary_line(bad_folder, tmp_path):
     root, _, _ = bad_folder
     out = tmp_path / "out"
-    run = subprocess.run(
-        cli("folder", str(root), str(out), "--workers", "2", "--shard-size", "200k", "--no-progress"),
-        capture_output=True,
-        text=True,
-        env=env(),
-    )
+    run = run_cli("folder", str(root), str(out), "--workers", "2", "--shard-size", "200k", "--no-progress")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("shards: kept ")
@@ -100,9 +94,7 @@ def test_cli_folder_prints_one_summary_line(bad_folder, tmp_path):
 
 def test_photos_command_builds_the_installed_photos(real_photos, tmp_path):
     out = tmp_path / "photos"
-    run = subprocess.run(
-        cli("photos", str(out), "--workers", "1", "--no-decode-check", "--no-progress"), capture_output=True, text=True, env=env()
-    )
+    run = run_cli("photos", str(out), "--workers", "1", "--no-decode-check", "--no-progress")
     assert run.returncode == 0, run.stderr
     m = manifest(out)
     assert m["totals"]["samples"] == len(real_photos) and m["totals"]["skipped"] == 0

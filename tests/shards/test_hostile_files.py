@@ -8,14 +8,13 @@ read until memory ran out. Now only regular files are read, never beyond a cap d
 import json
 import os
 import socket
-import subprocess
 import threading
 
 import pytest
 
 from shards.limits import max_file_bytes
 from shards.source_file import FILE_TOO_LARGE, NOT_REGULAR, SourceFileError, read_source_file
-from tests.shards.builders import cli, env, manifest, read_all, write_files
+from tests.shards.builders import manifest, read_all, run_cli, write_files
 
 TIMEOUT_S = 60
 
@@ -57,12 +56,8 @@ def hostile_folder(tmp_path, small_jpegs):
 def test_conversion_skips_special_and_oversized_files_with_reasons(hostile_folder, tmp_path):
     root, photos = hostile_folder
     out = tmp_path / "out"
-    done = subprocess.run(
-        cli("folder", str(root), str(out), "--no-progress", "--workers", "1", "--max-pixels", "10000000"),
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=TIMEOUT_S,
+    done = run_cli(
+        "folder", str(root), str(out), "--no-progress", "--workers", "1", "--max-pixels", "10000000", timeout=TIMEOUT_S
     )
     assert done.returncode == 0, done.stderr
     m = manifest(out)

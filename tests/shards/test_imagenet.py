@@ -1,7 +1,6 @@
 """``shards imagenet`` on mini ILSVRC-2012 trees built from real photos."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 from shards.convert import ConvertOptions, convert
 from shards.imagenet import scan_imagenet
-from tests.shards.builders import cli, env, manifest, read_all, webdataset_count, write_files
+from tests.shards.builders import manifest, read_all, run_cli, webdataset_count, write_files
 
 WNIDS = ["n01440764", "n02102040", "n03000134"]
 
@@ -75,7 +74,7 @@ def test_imagenet_round_trip(val, tmp_path, small_jpegs, small_pngs):
 def test_flat_val_without_labels_is_a_clear_error(tmp_path, small_jpegs, small_pngs):
     src = tmp_path / "ILSVRC2012"
     _tree(src, small_jpegs, small_pngs[0], "flat")
-    run = subprocess.run(cli("imagenet", str(src), str(tmp_path / "out")), capture_output=True, text=True, env=env())
+    run = run_cli("imagenet", str(src), str(tmp_path / "out"))
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "--devkit" in run.stderr
 
@@ -85,9 +84,7 @@ def test_val_image_of_unknown_class_is_skipped(tmp_path, small_jpegs, small_pngs
     _tree(src, small_jpegs, small_pngs[0], "per-class")
     write_files(src, {"val/n09999999/ILSVRC2012_val_00000099.JPEG": small_jpegs[0].read_bytes()})
     out = tmp_path / "out"
-    run = subprocess.run(
-        cli("imagenet", str(src), str(out), "--workers", "1", "--no-progress"), capture_output=True, text=True, env=env()
-    )
+    run = run_cli("imagenet", str(src), str(out), "--workers", "1", "--no-progress")
     assert run.returncode == 0, run.stderr
     m = manifest(out)
     assert m["skipped"] == [

@@ -7,21 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from shards.convert import ConvertOptions, convert
-from shards.folder import scan_folder
 from shards.index import read_index, write_index
-from tests.shards.builders import write_files
+from tests.shards.builders import convert_class_folders, two_class_files
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory, small_jpegs, small_pngs):
     root = tmp_path_factory.mktemp("index")
-    files = {f"c{i % 2}/img{i}.jpg": p.read_bytes() for i, p in enumerate(small_jpegs[:6])}
-    files["c0/photo.png"] = small_pngs[0].read_bytes()
-    write_files(root / "src", files)
-    convert(
-        scan_folder(root / "src", classes_from_dirs=True), root / "out", ConvertOptions(max_count=3, workers=1, progress=False)
-    )
+    convert_class_folders(root, {**two_class_files(small_jpegs[:6]), "c0/photo.png": small_pngs[0].read_bytes()}, max_count=3)
     return root / "out"
 
 

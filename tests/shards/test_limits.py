@@ -4,15 +4,13 @@ Before: the converter kept a 90-megapixel JPEG (its probe allowed 100 MP) that t
 counted as a bad sample on every epoch (its decoder allowed 80 MP), and ``verify`` passed.
 """
 
-import subprocess
-
 import pytest
 
 from pipeline.decode import DecodeError, image_size
 from shards.convert import ConvertOptions
 from shards.limits import MAX_PIXELS, MIN_SIDE
 from shards.probe import ProbeOptions, probe
-from tests.shards.builders import cli, env, patch_jpeg_size
+from tests.shards.builders import patch_jpeg_size, run_cli
 
 
 def _loader_accepts(data: bytes) -> bool:
@@ -51,10 +49,5 @@ def test_converter_policy_cannot_be_looser_than_the_loaders(tmp_path):
         ConvertOptions(probe=ProbeOptions(min_side=MIN_SIDE - 1))
     (tmp_path / "src").mkdir()
     for flag, value in (("--max-pixels", MAX_PIXELS + 1), ("--min-side", MIN_SIDE - 1)):
-        done = subprocess.run(
-            cli("folder", str(tmp_path / "src"), str(tmp_path / "out"), flag, str(value)),
-            capture_output=True,
-            text=True,
-            env=env(),
-        )
+        done = run_cli("folder", str(tmp_path / "src"), str(tmp_path / "out"), flag, str(value))
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and flag[2:].replace("-", "_") in done.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from shards.convert import ConversionError, ConvertOptions, convert
 from shards.folder import scan_folder
-from tests.shards.builders import cli, env, manifest, tree_bytes, write_files
+from tests.shards.builders import cli, env, manifest, run_cli, tree_bytes, write_files
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_interrupted_run_resumes_to_identical_shards(sig, src, reference, tmp_pa
         # matches its record: it must be rewritten, not trusted
         victim = sorted(done)[0]
         victim.write_bytes(victim.read_bytes()[:4096])
-    rerun = subprocess.run(cli("folder", str(src), str(out), *ARGS, "--workers", "1"), capture_output=True, text=True, env=env())
+    rerun = run_cli("folder", str(src), str(out), *ARGS, "--workers", "1")
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming:" in rerun.stdout
     # identical bytes: every shard, index and the manifest; no temporary file left behind
@@ -97,10 +97,10 @@ def test_seed_changes_the_assignment_and_other_options_need_overwrite(src, refer
 
 def test_rerun_of_a_finished_conversion_changes_nothing(src, reference, tmp_path):
     out = tmp_path / "out"
-    args = cli("folder", str(src), str(out), *ARGS, "--workers", "1")
-    assert subprocess.run(args, capture_output=True, env=env()).returncode == 0
+    args = ("folder", str(src), str(out), *ARGS, "--workers", "1")
+    assert run_cli(*args).returncode == 0
     stamp = {p: os.stat(p).st_mtime_ns for p in out.iterdir()}
-    again = subprocess.run(args, capture_output=True, text=True, env=env())
+    again = run_cli(*args)
     assert again.returncode == 0 and "already complete" in again.stdout
     assert {p: os.stat(p).st_mtime_ns for p in out.iterdir()} == stamp
     assert tree_bytes(out) == reference
@@ -110,16 +110,16 @@ def test_rerun_of_a_finished_conversion_changes_nothing(src, reference, tmp_path
 def test_rerun_restores_every_file_deleted_from_a_finished_conversion(lost, src, reference, tmp_path):
     """Before: a deleted index (or _info.json) stayed missing after a rerun ("already complete")."""
     out = tmp_path / "out"
-    args = cli("folder", str(src), str(out), *ARGS, "--workers", "1")
-    assert subprocess.run(args, capture_output=True, env=env()).returncode == 0
+    args = ("folder", str(src), str(out), *ARGS, "--workers", "1")
+    assert run_cli(*args).returncode == 0
     names = ["train-000001.tar", "train-000001.idx", "_info.json"] if lost == "all three" else [lost]
     for name in names:
         (out / name).unlink()
-    again = subprocess.run(args, capture_output=True, text=True, env=env())
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert "restored" in again.stdout and all(name in again.stdout for name in names)
     assert tree_bytes(out) == reference  # the very bytes of an uninterrupted run, nothing more
-    ok = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"), capture_output=True, text=True, env=env())
+    ok = run_cli("verify", str(out), "--workers", "1", "--no-progress")
     assert ok.returncode == 0, ok.stdout
 
 

@@ -8,9 +8,7 @@ from collections import Counter
 
 import pytest
 
-from shards.convert import ConvertOptions, convert
-from shards.folder import scan_folder
-from tests.shards.builders import pil_size, write_files
+from tests.shards.builders import convert_class_folders, pil_size
 
 timm_data = pytest.importorskip("timm.data", reason="timm is a dev dependency: pip install timm")
 
@@ -19,11 +17,8 @@ def test_timm_reads_a_labelled_folder_conversion_with_counts_and_labels(tmp_path
     classes = ["cat", "dog", "emu"]  # sorted folder names: class index = position, as ImageFolder
     files = {f"{classes[i % 3]}/img{i:02d}.jpg": p.read_bytes() for i, p in enumerate(small_jpegs[:10])}
     files["emu/photo.png"] = small_pngs[0].read_bytes()
-    write_files(tmp_path / "src", files)
+    convert_class_folders(tmp_path, files, max_count=4)  # 3 shards: several filenames
     out = tmp_path / "out"
-    convert(
-        scan_folder(tmp_path / "src", classes_from_dirs=True), out, ConvertOptions(max_count=4, workers=1, progress=False)
-    )  # 3 shards: several filenames
 
     ds = timm_data.create_dataset("wds/photos", root=str(out), split="train")
     assert len(ds.reader.split_info.filenames) == 3 and ds.reader.num_samples == len(files)

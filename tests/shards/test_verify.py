@@ -2,26 +2,19 @@
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from shards.convert import ConvertOptions, convert
-from shards.folder import scan_folder
 from shards.verify import verify
-from tests.shards.builders import cli, env, write_files
+from tests.shards.builders import convert_class_folders, run_cli, two_class_files
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory, small_jpegs, small_pngs):
     root = tmp_path_factory.mktemp("verify")
-    files = {f"c{i % 2}/img{i}.jpg": p.read_bytes() for i, p in enumerate(small_jpegs[:8])}
-    files["c1/photo.png"] = small_pngs[0].read_bytes()
-    write_files(root / "src", files)
-    out = root / "out"
-    convert(scan_folder(root / "src", classes_from_dirs=True), out, ConvertOptions(max_count=3, workers=1, progress=False))
-    return out
+    convert_class_folders(root, {**two_class_files(small_jpegs[:8]), "c1/photo.png": small_pngs[0].read_bytes()}, max_count=3)
+    return root / "out"
 
 
 def _damaged(good: Path, tmp_path: Path) -> Path:
@@ -31,7 +24,7 @@ def _damaged(good: Path, tmp_path: Path) -> Path:
 
 
 def test_verify_passes_on_a_fresh_conversion(good):
-    run = subprocess.run(cli("verify", str(good), "--workers", "2", "--no-progress"), capture_output=True, text=True, env=env())
+    run = run_cli("verify", str(good), "--workers", "2", "--no-progress")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("verify: OK: train 9 in 3 shards")
 
@@ -114,6 +107,6 @@ def test_verify_reports_damage_in_one_line(damage, good, tmp_path):
     apply(out)
     ok, message = verify(out, workers=1, progress=False)
     assert not ok and expected in message and "\n" not in message, message
-    run = subprocess.run(cli("verify", str(out), "--workers", "1", "--no-progress"), capture_output=True, text=True, env=env())
+    run = run_cli("verify", str(out), "--workers", "1", "--no-progress")
     assert run.returncode == 1 and run.stdout.count("\n") == 1
     assert run.stdout.startswith("verify: FAILED: ")

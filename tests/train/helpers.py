@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +61,33 @@ def tiny_overrides(shards: Path, out: Path, extra: dict | None = None) -> list[s
     return [f"{k}={yaml_value(v)}" for k, v in cfg.items()]
 
 
+def trace_teacher_and_forward(monkeypatch, name: str, teacher: Callable, forward: Callable) -> list[str]:
+    """Make ``METHODS[name]`` build methods that note, in the returned list, ``teacher(momentum)``
+    at each teacher update and ``forward(method)`` at each forward, before running them."""
+    from model.registry import METHODS
+
+    calls: list[str] = []
+    build = METHODS[name]
+
+    def traced(options):
+        method = build(options)
+        update, run_forward = method.update_teacher, method.forward
+
+        def update_teacher(momentum):
+            calls.append(teacher(momentum))
+            update(momentum)
+
+        def traced_forward(batch):
+            calls.append(forward(method))
+            return run_forward(batch)
+
+        method.update_teacher, method.forward = update_teacher, traced_forward
+        return method
+
+    monkeypatch.setitem(METHODS, name, traced)
+    return calls
+
+
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
@@ -77,9 +105,14 @@ def step_losses(records: list[dict]) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
+def run_in_repo(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``cmd`` run to its end from the repository root with :func:`subprocess_env`, its output captured as text."""
+    return subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def run_train(cmd: list[str], timeout: float = 300) -> None:
     """Run a ``python -m train`` command line to its end; fail with its stderr's tail otherwise."""
-    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    done = run_in_repo(cmd, timeout)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.train.helpers import PYTHON, REPO, subprocess_env
+from tests.train.helpers import PYTHON, REPO, run_in_repo
 from train.config import Config, ConfigError, config_to_dict, load_config, parse_override, save_config
 
 CONFIGS = REPO / "configs"
@@ -46,14 +45,7 @@ def test_unknown_key_in_a_preset_file(tmp_path):
 
 
 def test_cli_prints_the_error_in_one_line_and_exits_2():
-    done = subprocess.run(
-        [PYTHON, "-m", "train", "--config", "/dev/null", "log.every_step=5"],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_in_repo([PYTHON, "-m", "train", "--config", "/dev/null", "log.every_step=5"], timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "config error: unknown config key 'log.every_step'; did you mean 'log.every_steps'?"

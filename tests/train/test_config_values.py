@@ -4,7 +4,6 @@ means something. A bad value is one line naming the key and what it accepts."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import types
 import typing
 
@@ -12,7 +11,7 @@ import pytest
 
 from pipeline.config_fields import rule_of
 from pipeline.views import recipe_from_config
-from tests.train.helpers import PYTHON, REPO, subprocess_env
+from tests.train.helpers import PYTHON, REPO, run_in_repo
 from train.config import Config, ConfigError, load_config
 
 # What makes the schema's defaults a loadable training config.
@@ -174,22 +173,8 @@ def test_cli_refuses_the_issue_values_in_one_line_before_reading_shards(tmp_path
     """Before: a TypeError traceback from len(loader) (data.global_size=0: a minute of 'no decodable
     sample'; its message is checked above, without a process)."""
     for value in ("data.samples_per_epoch=null",):
-        done = subprocess.run(
-            [
-                PYTHON,
-                "-m",
-                "train",
-                "--config",
-                str(REPO / "configs" / "default.yaml"),
-                value,
-                f"data.shards={tmp_path / 'none'}",
-            ],
-            cwd=REPO,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        config = str(REPO / "configs" / "default.yaml")
+        done = run_in_repo([PYTHON, "-m", "train", "--config", config, value, f"data.shards={tmp_path / 'none'}"], timeout=120)
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"config error: {value.split('=')[0]} must be"), lines

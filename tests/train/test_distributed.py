@@ -8,13 +8,12 @@ processes and Accelerate picks the gloo backend (DistributedType.MULTI_CPU).
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
 import torch
 
 from pipeline.loader import build_loader
-from tests.train.helpers import PYTHON, REPO, read_log, subprocess_env, tiny_overrides
+from tests.train.helpers import PYTHON, read_log, run_in_repo, tiny_overrides
 from train.config import load_config
 
 ACCELERATE = str(Path(PYTHON).with_name("accelerate"))
@@ -49,7 +48,7 @@ def test_two_processes_stay_in_lockstep(photo_shards, tmp_path):
         "/dev/null",
         *tiny_overrides(photo_shards, out, extra),
     ]
-    done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    done = run_in_repo(cmd, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "weights differ between ranks" not in done.stderr
 

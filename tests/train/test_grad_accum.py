@@ -25,14 +25,7 @@ from train.schedules import scaled_lr
 BASE_LR, EPS = 8.0, 1.0
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; each in-process run starts from a clean slate."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py
 
 
 def probe_terms(weight: torch.Tensor, images: torch.Tensor) -> dict[str, torch.Tensor]:

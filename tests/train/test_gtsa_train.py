@@ -7,12 +7,21 @@ import pytest
 import timm
 import torch
 
-from model.registry import METHODS
-from tests.train.helpers import PYTHON, REPO, final_state, read_log, run_and_kill, run_train, step_losses
+from tests.train.helpers import (
+    PYTHON,
+    REPO,
+    final_state,
+    read_log,
+    run_and_kill,
+    run_train,
+    step_losses,
+    trace_teacher_and_forward,
+)
 from train.config import load_config
 from train.loop import train
 
 CONFIG = REPO / "configs" / "gtsa_tiny.yaml"
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py
 
 
 def gtsa_overrides(shards, out, extra: dict | None = None) -> list[str]:
@@ -41,36 +50,10 @@ def gtsa_overrides(shards, out, extra: dict | None = None) -> list[str]:
     return [f"{k}={v}" for k, v in cfg.items()]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; each in-process run starts from a clean slate."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def test_gtsa_trains_updates_the_teacher_once_per_step_and_exports_into_timm(photo_shards, tmp_path, monkeypatch):
-    calls: list[str] = []
-    build = METHODS["gtsa"]
-
-    def traced(options):
-        method = build(options)
-        update, forward = method.update_teacher, method.forward
-
-        def update_teacher(momentum):
-            calls.append("teacher")
-            update(momentum)
-
-        def traced_forward(batch):
-            calls.append(f"forward {method.pc_active}")
-            return forward(batch)
-
-        method.update_teacher, method.forward = update_teacher, traced_forward
-        return method
-
-    monkeypatch.setitem(METHODS, "gtsa", traced)
+    calls = trace_teacher_and_forward(
+        monkeypatch, "gtsa", lambda momentum: "teacher", lambda method: f"forward {method.pc_active}"
+    )
     out = tmp_path / "run"
     cfg = load_config(CONFIG, gtsa_overrides(photo_shards, out, {"train.grad_accum": 2, "checkpoint.every_steps": 4}))
     result = train(cfg)

@@ -10,22 +10,13 @@ import torch
 import torchvision
 import yaml
 
-from model.registry import METHODS
-from tests.train.helpers import read_log, tiny_overrides
+from tests.train.helpers import read_log, tiny_overrides, trace_teacher_and_forward
 from train.config import config_to_dict, load_config
 from train.logging import tensorboard_available
 from train.loop import train
 from train.schedules import scaled_lr, warmup_cosine
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; each in-process run starts from a clean slate."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py
 
 
 def test_few_steps(photo_shards, tmp_path):
@@ -72,25 +63,7 @@ def test_few_steps(photo_shards, tmp_path):
 
 
 def test_accumulation_updates_the_teacher_once_per_step_before_its_forward(photo_shards, tmp_path, monkeypatch):
-    calls: list[str] = []
-    build = METHODS["clove"]
-
-    def traced(options):
-        method = build(options)
-        update, forward = method.update_teacher, method.forward
-
-        def update_teacher(momentum):
-            calls.append(f"teacher {momentum:.6f}")
-            update(momentum)
-
-        def traced_forward(batch):
-            calls.append("forward")
-            return forward(batch)
-
-        method.update_teacher, method.forward = update_teacher, traced_forward
-        return method
-
-    monkeypatch.setitem(METHODS, "clove", traced)
+    calls = trace_teacher_and_forward(monkeypatch, "clove", lambda momentum: f"teacher {momentum:.6f}", lambda method: "forward")
     out = tmp_path / "run"
     extra = {
         "train.epochs": 1,

@@ -8,15 +8,7 @@ from tests.train.helpers import read_log, tiny_overrides
 from train.config import load_config
 from train.loop import train
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; each in-process run starts from a clean slate."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py
 
 
 def test_resume_auto_skips_a_truncated_newest_checkpoint(photo_shards, tmp_path, caplog):
