@@ -10,6 +10,7 @@ which is all the evaluator in ``train/`` talks to.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 EXPORT_META = "backbone.json"
 INITS = {"default": "torchvision init", "zero_residual": "zero-residual init"}
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class DenseFeatures(nn.Module):
@@ -48,6 +50,29 @@ class DenseFeatures(nn.Module):
         """``[B, 3, H, W]`` -> ``{layer: [B, C, ~H/s, ~W/s]}`` for the selected layers."""
         out = self.body(x)
         return {k: out[k] for k in self.strides}
+
+    @torch.no_grad()
+    def reestimate_batch_norm(self, batches: Iterable[Tensor]) -> bool:
+        """Set every BatchNorm's running mean and variance to their plain average over ``batches``
+        (ImageNet-normalised ``[B, 3, H, W]``), as training would have left them on those images;
+        the backbone stays frozen otherwise. Returns False, changing nothing, without BatchNorm.
+
+        A random network's BatchNorm layers hold their initial statistics (mean 0, variance 1),
+        i.e. they are the identity in eval mode; re-estimating puts every row of a table on the
+        same footing: statistics of the images it is evaluated on.
+        """
+        norms = [m for m in self.body.modules() if isinstance(m, BATCH_NORMS)]
+        if not norms:
+            return False
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+            m.train()  # the norms only: anything else (dropout, drop-path) stays in eval mode
+        for x in batches:
+            self.body(x)
+        for m in norms:
+            m.eval()
+        return True
 
     def select(self, layers: list[str] | None) -> DenseFeatures:
         """Restrict to ``layers`` (None: keep all); ValueError naming the available ones."""

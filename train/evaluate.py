@@ -6,6 +6,8 @@ For each model (a :class:`model.features.DenseFeatures`; see :mod:`train.eval_mo
 - ``miou/<layer>``: a linear per-pixel probe on the upsampled feature map, trained on the train
   split of the copy-paste set (``python -m shards copy-paste``), mIoU on its test split
   (:mod:`train.eval_segmentation`);
+- ``fgbg/<layer>``: the same probe with two classes, pasted object vs background photo (mIoU of
+  the two);
 - ``knn/<layer>``: cosine kNN top-1 on globally pooled features, train split as memory, test
   split as queries, label = category of the largest object (:mod:`train.eval_knn`);
 - ``corr/<layer>``: nearest-neighbour matching of feature cells between real photos and their
@@ -90,18 +92,34 @@ def load_data(data_dir: str | Path, settings: EvalSettings, photos: list[Path] |
     )
 
 
+def normalised(images: Tensor, batch_size: int, device: str, desc: str = "", progress: bool = False) -> Iterator[Tensor]:
+    """uint8 ``[N, 3, H, W]`` images as ImageNet-normalised float batches ``[b, 3, H, W]`` on ``device``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
+    for chunk in tqdm(images.split(batch_size), desc=desc, disable=not progress, leave=False):
+        yield (chunk.to(device).float() / 255 - mean) / std
+
+
 def extract(
     features: DenseFeatures, images: Tensor, batch_size: int, device: str, desc: str, progress: bool = True
 ) -> dict[str, Tensor]:
     """Feature maps of uint8 ``[N, 3, H, W]`` images: ``{layer: [N, C, h, w]}`` float32 on the CPU."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
     out: dict[str, list[Tensor]] = {}
-    for chunk in tqdm(images.split(batch_size), desc=desc, disable=not progress, leave=False):
-        x = (chunk.to(device).float() / 255 - mean) / std
+    for x in normalised(images, batch_size, device, desc, progress):
         for layer, f in features(x).items():
             out.setdefault(layer, []).append(f.float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}
+
+
+def with_reestimated_bn(features: DenseFeatures, data: EvalData, batch_size: int, device: str) -> DenseFeatures | None:
+    """``features`` with BatchNorm statistics re-estimated on the probe's train images (no labels
+    used), renamed ``... [BN re-estimated]``; None when the backbone has no BatchNorm."""
+    features = features.to(device)
+    if not features.reestimate_batch_norm(normalised(data.train.images, batch_size, device)):
+        return None
+    features.name += " [BN re-estimated]"
+    features.info["bn"] = f"re-estimated on the train split ({len(data.train.images)} images)"
+    return features
 
 
 @contextmanager
@@ -118,29 +136,29 @@ def single_thread() -> Iterator[None]:
 def layer_figures(
     layer: str, stride: int, train_f: Tensor, test_f: Tensor, a_f: Tensor, b_f: Tensor, data: EvalData, settings: EvalSettings
 ) -> dict[str, float]:
-    """mIoU, kNN top-1 and correspondence accuracy of one layer from its feature maps ``[N, C, h, w]``."""
-    miou = segmentation_miou(
-        train_f,
-        data.train.masks,
-        test_f,
-        data.test.masks,
-        data.num_classes,
-        settings.pixels_per_image,
-        settings.probe_epochs,
-        settings.seed,
-    )
+    """mIoU (categories; object vs background), kNN top-1 and correspondence accuracy of one layer
+    from its feature maps ``[N, C, h, w]``."""
+    probe = (settings.pixels_per_image, settings.probe_epochs, settings.seed)
+    miou = segmentation_miou(train_f, data.train.masks, test_f, data.test.masks, data.num_classes, *probe)
+    # objects vs background photo: the same probe with two classes, a dense task a small budget can learn
+    fgbg = segmentation_miou(train_f, data.train.masks.clamp(max=1), test_f, data.test.masks.clamp(max=1), 2, *probe)
     knn = knn_top1(pool(train_f), data.train.labels, pool(test_f), data.test.labels, data.num_classes, settings.knn_k)
     correct = valid = 0
     for fa, fb, h in zip(a_f, b_f, data.homographies):
         c, v = match_counts(fa, fb, h, stride, tuple(data.pairs_b.shape[2:]))
         correct, valid = correct + c, valid + v
-    return {f"miou/{layer}": miou, f"knn/{layer}": knn, f"corr/{layer}": correct / valid if valid else float("nan")}
+    return {
+        f"miou/{layer}": miou,
+        f"fgbg/{layer}": fgbg,
+        f"knn/{layer}": knn,
+        f"corr/{layer}": correct / valid if valid else float("nan"),
+    }
 
 
 def evaluate(
     features: DenseFeatures, data: EvalData, settings: EvalSettings | None = None, device: str = "cpu", progress: bool = True
 ) -> dict:
-    """All figures for one model: ``{"model", "info", "figures": {"miou/L", "knn/L", "corr/L"}, "seconds"}``."""
+    """All figures for one model: ``{"model", "info", "figures": {"miou/L", "fgbg/L", "knn/L", "corr/L"}, "seconds"}``."""
     settings = settings or EvalSettings()
     start = time.perf_counter()
     features = features.to(device)
@@ -171,7 +189,7 @@ def format_table(rows: list[dict]) -> str:
     columns = []
     for row in rows:
         columns += [k for k in row["figures"] if k not in columns]
-    order = {"miou": 0, "knn": 1, "corr": 2}
+    order = {"miou": 0, "fgbg": 1, "knn": 2, "corr": 3}
     columns.sort(key=lambda k: (order.get(k.split("/")[0], 3), k))
     width = max([len("model")] + [len(r["model"]) for r in rows])
     lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>12}" for c in columns) + f"  {'seconds':>7}"]
@@ -195,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  DIR                a method export (holds backbone.json)\n"
         "  ckpt-*.pt          a training checkpoint (method rebuilt from its config, then exported)\n"
         "  RUN_DIR            a run's newest checkpoint; with --all-steps every checkpoint (one row per step)\n\n"
-        "columns, per layer L: miou/L (linear per-pixel probe, test mIoU), knn/L (kNN top-1, pooled features),\n"
+        "columns, per layer L: miou/L (linear per-pixel probe, test mIoU), fgbg/L (the same probe, object vs\n"
+        "  background, mIoU of the two), knn/L (kNN top-1, pooled features),\n"
         "  corr/L (cells matched within one cell under known homographies)\n\n"
         "build the data first:  python -m shards copy-paste data/shards/copy-paste\n"
         "example:  python -m train.evaluate --checkpoint random:resnet18 --checkpoint random-zero:resnet18 \\\n"
@@ -205,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="DIR", help="shards of python -m shards copy-paste")
     p.add_argument("--all-steps", action="store_true", help="with a run dir: every ckpt-*.pt, rows by step")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers to evaluate (default: all the backbone reports)")
+    p.add_argument(
+        "--bn",
+        choices=("exported", "reestimated", "both"),
+        default="exported",
+        help="BatchNorm statistics: as exported, re-estimated on the probe's train images (a random network's "
+        "are its initial mean 0 / variance 1), or one row each (default %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     p.add_argument("--out", metavar="FILE.jsonl", help="append each model's JSON line to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of random inits, probes and pairs (default %(default)s)")
@@ -238,9 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(args.data, settings)
         rows = []
         for label, build in tqdm(models, desc="models", disable=args.no_progress or len(models) == 1):
-            row = evaluate(build().select(args.layers), data, settings, args.device, not args.no_progress)
-            rows.append(row)
-            tqdm.write(f"{label}: done in {row['seconds']:.1f} s")
+            variants = [] if args.bn == "reestimated" else [build().select(args.layers)]
+            if args.bn != "exported":
+                recalibrated = with_reestimated_bn(build().select(args.layers), data, settings.batch_size, args.device)
+                if recalibrated is None:  # nothing to re-estimate: the model's one row is as exported
+                    tqdm.write(f"{label}: no BatchNorm to re-estimate")
+                    variants = variants or [build().select(args.layers)]
+                else:
+                    variants.append(recalibrated)
+            for features in variants:
+                row = evaluate(features, data, settings, args.device, not args.no_progress)
+                rows.append(row)
+                tqdm.write(f"{row['model']}: done in {row['seconds']:.1f} s")
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"train.evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -112,3 +112,56 @@ def test_gtsa_export_loads_as_timm_vit_features(tmp_path):
     for name in got:
         torch.testing.assert_close(got[name], want[name])
     assert got[name].shape == (2, 192, 8, 8)
+
+
+def _batch_norm_inputs(features, batches):
+    """Per BatchNorm of ``features.body``: its input in every batch, computed as training computes
+    it (every norm on batch statistics), on a copy so ``features`` is untouched."""
+    import copy
+
+    body = copy.deepcopy(features.body)
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, m in body.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.train()
+            hooks.append(m.register_forward_pre_hook(lambda mod, args, name=name: seen.setdefault(name, []).append(args[0])))
+    with torch.no_grad():
+        for x in batches:
+            body(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_reestimated_batch_norm_is_the_average_of_batch_statistics():
+    f = random_features("resnet18", seed=0)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 3, 64, 64, generator=gen) for _ in range(2)]
+    inputs = _batch_norm_inputs(f, batches)
+    before = {n: p.clone() for n, p in f.state_dict().items() if "running" not in n and "num_batches" not in n}
+
+    assert f.reestimate_batch_norm(iter(batches)) is True
+    norms = dict(f.body.named_modules())
+    assert len(inputs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in norms.values()) == 20
+    for name, xs in inputs.items():
+        # the definition: per channel, mean over (N, H, W) of each batch, and the unbiased variance,
+        # averaged over the batches with equal weight (all batches have the same size)
+        mean = torch.stack([x.mean((0, 2, 3)) for x in xs]).mean(0)
+        var = torch.stack([x.var((0, 2, 3), unbiased=True) for x in xs]).mean(0)
+        torch.testing.assert_close(norms[name].running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norms[name].running_var, var, rtol=1e-4, atol=1e-5)
+    # nothing else moved, and the backbone is frozen and in eval mode again
+    after = {n: p for n, p in f.state_dict().items() if n in before}
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert not any(m.training for m in f.modules()) and not any(p.requires_grad for p in f.parameters())
+    out = f(batches[0])
+    assert set(out) == {"layer3", "layer4"}
+
+
+def test_reestimating_without_batch_norm_changes_nothing():
+    pytest.importorskip("timm")
+    f = random_features("vit_tiny_patch16_224", seed=0)
+    state = {n: p.clone() for n, p in f.state_dict().items()}
+    assert f.reestimate_batch_norm(iter([torch.randn(2, 3, 32, 32)])) is False
+    assert all(torch.equal(state[n], p) for n, p in f.state_dict().items())

@@ -14,9 +14,9 @@ from shards.convert import ConvertOptions
 from shards.copy_paste import build
 from shards.photos import TUXPAINT_STAMPS
 from train.checkpoint import save_checkpoint
-from train.eval_data import load_split, num_classes
+from train.eval_data import DenseSplit, load_split, num_classes
 from train.eval_models import expand_spec
-from train.evaluate import main
+from train.evaluate import EvalData, EvalSettings, layer_figures, main
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,8 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
                 "1",
                 "--out",
                 str(out),
+                "--bn",
+                "both",
             ]
         )
     finally:
@@ -72,13 +74,49 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "random resnet18 (torchvision init)" in printed and "clove resnet18" in printed
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["info"].get("init") for r in rows] == ["default", None]
+    # --bn both: each model as exported, then with BatchNorm statistics re-estimated on the train split
+    assert [r["info"].get("init") for r in rows] == ["default", "default", None, None]
+    assert [r["model"].endswith(" [BN re-estimated]") for r in rows] == [False, True, False, True]
+    assert [r["info"].get("bn") for r in rows] == [None, "re-estimated on the train split (8 images)"] * 2
+    assert rows[0]["figures"] != rows[1]["figures"]  # a random network's statistics are not its images'
     for row in rows:
-        assert set(row["figures"]) == {f"{m}/{layer}" for m in ("miou", "knn", "corr") for layer in ("layer3", "layer4")}
+        kinds = ("miou", "fgbg", "knn", "corr")
+        assert set(row["figures"]) == {f"{m}/{layer}" for m in kinds for layer in ("layer3", "layer4")}
         assert all(0 <= v <= 1 for v in row["figures"].values())
         assert json.dumps(row, sort_keys=True) in printed  # the same JSON line on stdout
     assert main(["--checkpoint", "random:resnet18", "--data", str(tmp_path / "nothing"), "--quick"]) == 2
     assert main(["--checkpoint", str(tmp_path / "no-such-run"), "--data", str(tiny_set)]) == 2
+
+
+def _split(masks: torch.Tensor) -> DenseSplit:
+    n = masks.shape[0]
+    return DenseSplit(torch.zeros(n, 3, *masks.shape[1:], dtype=torch.uint8), masks, masks.flatten(1).amax(1), [""] * n)
+
+
+def test_object_probe_scores_the_two_classes():
+    """fgbg/L is the probe's mIoU of object vs background, whatever the object's category: features
+    that carry the object mask score 1, constant features score what all-background gives."""
+    gen = torch.Generator().manual_seed(0)
+    masks = [torch.zeros(16, 8, 8, dtype=torch.long) for _ in range(2)]
+    for m in masks:
+        for i in range(16):  # one object per image, of category 1, 2 or 3, at a random place
+            y, x = torch.randint(0, 5, (2,), generator=gen).tolist()
+            m[i, y : y + 3, x : x + 3] = 1 + i % 3
+    train, test = _split(masks[0]), _split(masks[1])
+    pairs = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    data = EvalData(train, test, 4, pairs, pairs, torch.eye(3, dtype=torch.float64)[None], "")
+    settings = EvalSettings(pixels_per_image=64, probe_epochs=30)
+
+    def carrying_mask(m):  # [N, 2, 8, 8]: object indicator and its complement, at stride 1
+        fg = (m > 0).float()[:, None]
+        return torch.cat([fg, 1 - fg], 1)
+
+    f_tr, f_te = carrying_mask(train.masks), carrying_mask(test.masks)
+    figures = layer_figures("L", 1, f_tr, f_te, f_te[:1], f_te[:1], data, settings)
+    assert figures["fgbg/L"] == 1.0
+    constant = layer_figures("L", 1, torch.ones(16, 2, 8, 8), torch.ones(16, 2, 8, 8), f_te[:1], f_te[:1], data, settings)
+    background_share = float((test.masks == 0).double().mean())  # all background: IoU_bg = share, IoU_fg = 0
+    assert constant["fgbg/L"] == pytest.approx(background_share / 2)
 
 
 @pytest.fixture
