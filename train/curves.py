@@ -82,6 +82,8 @@ def flatten_eval_record(record: dict[str, Any]) -> dict[str, Any]:
     step = info.get("step", 0 if "init" in info else None)  # a random init is step 0
     if "init" in info:
         model = str(record.get("model", model))
+    elif "bn" in info:  # BatchNorm re-estimated (train.evaluate --bn): a curve of its own
+        model += " [BN re-estimated]"
     return {"model": model, "step": step, **record["figures"]}
 
 
@@ -138,26 +140,43 @@ def curves_figure(
     if not panels:
         raise ValueError("nothing to plot: no numeric step records (check the run directories and --fields)")
     plt = pyplot()
+    from matplotlib.lines import Line2D  # matplotlib is an extra: imported once pyplot() found it
+
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False)
+    # one colour per evaluated model in every panel, so that one legend serves them all
+    models = sorted(set().union(*(series.keys() for series in evals.values()))) if evals else []
+    colours = {label: f"C{i % 10}" for i, label in enumerate(models)}
     for ax, (kind, name) in zip(axes.flat, panels):
         curves = runs.items() if kind == "run" else evals[name].items()
         for label, series in curves:
             points = series.get(name, []) if kind == "run" else series
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, marker="." if len(points) < 30 else None, label=label, linewidth=1.2)
+                style = {"color": colours[label]} if kind == "eval" else {}
+                ax.plot(steps, values, marker="." if len(points) < 30 else None, label=label, linewidth=1.2, **style)
         ax.set_title(TITLES.get(name, name) + (" (evaluation)" if kind == "eval" else ""), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if name == "lr" or (kind == "run" and name == "wd"):
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-        if len(curves) > 1 or kind == "eval":
+        if kind == "run" and len(curves) > 1:
             ax.legend(fontsize=7)
-    for ax in axes.flat[len(panels) :]:
+    spare = list(axes.flat[len(panels) :])
+    for ax in spare:
         ax.set_visible(False)
     fig.suptitle(title or "training curves: " + ", ".join(runs), fontsize=10)
+    if models:  # the evaluation panels' legend, in a spare cell of the grid or under it, not over the points
+        handles = [Line2D([], [], color=colours[label], marker=".", linewidth=1.2) for label in models]
+        if spare:
+            spare[0].set_visible(True)
+            spare[0].axis("off")
+            spare[0].legend(handles, models, loc="center", fontsize=7, title="evaluated models", title_fontsize=8)
+        else:
+            fig.legend(handles, models, loc="lower center", ncol=min(3, len(models)), fontsize=7)
+            fig.tight_layout(rect=(0, 0.04 * math.ceil(len(models) / 3), 1, 1))
+            return fig
     fig.tight_layout()
     return fig
 

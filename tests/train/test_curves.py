@@ -93,6 +93,25 @@ def test_figure_plots_the_logged_values(tmp_path):
     plt.close(fig)
 
 
+def test_evaluated_models_keep_one_colour_and_one_legend():
+    plt = pyplot()
+    evals = eval_series(
+        [
+            {"model": "m1", "step": 10, "corr": 0.1, "fgbg": 0.4},
+            {"model": "m2", "step": 10, "fgbg": 0.5},  # no corr: colours must not shift in that panel
+        ]
+    )
+    fig = curves_figure({}, evals)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    colour = {ax_title: {ln.get_label(): ln.get_color() for ln in ax.get_lines()} for ax_title, ax in panels.items()}
+    assert colour["corr (evaluation)"]["m1"] == colour["fgbg (evaluation)"]["m1"] != colour["fgbg (evaluation)"]["m2"]
+    assert all(ax.get_legend() is None for ax in panels.values())  # no legend over the points
+    (legend,) = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert [t.get_text() for t in legend.get_texts()] == ["m1", "m2"]
+    assert [h.get_color() for h in legend.legend_handles] == [colour["fgbg (evaluation)"][m] for m in ("m1", "m2")]
+    plt.close(fig)
+
+
 def test_cli_writes_the_png(tmp_path, capsys):
     for name, losses in (("run1", [9.0, 8.0, 7.5]), ("run2", [9.0, 8.5])):
         (tmp_path / name).mkdir()
@@ -124,6 +143,11 @@ def test_evaluate_lines_are_flattened_into_one_curve_per_run():
             "figures": {"corr/layer3": 0.4, "miou/layer3": 0.06},
         },
         {
+            "model": "clove resnet18 step 200 [BN re-estimated]",
+            "info": {"method": "clove", "arch": "resnet18", "step": 200, "bn": "re-estimated on the train split (200 images)"},
+            "figures": {"corr/layer3": 0.45, "miou/layer3": 0.06},
+        },
+        {
             "model": "random resnet18 (torchvision init)",
             "info": {"arch": "resnet18", "init": "default"},
             "figures": {"corr/layer3": 0.33, "miou/layer3": 0.054},
@@ -131,5 +155,9 @@ def test_evaluate_lines_are_flattened_into_one_curve_per_run():
     ]
     series = eval_series(lines, metrics=["corr/layer3"])
     assert series == {
-        "corr/layer3": {"clove resnet18": [(100.0, 0.3), (200.0, 0.4)], "random resnet18 (torchvision init)": [(0.0, 0.33)]}
+        "corr/layer3": {
+            "clove resnet18": [(100.0, 0.3), (200.0, 0.4)],
+            "clove resnet18 [BN re-estimated]": [(200.0, 0.45)],
+            "random resnet18 (torchvision init)": [(0.0, 0.33)],
+        }
     }
