@@ -167,6 +167,7 @@ def curves_figure(
     for ax in spare:
         ax.set_visible(False)
     fig.suptitle(title or "training curves: " + ", ".join(runs), fontsize=10)
+    legend_height = 0.0  # share of the figure kept free below the panels
     if models:  # the evaluation panels' legend, in a spare cell of the grid or under it, not over the points
         handles = [Line2D([], [], color=colours[label], marker=".", linewidth=1.2) for label in models]
         if spare:
@@ -175,9 +176,8 @@ def curves_figure(
             spare[0].legend(handles, models, loc="center", fontsize=7, title="evaluated models", title_fontsize=8)
         else:
             fig.legend(handles, models, loc="lower center", ncol=min(3, len(models)), fontsize=7)
-            fig.tight_layout(rect=(0, 0.04 * math.ceil(len(models) / 3), 1, 1))
-            return fig
-    fig.tight_layout()
+            legend_height = 0.04 * math.ceil(len(models) / 3)
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
     return fig
 
 

@@ -20,6 +20,7 @@ It prints a table and one JSON line per model (also appended to ``--out``).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -264,12 +265,15 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(args.data, settings)
         rows = []
         for label, build in tqdm(models, desc="models", disable=args.no_progress or len(models) == 1):
-            variants = [] if args.bn == "reestimated" else [build().select(args.layers)]
+            # built once (a checkpoint is rebuilt and exported); --bn both re-estimates a copy
+            features = build().select(args.layers)
+            variants = [] if args.bn == "reestimated" else [features]
             if args.bn != "exported":
-                recalibrated = with_reestimated_bn(build().select(args.layers), data, settings.batch_size, args.device)
+                target = copy.deepcopy(features) if args.bn == "both" else features
+                recalibrated = with_reestimated_bn(target, data, settings.batch_size, args.device)
                 if recalibrated is None:  # nothing to re-estimate: the model's one row is as exported
                     tqdm.write(f"{label}: no BatchNorm to re-estimate")
-                    variants = variants or [build().select(args.layers)]
+                    variants = [features]
                 else:
                     variants.append(recalibrated)
             for features in variants:
