@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-PHOTO_PKGS="opencv-doc mate-backgrounds tuxpaint-stamps-default"
+PHOTO_PKGS="opencv-doc mate-backgrounds tuxpaint-stamps-default tuxpaint-data"
 
 missing=""
 for p in $PHOTO_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -20,6 +20,7 @@ Every conversion writes, into OUT:
   {split}-{index:06d}.tar   shards of ~--shard-size bytes; samples shuffled across shards (--seed)
   {split}-{index:06d}.idx   DALI index of each shard (wds2idx text format)
   manifest.json             counts, bytes, sha256 per shard, classes, skipped files with reasons
+  hashes.txt                a content hash (blake2b-128) of every stored image, for leakage checks
   _info.json                splits, shard names and lengths for timm's WebDataset reader
                             (timm.data.create_dataset("wds/NAME", root=OUT, split="train"))
 Each sample is <key>.<jpg|png|webp> (the original bytes, extension from the real format),
@@ -139,8 +140,9 @@ COMMANDS = {
         "example: python -m shards folder ~/pictures data/shards/pictures --classes-from-dirs",
     ),
     "photos": (
-        "the real photos installed by scripts/setup.sh -> shards",
-        "All photos of shards.photos.available_photos() as one folder dataset, split 'train' (the default job's data).",
+        "the pretraining pool of the real photos installed by scripts/setup.sh -> shards",
+        "The photos of the pretraining pool (shards/photo_pools.tsv) as one folder dataset, split 'train' (the "
+        "pretraining presets' data). The evaluation pool is never converted here.",
         None,
     ),
     "copy-paste": (
@@ -148,7 +150,8 @@ COMMANDS = {
         "Paste the real object cut-outs of tuxpaint-stamps-default (category = stamp folder) onto the real photos, "
         "3-6 objects per image with occlusion, seeded; write images, semantic masks and COCO instances (RLE) per "
         "split into OUT/source/, then convert them with the COCO converter into OUT/train-*.tar and OUT/test-*.tar. "
-        "Train and test use disjoint stamps and background photos. Same seed, same set.",
+        "Train and test use disjoint stamps; test backgrounds come from the evaluation pool of the photos, train "
+        "backgrounds from the pretraining pool. Same seed, same set; another seed, size or count needs --overwrite.",
         "example: python -m shards copy-paste data/shards/copy-paste\n"
         "then:    python -m train.evaluate --checkpoint random:resnet18 --data data/shards/copy-paste",
     ),
@@ -202,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.choices["copy-paste"]
     p.add_argument("out", metavar="OUT", help="output folder for shards, manifest.json and source/")
-    p.add_argument("--train", type=int, default=200, metavar="N", help="train images (default %(default)s)")
-    p.add_argument("--test", type=int, default=100, metavar="N", help="test images (default %(default)s)")
+    p.add_argument("--train", type=int, default=1000, metavar="N", help="train images (default %(default)s)")
+    p.add_argument("--test", type=int, default=1000, metavar="N", help="test images (default %(default)s)")
     p.add_argument("--size", type=int, default=192, metavar="PX", help="side of the square images (default %(default)s)")
     _add_common(p, shard_size=16 << 20)
 

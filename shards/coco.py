@@ -80,6 +80,8 @@ def scan_coco(
         seen_ids.add(img.get("id"))
         seen_files.add(name)
         meta = {"id": img.get("id"), "file_name": name, "annotations": per_image.get(img.get("id"), [])}
+        if "background" in img:  # the copy-paste set's background photo: evaluation clusters by it
+            meta["background"] = img["background"]
         if img.get("width") and img.get("height"):  # declared size, checked against the bytes
             meta["width"], meta["height"] = img["width"], img["height"]
         key = sanitize_key(Path(name).with_suffix("").as_posix().replace("/", "__"))

@@ -7,11 +7,12 @@ everything else happens here:
 2. resume: a shard whose ``.tar`` exists with a matching record in ``OUT/.progress/`` is done;
    leftovers of a killed run (hidden ``*.tmp`` files) are removed, unfinished shards rewritten;
 3. write the remaining shards in parallel, each by one worker, samples in plan order;
-4. write timm's ``_info.json`` (:mod:`shards.timm_info`) and ``manifest.json``, drop
+4. write ``hashes.txt`` (:mod:`shards.content_hashes`), timm's ``_info.json``
+   (:mod:`shards.timm_info`) and ``manifest.json``, drop
    ``.progress/``, print the one-line summary;
 5. a rerun of a finished conversion restores whatever went missing since: a deleted index is
    rebuilt from its tar, a deleted or resized shard rewritten (and checked against its recorded
-   sha256), ``_info.json`` rewritten from the manifest.
+   sha256), ``hashes.txt`` rebuilt from the tars, ``_info.json`` rewritten from the manifest.
 
 Because the plan fixes which samples go into which shard and in which order, the result is the
 same bytes whatever the worker count and however often the run was interrupted.
@@ -31,6 +32,7 @@ from functools import partial
 from pathlib import Path
 
 from shards import parallel
+from shards.content_hashes import HASHES, content_hash, hash_lines, tar_hashes, write_hashes
 from shards.index import format_index, group_samples, scan_tar
 from shards.limits import check_limits, max_file_bytes
 from shards.manifest import MANIFEST, build_manifest, read_manifest, summary_line, tool_version, write_json_atomic
@@ -110,6 +112,7 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions, pau
     formats: Counter = Counter()
     modes: Counter = Counter()
     notes: Counter = Counter()
+    hashes: list[tuple[str, str]] = []  # (key, content hash) per kept sample: OUT/hashes.txt
     max_bytes = max_file_bytes(options.max_pixels)  # no image within the limits is larger
     try:
         for item in job.items:
@@ -135,6 +138,7 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions, pau
                 members.append(("cls", str(item.cls).encode()))
             members.append(("json", payload))
             writer.add(item.key, members)
+            hashes.append((item.key, content_hash(data)))
             formats[verdict.format] += 1
             modes[verdict.mode] += 1
             notes.update(k for k in verdict.notes if k in ("exif_orientation", "progressive"))
@@ -153,6 +157,7 @@ def write_shard(job: ShardJob, out_dir: str, fp: str, options: ProbeOptions, pau
             "formats": dict(formats),
             "modes": dict(modes),
             "notes": dict(notes),
+            "hashes": hashes,
         }
         # Record first, then index and tar: the tar's final name appears last and means "done".
         write_json_atomic(out / PROGRESS / f"{job.name}.json", record)
@@ -175,7 +180,7 @@ def _is_done(out: Path, job: ShardJob, fp: str) -> dict | None:
         record = json.loads(rec_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if record.get("fingerprint") != fp:
+    if record.get("fingerprint") != fp or "hashes" not in record:  # no hashes: written by an older version
         return None
     if record["count"] == 0:
         return record
@@ -213,6 +218,15 @@ def _restore_missing(out: Path, manifest: dict, jobs: dict[str, ShardJob], fp: s
                 tmp.write_text(format_index(group_samples(list(scan_tar(tar)))))
                 os.replace(tmp, idx)
                 restored.append(idx.name)
+    if not (out / HASHES).is_file() or "content_hashes" not in manifest:  # lost, or converted before they existed
+        lines = [
+            line
+            for split, entry in ((s, e) for s, info in manifest["splits"].items() for e in info["shards"])
+            for line in hash_lines(split, tar_hashes(out / entry["name"]))
+        ]
+        manifest["content_hashes"] = write_hashes(out, lines)
+        write_json_atomic(out / MANIFEST, manifest)
+        restored.append(HASHES)
     info = timm_info(manifest)
     try:
         current = json.loads((out / INFO).read_text())
@@ -228,7 +242,7 @@ def _restore_missing(out: Path, manifest: dict, jobs: dict[str, ShardJob], fp: s
 def _clear(out: Path) -> None:
     """Remove what a previous conversion wrote here (only our own file names)."""
     for p in out.iterdir():
-        if p.is_file() and (SHARD_FILE.match(p.name) or p.name in (MANIFEST, INFO) or is_tmp(p)):
+        if p.is_file() and (SHARD_FILE.match(p.name) or p.name in (MANIFEST, INFO, HASHES) or is_tmp(p)):
             p.unlink()
     shutil.rmtree(out / PROGRESS, ignore_errors=True)
 
@@ -332,6 +346,8 @@ def convert(source: Source, out_dir: str | os.PathLike, options: ConvertOptions)
         classes=source.classes,
         extra=source.extra,
     )
+    lines = [line for split, recs in per_split.items() for r in recs for line in hash_lines(split, r["hashes"])]
+    manifest["content_hashes"] = write_hashes(out, lines)
     write_json_atomic(out / INFO, timm_info(manifest))  # before the manifest, which means "done"
     write_json_atomic(out / MANIFEST, manifest)
     shutil.rmtree(out / PROGRESS, ignore_errors=True)

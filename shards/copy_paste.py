@@ -15,8 +15,9 @@ masks (COCO compressed RLE via pycocotools), their boxes and areas; objects left
 pixel are dropped (their blended edges stay in the picture, labelled background).
 
 Train and test are disjoint in both stamps (per category, a seeded quarter of the stamps goes to
-test; a category with one stamp only appears in train) and background photos (every fourth photo
-in sorted order is a test background), so a probe must generalise to unseen objects.
+test; a category with one stamp only appears in train) and background photos: test backgrounds
+come from the evaluation pool of :mod:`shards.photos`, train backgrounds from the pretraining
+pool, so a probe must generalise to unseen objects on scenes no pretraining run saw.
 
 The image-level label for kNN classification is the category of the largest visible object
 (:func:`shards.coco_masks.image_label`).
@@ -27,7 +28,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -38,9 +41,11 @@ from PIL import Image
 
 from shards.coco_masks import encode_rle, mask_bbox
 from shards.convert import ConvertOptions
-from shards.photos import TUXPAINT_STAMPS, available_photos
+from shards.photos import TUXPAINT_STAMPS, available_photos, pool_photos
 
 SPLITS = ("train", "test")
+RECIPE_FILE = "recipe.json"
+RECIPE_KEYS = ("builder", "seed", "size", "counts")
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,17 @@ def split_stamps(stamps: list[Stamp], seed: int, test_fraction: float = 0.25) ->
 
 
 def split_backgrounds(photos: list[Path]) -> dict[str, list[Path]]:
-    """Every fourth photo (sorted order) is a test background, the rest train."""
-    photos = sorted(photos)
-    return {"train": [p for i, p in enumerate(photos) if i % 4 != 3], "test": [p for i, p in enumerate(photos) if i % 4 == 3]}
+    """Test backgrounds from the evaluation pool, train backgrounds from the pretraining pool
+    (``shards/photo_pools.tsv``): the probe is tested on scenes that pretraining never saw, and no
+    scene group lies in both splits. Photos the pools file does not list (a caller's own) count as
+    one scene each: every fourth in sorted order is a test background."""
+    pool_of = {p.path: p.pool for p in pool_photos()}
+    out: dict[str, list[Path]] = {"train": [], "test": []}
+    for path in sorted(p for p in photos if p in pool_of):
+        out["test" if pool_of[path] == "eval" else "train"].append(path)
+    for i, path in enumerate(sorted(p for p in photos if p not in pool_of)):
+        out["test" if i % 4 == 3 else "train"].append(path)
+    return out
 
 
 @cache
@@ -273,10 +286,23 @@ def write_sources(
     return written
 
 
+def _recorded_recipe(out: Path) -> dict | None:
+    """What copy-paste set ``out`` holds: its manifest's recipe, else that of a finished ``source/``
+    (an unfinished conversion), else ``{}`` for shards of unknown origin; None when ``out`` is new."""
+    from shards.manifest import MANIFEST, read_manifest
+
+    if (out / MANIFEST).is_file():
+        recorded = read_manifest(out).get("source") or {}
+        return {k: recorded.get(k) for k in RECIPE_KEYS}
+    if (out / "source" / RECIPE_FILE).is_file():
+        return json.loads((out / "source" / RECIPE_FILE).read_text())
+    return {} if out.is_dir() and any(out.glob("*.tar")) else None
+
+
 def build(
     out: str | Path,
-    train: int = 200,
-    test: int = 100,
+    train: int = 1000,
+    test: int = 1000,
     size: int = 192,
     seed: int = 0,
     options: ConvertOptions | None = None,
@@ -284,15 +310,36 @@ def build(
     photos: list[Path] | None = None,
 ) -> dict:
     """Generate the set into ``out/source/`` and convert it with the COCO converter into
-    ``out/train-*.tar`` and ``out/test-*.tar``; returns the shards' manifest."""
+    ``out/train-*.tar`` and ``out/test-*.tar``; returns the shards' manifest.
+
+    Nothing in ``out`` changes before the request is checked against what is there: another
+    recipe (seed, size, counts) needs ``options.overwrite``. The sources are generated into a
+    hidden folder and swapped in for ``out/source/`` only once complete."""
     from shards.coco import scan_coco
     from shards.convert import Source, convert
 
+    if train < 0 or test < 0 or train + test == 0:
+        raise ValueError(f"--train {train} --test {test}: counts must be >= 0, and not both 0")
+    out = Path(out)
     options = options or ConvertOptions(seed=seed)
     counts = {split: n for split, n in (("train", train), ("test", test)) if n > 0}
-    written = write_sources(Path(out) / "source", counts, size, seed, stamp_root, photos, options.progress)
-    sources = [scan_coco(image_dir, ann, split=split) for split, (image_dir, ann) in written.items()]
-    merged = Source("coco", {}, [], None, {"builder": "copy-paste", "seed": seed, "size": size}, sources[0].extra)
+    recipe = {"builder": "copy-paste", "seed": seed, "size": size, "counts": counts}
+    recorded = _recorded_recipe(out)
+    if recorded is not None and recorded != recipe and not options.overwrite:
+        held = ", ".join(f"{k} {recorded[k]}" for k in RECIPE_KEYS[1:] if k in recorded) or "shards of unknown origin"
+        raise ValueError(f"{out} holds another copy-paste set ({held}); pass --overwrite to replace it, or choose another OUT")
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob(".source.*"):  # of a killed run
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp, old, source = out / f".source.{os.getpid()}.tmp", out / f".source.{os.getpid()}.old", out / "source"
+    write_sources(tmp, counts, size, seed, stamp_root, photos, options.progress)
+    (tmp / RECIPE_FILE).write_text(json.dumps(recipe, sort_keys=True))
+    if source.exists():
+        os.replace(source, old)
+    os.replace(tmp, source)
+    shutil.rmtree(old, ignore_errors=True)
+    sources = [scan_coco(source / split, source / f"instances_{split}.json", split=split) for split in counts]
+    merged = Source("coco", {}, [], None, dict(recipe), sources[0].extra)
     for src in sources:
         merged.splits.update(src.splits)
         merged.skipped += src.skipped

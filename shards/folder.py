@@ -96,10 +96,11 @@ def scan_folder(src: str | os.PathLike, *, split: str = "train", classes_from_di
 
 
 def scan_photos(paths: list[Path] | None = None, *, split: str = "train") -> Source:
-    """The real photos installed on this machine (``shards.photos``) as one folder dataset."""
+    """The pretraining pool of the real photos installed on this machine (``shards.photos``) as one
+    folder dataset; the evaluation pool is never converted for pretraining."""
     from shards.photos import MISSING_HINT, available_photos
 
-    paths = sorted(available_photos() if paths is None else paths)
+    paths = sorted(available_photos(pool="pretrain") if paths is None else paths)
     if not paths:
         raise FileNotFoundError(MISSING_HINT)
     skipped: list[Skip] = []
@@ -109,4 +110,4 @@ def scan_photos(paths: list[Path] | None = None, *, split: str = "train") -> Sou
         if item is not None:
             items.append(item)
     dedupe_keys(items)
-    return Source("photos", {split: items}, skipped, None, {"root": "shards.photos", "split": split})
+    return Source("photos", {split: items}, skipped, None, {"root": "shards.photos", "pool": "pretrain", "split": split})

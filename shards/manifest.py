@@ -1,8 +1,9 @@
 """``manifest.json``: what a shard directory holds, written once the last shard is complete.
 
 Contents: per split the list of shards (name, index file, sample count, bytes, sha256), classes
-(or COCO categories), totals, seed and options, the source, the tool version, and every skipped
-file with its reason. The same idea as timm's ``_info.json``; readers (the loaders, ``verify``)
+(or COCO categories), totals, seed and options, the source, the tool version, every skipped
+file with its reason, and ``content_hashes``: the name, algorithm and line count of ``hashes.txt``
+beside it (:mod:`shards.content_hashes`). The same idea as timm's ``_info.json``; readers (the loaders, ``verify``)
 take counts and class lists from here instead of scanning tars. The manifest holds no timestamp,
 so a resumed conversion writes the same file as an uninterrupted one.
 """

@@ -25,7 +25,7 @@ from shards.copy_paste import (
     split_stamps,
     write_sources,
 )
-from shards.photos import TUXPAINT_STAMPS
+from shards.photos import TUXPAINT_STAMPS, available_photos, pool_photos
 
 COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
 
@@ -39,8 +39,13 @@ def real_stamps() -> Path:
 
 @pytest.fixture(scope="module")
 def few_photos(real_jpegs: list[Path]) -> list[Path]:
-    """8 small real photos (two test backgrounds: every fourth)."""
-    return sorted(real_jpegs, key=lambda p: (p.stat().st_size, p.name))[:8]
+    """8 small real photos: 6 of the pretraining pool (train backgrounds), 2 of the evaluation pool (test)."""
+
+    def smallest(pool: str, n: int) -> list[Path]:
+        in_pool = set(available_photos(pool=pool))
+        return sorted((p for p in real_jpegs if p in in_pool), key=lambda p: (p.stat().st_size, p.name))[:n]
+
+    return sorted(smallest("pretrain", 6) + smallest("eval", 2))
 
 
 def _solid_stamps(root: Path) -> list[Stamp]:
@@ -86,7 +91,12 @@ def test_stamp_and_background_splits_are_disjoint(real_stamps, few_photos):
     assert not {s.path for s in split["train"]} & {s.path for s in split["test"]}
     assert len(split["train"]) + len(split["test"]) == len(stamps)
     bgs = split_backgrounds(few_photos)
-    assert not set(bgs["train"]) & set(bgs["test"]) and len(bgs["test"]) == 2
+    assert len(bgs["train"]) == 6 and len(bgs["test"]) == 2
+    pools = {p.path: (p.pool, p.group) for p in pool_photos()}
+    assert {pools[p][0] for p in bgs["train"]} == {"pretrain"} and {pools[p][0] for p in bgs["test"]} == {"eval"}
+    assert not {pools[p][1] for p in bgs["train"]} & {pools[p][1] for p in bgs["test"]}  # no scene group in both
+    own = [Path(f"/elsewhere/{i}.jpg") for i in range(8)]  # photos the pools file does not list
+    assert split_backgrounds(own)["test"] == [own[3], own[7]]
 
 
 def test_the_set_is_identical_for_a_seed(tmp_path, real_stamps, few_photos):

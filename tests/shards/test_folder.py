@@ -7,6 +7,7 @@ import pytest
 
 from shards.convert import ConvertOptions, convert
 from shards.folder import scan_folder
+from shards.photos import available_photos
 from tests.shards.builders import bad_inputs, manifest, read_all, run_cli, webdataset_count, write_files
 
 
@@ -92,11 +93,14 @@ def test_cli_folder_prints_one_summary_line(bad_folder, tmp_path):
         assert f"{reason} {n}" in lines[0]
 
 
-def test_photos_command_builds_the_installed_photos(real_photos, tmp_path):
+def test_photos_command_builds_the_pretraining_pool_only(real_photos, tmp_path):
     out = tmp_path / "photos"
     run = run_cli("photos", str(out), "--workers", "1", "--no-decode-check", "--no-progress")
     assert run.returncode == 0, run.stderr
     m = manifest(out)
+    pretrain = set(available_photos(pool="pretrain"))
+    real_photos = [p for p in real_photos if p in pretrain]
+    assert len(real_photos) < len(available_photos())  # the evaluation pool is left out
     assert m["totals"]["samples"] == len(real_photos) and m["totals"]["skipped"] == 0
     assert m["totals"]["shards"] > 1  # several shards so that loader workers all get data
     samples = read_all(out, "train")
