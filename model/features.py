@@ -53,9 +53,11 @@ class DenseFeatures(nn.Module):
 
     @torch.no_grad()
     def reestimate_batch_norm(self, batches: Iterable[Tensor]) -> bool:
-        """Set every BatchNorm's running mean and variance to their plain average over ``batches``
-        (ImageNet-normalised ``[B, 3, H, W]``), as training would have left them on those images;
-        the backbone stays frozen otherwise. Returns False, changing nothing, without BatchNorm.
+        """Set every BatchNorm's running mean and variance to the population statistics of its
+        input over all ``batches`` (ImageNet-normalised ``[B, 3, H, W]``): every value weighs the
+        same, so a short last batch counts for its size. The forward passes run the norms in
+        training mode, as training would have; the backbone stays frozen otherwise. Returns False,
+        changing nothing, without BatchNorm.
 
         A random network's BatchNorm layers hold their initial statistics (mean 0, variance 1),
         i.e. they are the identity in eval mode; re-estimating puts every row of a table on the
@@ -64,14 +66,32 @@ class DenseFeatures(nn.Module):
         norms = [m for m in self.body.modules() if isinstance(m, BATCH_NORMS)]
         if not norms:
             return False
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over all batches
-            m.train()  # the norms only: anything else (dropout, drop-path) stays in eval mode
-        for x in batches:
-            self.body(x)
-        for m in norms:
-            m.eval()
+        sums: dict[nn.Module, list] = {m: [0, 0.0, 0.0] for m in norms}  # values, sum, sum of squares per channel
+
+        def accumulate(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            x = inputs[0].transpose(0, 1).reshape(inputs[0].shape[1], -1).double()  # [C, values]
+            acc = sums[module]
+            acc[0] += x.shape[1]
+            acc[1] = acc[1] + x.sum(1)
+            acc[2] = acc[2] + (x * x).sum(1)
+
+        hooks = [m.register_forward_pre_hook(accumulate) for m in norms]
+        try:
+            for m in norms:
+                m.train()  # the norms only: anything else (dropout, drop-path) stays in eval mode
+            for x in batches:
+                self.body(x)
+        finally:
+            for h in hooks:
+                h.remove()
+            for m in norms:
+                m.eval()
+        for m, (n, total, squares) in sums.items():
+            if n == 0:
+                raise ValueError("no images to re-estimate BatchNorm statistics on")
+            mean = total / n
+            m.running_mean.copy_(mean.to(m.running_mean))
+            m.running_var.copy_((squares / n - mean * mean).clamp_min(0).to(m.running_var))
         return True
 
     def select(self, layers: list[str] | None) -> DenseFeatures:

@@ -72,12 +72,15 @@ def run_series(records: list[dict[str, Any]]) -> Series:
 
 
 def flatten_eval_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A ``python -m train.evaluate`` line (``{"model", "info": {"method", "arch", "step"}, "figures":
-    {"corr/layer3": ...}}``) as a flat record ``{"model": "clove resnet18", "step": N, "corr/layer3": ...}``
-    (the model named without its step, so that one run is one curve); other lines pass unchanged."""
+    """A ``python -m train.evaluate`` line (``{"model", "info": [{"method", "arch", "step"}, ...],
+    "figures": {"corr/layer3": ...}}``; ``info`` lists the row's replicates, a dict in older lines)
+    as a flat record ``{"model": "clove resnet18", "step": N, "corr/layer3": ...}`` (the model named
+    without its step, so that one run is one curve); other lines pass unchanged."""
     if not isinstance(record.get("figures"), dict):
         return record
     info = record.get("info") or {}
+    if isinstance(info, list):
+        info = info[0] if info else {}
     model = " ".join(str(info[k]) for k in ("method", "arch") if k in info) or str(record.get("model", "model"))
     step = info.get("step", 0 if "init" in info else None)  # a random init is step 0
     if "init" in info:

@@ -21,26 +21,28 @@ from torch import Tensor
 from pipeline.source import list_shards
 from pipeline.tar_reader import TarReader
 from shards.coco_masks import image_label, semantic_mask
-from shards.manifest import read_manifest
+from shards.content_hashes import content_hash
 
 
 @dataclass
 class DenseSplit:
     """One split in memory. ``images`` uint8 ``[N, 3, H, W]``, ``masks`` int64 ``[N, H, W]``
-    (0 = background), ``labels`` int64 ``[N]`` (category of the largest object), ``keys``."""
+    (0 = background), ``labels`` int64 ``[N]`` (category of the largest object), ``keys``,
+    ``backgrounds`` (the photo each image was pasted on, or its key when the set does not say),
+    ``hashes`` (content hash of each stored image, :func:`shards.content_hashes.content_hash`)."""
 
     images: Tensor
     masks: Tensor
     labels: Tensor
     keys: list[str]
+    backgrounds: list[str]
+    hashes: list[str]
 
-
-def num_classes(data_dir: str | Path) -> int:
-    """Classes including background: 1 + the largest category id in the manifest."""
-    cats = read_manifest(data_dir).get("categories") or []
-    if not cats:
-        raise ValueError(f"{data_dir}/manifest.json has no categories: build the set with python -m shards copy-paste")
-    return 1 + max(int(c["id"]) for c in cats)
+    def clusters(self) -> tuple[Tensor, list[str]]:
+        """Cluster id per image ``[N]`` (one per background photo) and the photos in id order."""
+        names = sorted(set(self.backgrounds))
+        ids = {name: i for i, name in enumerate(names)}
+        return torch.tensor([ids[b] for b in self.backgrounds]), names
 
 
 def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> DenseSplit:
@@ -52,7 +54,7 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> De
     samples = samples[:limit] if limit else samples
     if not samples:
         raise ValueError(f"no samples in the {split} shards of {data_dir}")
-    images, masks, labels, keys = [], [], [], []
+    images, masks, labels, keys, backgrounds, hashes = [], [], [], [], [], []
     for key, image_bytes, meta in samples:
         img = np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
         if images and img.shape != images[0].shape:
@@ -64,11 +66,15 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> De
         masks.append(semantic_mask(anns, img.shape[0], img.shape[1]))
         labels.append(image_label(anns))
         keys.append(key)
+        backgrounds.append(str(meta.get("background", key)))
+        hashes.append(content_hash(image_bytes))
     return DenseSplit(
         torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(np.stack(masks)).long(),
         torch.tensor(labels),
         keys,
+        backgrounds,
+        hashes,
     )
 
 

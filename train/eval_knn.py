@@ -26,9 +26,14 @@ def knn_predict(
     return votes.argmax(1)
 
 
-def knn_top1(
+def knn_correct(
     memory: Tensor, memory_labels: Tensor, queries: Tensor, query_labels: Tensor, num_classes: int, k: int = 10
-) -> float:
-    """Top-1 accuracy of :func:`knn_predict` (DINO's temperature 0.07) on labelled queries."""
-    pred = knn_predict(memory, memory_labels, queries, num_classes, k)
-    return float((pred == query_labels.long()).double().mean())
+) -> Tensor:
+    """Per query ``[M]`` bool: is :func:`knn_predict` (DINO's temperature 0.07) right?"""
+    return knn_predict(memory, memory_labels, queries, num_classes, k) == query_labels.long()
+
+
+def majority_correct(memory_labels: Tensor, query_labels: Tensor) -> Tensor:
+    """Per query ``[M]`` bool for the no-information guess: always the memory's commonest label
+    (the lowest id among equals)."""
+    return query_labels.long() == torch.bincount(memory_labels.long()).argmax()

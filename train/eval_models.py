@@ -39,7 +39,7 @@ def features_from_checkpoint(path: str | Path) -> DenseFeatures:
         method.export(tmp)
         features = load_exported(tmp)
     step = int(ckpt.get("step", -1))
-    features.info.update(method=cfg.method.name, checkpoint=str(path), step=step, source=str(path))
+    features.info.update(method=cfg.method.name, checkpoint=str(path), step=step, source=str(path), trained_on=cfg.data.shards)
     features.name = f"{cfg.method.name} {features.info.get('arch', '')} step {step}".replace("  ", " ")
     return features
 

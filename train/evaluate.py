@@ -3,30 +3,30 @@
 For each model (a :class:`model.features.DenseFeatures`; see :mod:`train.eval_models` for the
 ``--checkpoint`` syntax) and each layer it reports:
 
-- ``miou/<layer>``: a linear per-pixel probe on the upsampled feature map, trained on the train
-  split of the copy-paste set (``python -m shards copy-paste``), mIoU on its test split
-  (:mod:`train.eval_segmentation`);
-- ``fgbg/<layer>``: the same probe with two classes, pasted object vs background photo (mIoU of
-  the two);
-- ``knn/<layer>``: cosine kNN top-1 on globally pooled features, train split as memory, test
-  split as queries, label = category of the largest object (:mod:`train.eval_knn`);
-- ``corr/<layer>``: nearest-neighbour matching of feature cells between real photos and their
-  homography-warped, photometrically changed copies, correct within one cell
-  (:mod:`train.eval_correspondence`).
+- ``fg/<layer>``: foreground IoU of a class-balanced linear per-pixel probe, pasted object vs
+  background photo, trained on the train split of the copy-paste set (``python -m shards
+  copy-paste``), measured on its test split (:mod:`train.eval_segmentation`);
+- ``bf/<layer>``: the boundary F-score of the same probe's masks;
+- ``knn/<layer>``: cosine kNN top-1 on globally pooled features, label = category of the largest
+  object (:mod:`train.eval_knn`);
+- ``corr/<layer>``: nearest-neighbour matching of feature cells between real photos of the
+  evaluation pool and their homography-warped, photometrically changed copies, correct within one
+  cell, each layer at the resolution that gives it ``grid x grid`` cells (:mod:`train.eval_correspondence`).
 
-It prints a table and one JSON line per model (also appended to ``--out``).
+A row averages its replicates (random init seeds with ``--seeds``, probe seeds, or several runs
+given as ``NAME=SPEC,SPEC``) and shows mean ± SD; each row is compared with the baseline rows by a
+paired bootstrap over the photos behind the test units (:mod:`train.eval_stats`). Beside the
+rows: the no-information scores of every metric, and a leakage check of each run's pretraining
+shards against the evaluation images (:mod:`train.eval_leakage`).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,10 +35,25 @@ from tqdm import tqdm
 
 from model.features import DenseFeatures
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
-from train.eval_correspondence import make_pairs, match_counts
-from train.eval_data import DenseSplit, load_split, num_classes
-from train.eval_knn import knn_top1, pool
-from train.eval_segmentation import segmentation_miou
+from train.eval_correspondence import make_pairs, match_stats
+from train.eval_data import DenseSplit, load_split
+from train.eval_knn import knn_correct, majority_correct, pool
+from train.eval_leakage import evaluation_hashes
+from train.eval_segmentation import boundary_f, foreground_iou, probe_stats
+from train.eval_stats import Metric, cluster_sums
+
+
+def _ratio(counts: Tensor) -> Tensor:
+    return counts[..., 0] / counts[..., 1].clamp_min(1)
+
+
+# metric -> (the counts it reads from a layer's probe/kNN/correspondence counts, value of those counts)
+METRICS: dict[str, Metric] = {
+    "fg": lambda c: foreground_iou(c[..., :3]),
+    "bf": lambda c: boundary_f(c[..., 3:7]),
+    "knn": _ratio,
+    "corr": _ratio,
+}
 
 
 @dataclass
@@ -47,50 +62,65 @@ class EvalSettings:
 
     pixels_per_image: int = 256
     probe_epochs: int = 20
+    probe_seeds: int = 3
     knn_k: int = 10
-    pair_size: int = 224
-    pairs_per_photo: int = 1
+    grid: int = 12  # correspondence cells per side, every layer
+    pairs_per_photo: int = 3
     max_photos: int | None = None
     limit: int | None = None  # images per split (None: all)
     batch_size: int = 32
     seed: int = 0
+    resamples: int = 2000
+    boundary_tolerance: int = 2
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        """Tiny settings (24 images per split, 4 photos, 3 probe epochs) for tests."""
-        return cls(pixels_per_image=64, probe_epochs=3, knn_k=5, pair_size=96, max_photos=4, limit=24)
+        """Tiny settings (24 images per split, 4 photos, 2 probe seeds of 3 epochs) for tests."""
+        tiny = {"pixels_per_image": 64, "probe_epochs": 3, "probe_seeds": 2, "knn_k": 5, "grid": 6}
+        return cls(**tiny, pairs_per_photo=2, max_photos=4, limit=24, resamples=200)
 
 
 @dataclass
 class EvalData:
-    """Everything the evaluation reads, loaded once for all models."""
+    """Everything the evaluation reads, loaded once for all models; correspondence pairs are
+    rendered per size on first use."""
 
     train: DenseSplit
     test: DenseSplit
-    num_classes: int
-    pairs_a: Tensor  # uint8 [P, 3, S, S]
-    pairs_b: Tensor
-    homographies: Tensor  # float64 [P, 3, 3], A -> B
+    photos: list[Path]
+    settings: EvalSettings
     data_dir: str
+    _pairs: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=dict)
+
+    def pairs(self, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A, B uint8 ``[P, 3, size, size]``, H ``[P, 3, 3]`` and photo id ``[P]`` at ``size`` px."""
+        if size not in self._pairs:
+            self._pairs[size] = make_pairs(self.photos, size, self.settings.pairs_per_photo, self.settings.seed)
+        return self._pairs[size]
+
+    def hashes(self) -> set[str]:
+        """Content hashes of every evaluation image (for the leakage check)."""
+        return evaluation_hashes(self.test.hashes, self.test.backgrounds, self.photos)
+
+    def no_information(self) -> dict[str, float]:
+        """Scores that need no features: foreground IoU of 'everything is object', the boundary
+        F-score of 'no boundary', kNN of the commonest train label."""
+        return {
+            "fg": float((self.test.masks > 0).double().mean()),
+            "bf": 0.0,
+            "knn": float(majority_correct(self.train.labels, self.test.labels).double().mean()),
+        }
 
 
 def load_data(data_dir: str | Path, settings: EvalSettings, photos: list[Path] | None = None) -> EvalData:
-    """Read both splits from shards and build the correspondence pairs from the real photos."""
+    """Read both splits from shards; the correspondence photos are the evaluation pool's."""
     from shards.photos import MISSING_HINT, available_photos
 
-    photos = sorted(available_photos() if photos is None else photos)[: settings.max_photos]
+    photos = sorted(available_photos(pool="eval") if photos is None else photos)[: settings.max_photos]
     if not photos:
         raise FileNotFoundError(MISSING_HINT)
-    a, b, h = make_pairs(photos, settings.pair_size, settings.pairs_per_photo, settings.seed)
-    return EvalData(
-        load_split(data_dir, "train", settings.limit),
-        load_split(data_dir, "test", settings.limit),
-        num_classes(data_dir),
-        a,
-        b,
-        h,
-        str(data_dir),
-    )
+    train = load_split(data_dir, "train", settings.limit)
+    return EvalData(train, load_split(data_dir, "test", settings.limit), photos, settings, str(data_dir))
 
 
 def normalised(images: Tensor, batch_size: int, device: str, desc: str = "", progress: bool = False) -> Iterator[Tensor]:
@@ -114,11 +144,10 @@ def extract(
 
 def with_reestimated_bn(features: DenseFeatures, data: EvalData, batch_size: int, device: str) -> DenseFeatures | None:
     """``features`` with BatchNorm statistics re-estimated on the probe's train images (no labels
-    used), renamed ``... [BN re-estimated]``; None when the backbone has no BatchNorm."""
+    used); None when the backbone has no BatchNorm."""
     features = features.to(device)
     if not features.reestimate_batch_norm(normalised(data.train.images, batch_size, device)):
         return None
-    features.name += " [BN re-estimated]"
     features.info["bn"] = f"re-estimated on the train split ({len(data.train.images)} images)"
     return features
 
@@ -134,164 +163,77 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def layer_figures(
-    layer: str, stride: int, train_f: Tensor, test_f: Tensor, a_f: Tensor, b_f: Tensor, data: EvalData, settings: EvalSettings
-) -> dict[str, float]:
-    """mIoU (categories; object vs background), kNN top-1 and correspondence accuracy of one layer
-    from its feature maps ``[N, C, h, w]``."""
-    probe = (settings.pixels_per_image, settings.probe_epochs, settings.seed)
-    miou = segmentation_miou(train_f, data.train.masks, test_f, data.test.masks, data.num_classes, *probe)
-    # objects vs background photo: the same probe with two classes, a dense task a small budget can learn
-    fgbg = segmentation_miou(train_f, data.train.masks.clamp(max=1), test_f, data.test.masks.clamp(max=1), 2, *probe)
-    knn = knn_top1(pool(train_f), data.train.labels, pool(test_f), data.test.labels, data.num_classes, settings.knn_k)
-    correct = valid = 0
-    for fa, fb, h in zip(a_f, b_f, data.homographies):
-        c, v = match_counts(fa, fb, h, stride, tuple(data.pairs_b.shape[2:]))
-        correct, valid = correct + c, valid + v
-    return {
-        f"miou/{layer}": miou,
-        f"fgbg/{layer}": fgbg,
-        f"knn/{layer}": knn,
-        f"corr/{layer}": correct / valid if valid else float("nan"),
-    }
+def correspondence_counts(features: DenseFeatures, data: EvalData, device: str, progress: bool) -> dict[str, Tensor]:
+    """``{"corr/L": [1, photos, 4]}`` (:data:`train.eval_correspondence.STATS` summed per photo),
+    each layer on pairs of ``grid x stride`` pixels."""
+    out = {}
+    settings = data.settings
+    for stride in sorted(set(features.strides.values())):
+        size = settings.grid * stride
+        a, b, h, photo = data.pairs(size)
+        fa = extract(features, a, settings.batch_size, device, f"{features.name}: pairs A {size}px", progress)
+        fb = extract(features, b, settings.batch_size, device, f"{features.name}: pairs B {size}px", progress)
+        for layer in (name for name, s in features.strides.items() if s == stride):
+            with single_thread():  # many small ops: thread hand-offs cost more than the maths
+                stats = torch.stack([match_stats(x, y, hp, stride, (size, size)) for x, y, hp in zip(fa[layer], fb[layer], h)])
+            out[f"corr/{layer}"] = cluster_sums(stats, photo, len(data.photos))[None]
+    return out
+
+
+def probe_counts(features: DenseFeatures, data: EvalData, device: str, progress: bool) -> dict[str, Tensor]:
+    """``{"fg/L" and "bf/L": [probe seeds, photos, 7], "knn/L": [1, photos, 2]}``: per test-background
+    photo, the probe's foreground and boundary counts per probe seed, and kNN (correct, queries)."""
+    settings = data.settings
+    train_f = extract(features, data.train.images, settings.batch_size, device, f"{features.name}: train", progress)
+    test_f = extract(features, data.test.images, settings.batch_size, device, f"{features.name}: test", progress)
+    clusters, photos = data.test.clusters()
+    out = {}
+    for layer in tqdm(features.strides, desc=f"{features.name}: probes", disable=not progress, leave=False):
+        with single_thread():  # thousands of tiny ops: thread hand-offs cost 10x the maths on a busy CPU
+            per_seed = [
+                probe_stats(
+                    train_f[layer],
+                    data.train.masks,
+                    test_f[layer],
+                    data.test.masks,
+                    settings.pixels_per_image,
+                    settings.probe_epochs,
+                    settings.seed + k,
+                    settings.boundary_tolerance,
+                )
+                for k in range(settings.probe_seeds)
+            ]
+            probe = cluster_sums(torch.stack(per_seed), clusters, len(photos))
+            correct = knn_correct(
+                pool(train_f[layer]), data.train.labels, pool(test_f[layer]), data.test.labels, _num_labels(data), settings.knn_k
+            )
+        out[f"fg/{layer}"] = out[f"bf/{layer}"] = probe
+        hits = torch.stack([correct, torch.ones_like(correct)], 1).double()  # (correct, queries) per image
+        out[f"knn/{layer}"] = cluster_sums(hits, clusters, len(photos))[None]
+    return out
+
+
+def _num_labels(data: EvalData) -> int:
+    return int(max(data.train.labels.max(), data.test.labels.max())) + 1
 
 
 def evaluate(
-    features: DenseFeatures, data: EvalData, settings: EvalSettings | None = None, device: str = "cpu", progress: bool = True
-) -> dict:
-    """All figures for one model: ``{"model", "info", "figures": {"miou/L", "fgbg/L", "knn/L", "corr/L"}, "seconds"}``."""
-    settings = settings or EvalSettings()
+    features: DenseFeatures, data: EvalData, device: str = "cpu", progress: bool = True
+) -> tuple[dict[str, Tensor], float]:
+    """Counts of one model for every metric and layer (``{"fg/L", "bf/L", "knn/L", "corr/L": [R, C, K]}``,
+    see :data:`METRICS`) and the seconds it took."""
     start = time.perf_counter()
     features = features.to(device)
-    name = features.name
-    train_f = extract(features, data.train.images, settings.batch_size, device, f"{name}: train", progress)
-    test_f = extract(features, data.test.images, settings.batch_size, device, f"{name}: test", progress)
-    a_f = extract(features, data.pairs_a, settings.batch_size, device, f"{name}: pairs A", progress)
-    b_f = extract(features, data.pairs_b, settings.batch_size, device, f"{name}: pairs B", progress)
-    figures: dict[str, float] = {}
-    for layer in tqdm(features.strides, desc=f"{name}: probes", disable=not progress, leave=False):
-        with single_thread():  # thousands of tiny ops: thread hand-offs cost 10x the maths on a busy CPU
-            figures.update(
-                layer_figures(
-                    layer, features.strides[layer], train_f[layer], test_f[layer], a_f[layer], b_f[layer], data, settings
-                )
-            )
-    return {
-        "model": name,
-        "info": features.info,
-        "figures": figures,
-        "data": data.data_dir,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-
-
-def format_table(rows: list[dict]) -> str:
-    """Rows = models, columns = every figure (mIoU, kNN, correspondence per layer), in percent."""
-    columns = []
-    for row in rows:
-        columns += [k for k in row["figures"] if k not in columns]
-    order = {"miou": 0, "fgbg": 1, "knn": 2, "corr": 3}
-    columns.sort(key=lambda k: (order.get(k.split("/")[0], 3), k))
-    width = max([len("model")] + [len(r["model"]) for r in rows])
-    lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>12}" for c in columns) + f"  {'seconds':>7}"]
-    for r in rows:
-        cells = [f"{100 * r['figures'][c]:12.1f}" if c in r["figures"] else f"{'-':>12}" for c in columns]
-        lines.append(f"{r['model']:<{width}}  " + "  ".join(cells) + f"  {r['seconds']:7.1f}")
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m train.evaluate`` command line."""
-    p = argparse.ArgumentParser(
-        prog="python -m train.evaluate",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Measure the dense features of frozen backbones: linear per-pixel probe (mIoU), kNN top-1 on "
-        "pooled features, and nearest-neighbour correspondence under known homographies, per layer. "
-        "Prints a table (figures in percent) and one JSON line per model (figures as fractions).",
-        epilog="--checkpoint SPEC (repeat it for a multi-row table):\n"
-        "  random:ARCH        random init, the library's own, e.g. random:resnet18\n"
-        "  random-zero:ARCH   random init with zeroed last norm per residual block (CLoVE's step 0)\n"
-        "  DIR                a method export (holds backbone.json)\n"
-        "  ckpt-*.pt          a training checkpoint (method rebuilt from its config, then exported)\n"
-        "  RUN_DIR            a run's newest checkpoint; with --all-steps every checkpoint (one row per step)\n\n"
-        "columns, per layer L: miou/L (linear per-pixel probe, test mIoU), fgbg/L (the same probe, object vs\n"
-        "  background, mIoU of the two), knn/L (kNN top-1, pooled features),\n"
-        "  corr/L (cells matched within one cell under known homographies)\n\n"
-        "build the data first:  python -m shards copy-paste data/shards/copy-paste\n"
-        "example:  python -m train.evaluate --checkpoint random:resnet18 --checkpoint random-zero:resnet18 \\\n"
-        "              --data data/shards/copy-paste --out runs/eval.jsonl",
-    )
-    p.add_argument("--checkpoint", action="append", required=True, metavar="SPEC", help="model to evaluate (see below)")
-    p.add_argument("--data", required=True, metavar="DIR", help="shards of python -m shards copy-paste")
-    p.add_argument("--all-steps", action="store_true", help="with a run dir: every ckpt-*.pt, rows by step")
-    p.add_argument("--layers", nargs="+", metavar="L", help="layers to evaluate (default: all the backbone reports)")
-    p.add_argument(
-        "--bn",
-        choices=("exported", "reestimated", "both"),
-        default="exported",
-        help="BatchNorm statistics: as exported, re-estimated on the probe's train images (a random network's "
-        "are its initial mean 0 / variance 1), or one row each (default %(default)s)",
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
-    p.add_argument("--out", metavar="FILE.jsonl", help="append each model's JSON line to this file")
-    p.add_argument("--seed", type=int, default=0, help="seed of random inits, probes and pairs (default %(default)s)")
-    p.add_argument(
-        "--pairs-per-photo", type=int, default=1, metavar="N", help="correspondence pairs per real photo (default %(default)s)"
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        metavar="N",
-        help="torch intra-op threads for the forward passes (default: torch's choice); on a CPU "
-        "shared with other jobs, 1 is often faster",
-    )
-    p.add_argument("--quick", action="store_true", help="tiny settings (24 images per split, 4 photos): for tests")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+    counts = probe_counts(features, data, device, progress)
+    counts.update(correspondence_counts(features, data, device, progress))
+    return counts, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``python -m train.evaluate``: prints the table and JSON lines; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    from train.eval_models import expand_spec
+    """Runs ``python -m train.evaluate``; returns the exit status."""
+    from train.eval_cli import run
 
-    settings = EvalSettings.quick() if args.quick else EvalSettings()
-    settings.seed, settings.pairs_per_photo = args.seed, args.pairs_per_photo
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        models = [m for spec in args.checkpoint for m in expand_spec(spec, args.all_steps, args.seed)]
-        data = load_data(args.data, settings)
-        rows = []
-        for label, build in tqdm(models, desc="models", disable=args.no_progress or len(models) == 1):
-            # built once (a checkpoint is rebuilt and exported); --bn both re-estimates a copy
-            features = build().select(args.layers)
-            variants = [] if args.bn == "reestimated" else [features]
-            if args.bn != "exported":
-                target = copy.deepcopy(features) if args.bn == "both" else features
-                recalibrated = with_reestimated_bn(target, data, settings.batch_size, args.device)
-                if recalibrated is None:  # nothing to re-estimate: the model's one row is as exported
-                    tqdm.write(f"{label}: no BatchNorm to re-estimate")
-                    variants = [features]
-                else:
-                    variants.append(recalibrated)
-            for features in variants:
-                row = evaluate(features, data, settings, args.device, not args.no_progress)
-                rows.append(row)
-                tqdm.write(f"{row['model']}: done in {row['seconds']:.1f} s")
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"train.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(rows))
-    for row in rows:
-        line = json.dumps(row, sort_keys=True)
-        print(line)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.out, "a") as f:
-                f.write(line + "\n")
-    return 0
+    return run(argv)
 
 
 if __name__ == "__main__":

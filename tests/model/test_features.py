@@ -134,10 +134,10 @@ def _batch_norm_inputs(features, batches):
     return seen
 
 
-def test_reestimated_batch_norm_is_the_average_of_batch_statistics():
+def test_reestimated_batch_norm_is_the_population_statistic_over_unequal_batches():
     f = random_features("resnet18", seed=0)
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randn(3, 3, 64, 64, generator=gen) for _ in range(2)]
+    batches = [torch.randn(n, 3, 64, 64, generator=gen) for n in (5, 5, 2)]  # a short last batch
     inputs = _batch_norm_inputs(f, batches)
     before = {n: p.clone() for n, p in f.state_dict().items() if "running" not in n and "num_batches" not in n}
 
@@ -145,12 +145,13 @@ def test_reestimated_batch_norm_is_the_average_of_batch_statistics():
     norms = dict(f.body.named_modules())
     assert len(inputs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in norms.values()) == 20
     for name, xs in inputs.items():
-        # the definition: per channel, mean over (N, H, W) of each batch, and the unbiased variance,
-        # averaged over the batches with equal weight (all batches have the same size)
-        mean = torch.stack([x.mean((0, 2, 3)) for x in xs]).mean(0)
-        var = torch.stack([x.var((0, 2, 3), unbiased=True) for x in xs]).mean(0)
-        torch.testing.assert_close(norms[name].running_mean, mean, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(norms[name].running_var, var, rtol=1e-4, atol=1e-5)
+        # the definition: per channel, mean and (population) variance over every value the norm
+        # saw, all batches pooled, so each batch weighs by its size
+        pooled = torch.cat([x.transpose(0, 1).reshape(x.shape[1], -1) for x in xs], 1).double()
+        torch.testing.assert_close(norms[name].running_mean, pooled.mean(1).float(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norms[name].running_var, pooled.var(1, unbiased=False).float(), rtol=1e-4, atol=1e-5)
+        equal_weight = torch.stack([x.mean((0, 2, 3)) for x in xs]).mean(0)
+        assert not torch.allclose(norms[name].running_mean, equal_weight, rtol=1e-4, atol=1e-5)  # the old rule
     # nothing else moved, and the backbone is frozen and in eval mode again
     after = {n: p for n, p in f.state_dict().items() if n in before}
     assert all(torch.equal(before[n], after[n]) for n in before)
@@ -159,9 +160,46 @@ def test_reestimated_batch_norm_is_the_average_of_batch_statistics():
     assert set(out) == {"layer3", "layer4"}
 
 
+def test_reestimation_replaces_the_statistics_of_a_trained_export(tmp_path):
+    # an export whose BatchNorm statistics are far from anything the images give: after
+    # re-estimation nothing of them may remain, i.e. the result equals a copy re-estimated from
+    # the library's initial statistics
+    from tests.model.helpers import perturb
+
+    resnet = torchvision.models.resnet18()
+    perturb(resnet, seed=3)
+    for m in resnet.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.add_(50.0)
+            m.running_var.mul_(400.0)
+    trained = _export(tmp_path, resnet)
+    fresh = load_exported(trained)
+    for m in fresh.body.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 3, 64, 64, generator=gen), torch.randn(3, 3, 64, 64, generator=gen)]
+    exported = load_exported(trained)
+    exported.reestimate_batch_norm(iter(batches))
+    fresh.reestimate_batch_norm(iter(batches))
+    for (name, a), b in zip(exported.state_dict().items(), fresh.state_dict().values()):
+        if "running" in name:
+            torch.testing.assert_close(a, b, msg=name)
+
+
 def test_reestimating_without_batch_norm_changes_nothing():
     pytest.importorskip("timm")
     f = random_features("vit_tiny_patch16_224", seed=0)
     state = {n: p.clone() for n, p in f.state_dict().items()}
     assert f.reestimate_batch_norm(iter([torch.randn(2, 3, 32, 32)])) is False
     assert all(torch.equal(state[n], p) for n, p in f.state_dict().items())
+
+
+def _export(directory, resnet: torch.nn.Module):
+    """Write ``resnet`` as a torchvision export with its backbone.json; returns the directory."""
+    import json
+
+    torch.save(resnet.state_dict(), directory / "resnet18_torchvision.pth")
+    meta = {"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"}
+    (directory / "backbone.json").write_text(json.dumps(meta))
+    return directory

@@ -134,7 +134,7 @@ def test_evaluate_lines_are_flattened_into_one_curve_per_run():
     lines = [
         {
             "model": "clove resnet18 step 100",
-            "info": {"method": "clove", "arch": "resnet18", "step": 100},
+            "info": [{"method": "clove", "arch": "resnet18", "step": 100}],
             "figures": {"corr/layer3": 0.3, "miou/layer3": 0.05},
         },
         {
@@ -144,7 +144,7 @@ def test_evaluate_lines_are_flattened_into_one_curve_per_run():
         },
         {
             "model": "clove resnet18 step 200 [BN re-estimated]",
-            "info": {"method": "clove", "arch": "resnet18", "step": 200, "bn": "re-estimated on the train split (200 images)"},
+            "info": [{"method": "clove", "arch": "resnet18", "step": 200, "bn": "re-estimated on the train split (200 images)"}],
             "figures": {"corr/layer3": 0.45, "miou/layer3": 0.06},
         },
         {

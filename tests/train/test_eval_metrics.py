@@ -10,53 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.eval_correspondence import apply_homography, make_pairs, match_counts, random_homography, warp_image
-from train.eval_knn import knn_predict
-from train.eval_segmentation import LinearProbe, mean_iou, pixel_training_set, sample_at_pixels
-
-# --------------------------------------------------------------------------------------------
-# mIoU
-# --------------------------------------------------------------------------------------------
-
-
-def _slow_miou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore=None) -> float:
-    ious = []
-    keep = np.ones_like(target, bool) if ignore is None else target != ignore
-    for c in range(num_classes):
-        p, t = (pred == c) & keep, (target == c) & keep
-        union = (p | t).sum()
-        if union:
-            ious.append((p & t).sum() / union)
-    return float(np.mean(ious))
-
-
-def test_miou_of_a_perfect_predictor_is_one():
-    target = torch.randint(0, 5, (3, 20, 30), generator=torch.Generator().manual_seed(0))
-    assert mean_iou(target.clone(), target, 7) == 1.0
-
-
-def test_miou_of_a_constant_predictor_is_what_the_definition_gives():
-    gen = torch.Generator().manual_seed(1)
-    target = torch.randint(0, 4, (2, 16, 16), generator=gen)
-    target[0, :8] = 0  # class 0 most frequent
-    n = target.numel()
-    for c in (0, 2, 5):  # a present class, another, and one absent from the target
-        pred = torch.full_like(target, c)
-        # By hand: IoU_c = |target == c| / N; every other class present in the target has IoU 0;
-        # the mean runs over the classes present in the target plus c.
-        present = set(target.unique().tolist()) | {c}
-        expected = float((target == c).sum()) / n / len(present)
-        assert mean_iou(pred, target, 6) == pytest.approx(expected, abs=1e-12)
-
-
-def test_miou_matches_the_definition_with_ignored_pixels():
-    gen = torch.Generator().manual_seed(2)
-    pred = torch.randint(0, 6, (4, 12, 9), generator=gen)
-    target = torch.randint(0, 6, (4, 12, 9), generator=gen)
-    target[target == 5] = 255
-    got = mean_iou(pred, target, 6, ignore_index=255)
-    assert got == pytest.approx(_slow_miou(pred.numpy(), target.numpy(), 6, 255), abs=1e-12)
-
+from train.eval_correspondence import apply_homography, make_pairs, match_stats, random_homography, warp_image
+from train.eval_knn import knn_predict, majority_correct
+from train.eval_segmentation import (
+    LinearProbe,
+    boundary_f,
+    boundary_stats,
+    foreground_iou,
+    foreground_stats,
+    pixel_training_set,
+    sample_at_pixels,
+    train_linear_probe,
+)
 
 # --------------------------------------------------------------------------------------------
 # linear probe on upsampled features
@@ -116,9 +81,14 @@ def test_knn_matches_a_slow_vote():
 
 
 def _slow_counts(fa: np.ndarray, fb: np.ndarray, h: np.ndarray, stride: float, size: int) -> tuple[int, int]:
-    """The docstring's rule, cell by cell."""
+    """The docstring's rule, cell by cell: (correct, valid)."""
+    return _slow_stats(fa, fb, h, stride, size)[:2]
+
+
+def _slow_stats(fa: np.ndarray, fb: np.ndarray, h: np.ndarray, stride: float, size: int) -> tuple[float, ...]:
+    """(correct, valid, no movement, chance) by the docstring's rules, cell by cell."""
     c, ha, wa = fa.shape
-    correct = valid = 0
+    correct = valid = no_movement = chance = 0
     for i in range(ha):
         for j in range(wa):
             p = h @ np.array([(j + 0.5) * stride, (i + 0.5) * stride, 1.0])
@@ -126,6 +96,13 @@ def _slow_counts(fa: np.ndarray, fb: np.ndarray, h: np.ndarray, stride: float, s
             if not (0 <= tx < size and 0 <= ty < size):
                 continue
             valid += 1
+            no_movement += math.hypot((j + 0.5) * stride - tx, (i + 0.5) * stride - ty) <= stride
+            near = [
+                math.hypot((x + 0.5) * stride - tx, (y + 0.5) * stride - ty) <= stride
+                for y in range(fb.shape[1])
+                for x in range(fb.shape[2])
+            ]
+            chance += sum(near) / len(near)
             q = fa[:, i, j] / np.linalg.norm(fa[:, i, j])
             best, best_sim = None, -np.inf
             for y in range(fb.shape[1]):
@@ -135,7 +112,12 @@ def _slow_counts(fa: np.ndarray, fb: np.ndarray, h: np.ndarray, stride: float, s
                         best, best_sim = (x, y), sim
             px, py = (best[0] + 0.5) * stride, (best[1] + 0.5) * stride
             correct += math.hypot(px - tx, py - ty) <= stride
-    return correct, valid
+    return correct, valid, no_movement, chance
+
+
+def match_counts(fa, fb, h, stride, size) -> tuple[int, int]:
+    stats = match_stats(fa, fb, h, stride, size)
+    return int(stats[0]), int(stats[1])
 
 
 def test_identical_features_under_the_identity_are_all_correct():
@@ -158,12 +140,28 @@ def test_identical_features_under_a_known_shift(shift_cells):
     assert (correct, valid) == _slow_counts(fa.numpy(), fa.numpy(), h, stride, n * stride)
 
 
-def test_match_counts_equal_the_slow_rule_under_a_homography():
+def test_match_stats_equal_the_slow_rules_under_a_homography():
     gen = torch.Generator().manual_seed(8)
-    fa = torch.randn(6, 6, 6, generator=gen)
-    fb = fa + 0.8 * torch.randn(6, 6, 6, generator=gen)
-    h = random_homography(random.Random(1), 96)
-    assert match_counts(fa, fb, h, 16, (96, 96)) == _slow_counts(fa.numpy(), fb.numpy(), h, 16, 96)
+    for seed in range(3):
+        fa = torch.randn(6, 6, 6, generator=gen)
+        fb = fa + 0.8 * torch.randn(6, 6, 6, generator=gen)
+        h = random_homography(random.Random(seed), 96)
+        got = match_stats(fa, fb, h, 16, (96, 96)).tolist()
+        assert got == pytest.approx(_slow_stats(fa.numpy(), fb.numpy(), h, 16, 96), abs=1e-9)
+
+
+def test_the_default_warps_leave_no_movement_near_chance_at_every_grid():
+    # geometry only: the share of valid cells whose true match lies within one cell of where they
+    # were, over the default warps, for the default 12 x 12 grid (at any stride: warps are relative)
+    for stride in (8, 16, 32):
+        size, moved = 12 * stride, torch.zeros(4, dtype=torch.float64)
+        for k in range(200):
+            h = random_homography(random.Random(f"0-{k}-0"), size)
+            feats = torch.randn(4, 12, 12)
+            moved += match_stats(feats, feats, h, stride, (size, size))
+        no_movement, chance = float(moved[2] / moved[1]), float(moved[3] / moved[1])
+        assert no_movement <= 0.05 and chance <= 0.05
+        assert float(moved[1]) / 200 > 60  # enough valid cells per pair
 
 
 def test_warp_moves_pixels_where_the_homography_says():
@@ -184,9 +182,79 @@ def test_warp_moves_pixels_where_the_homography_says():
 
 def test_pairs_are_seeded(real_jpegs):
     photos = sorted(real_jpegs, key=lambda p: p.stat().st_size)[:2]
-    a1, b1, h1 = make_pairs(photos, 64, 1, seed=3)
-    a2, b2, h2 = make_pairs(photos, 64, 1, seed=3)
-    _, b3, h3 = make_pairs(photos, 64, 1, seed=4)
-    assert a1.shape == (2, 3, 64, 64) and a1.dtype == torch.uint8
+    a1, b1, h1, photo = make_pairs(photos, 64, 2, seed=3)
+    a2, b2, h2, _ = make_pairs(photos, 64, 2, seed=3)
+    _, b3, h3, _ = make_pairs(photos, 64, 2, seed=4)
+    assert a1.shape == (4, 3, 64, 64) and a1.dtype == torch.uint8 and photo.tolist() == [0, 0, 1, 1]
+    _, _, h4, _ = make_pairs(photos, 128, 2, seed=3)  # the same warps at another size
+    scale = np.diag([2.0, 2.0, 1.0])
+    for small, large in zip(h1, h4):
+        np.testing.assert_allclose(scale @ small.numpy() @ np.linalg.inv(scale), large.numpy(), atol=1e-9)
     assert torch.equal(b1, b2) and torch.equal(h1, h2)
     assert not torch.equal(h1, h3) and not torch.equal(b1, b3)
+
+
+# --------------------------------------------------------------------------------------------
+# object probe: foreground IoU, boundary F, class balance
+# --------------------------------------------------------------------------------------------
+
+
+def _slow_boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour inside the image that is not in the mask."""
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x]:
+                for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                    yy, xx = y + dy, x + dx
+                    if 0 <= yy < h and 0 <= xx < w and not mask[yy, xx]:
+                        out[y, x] = True
+    return out
+
+
+def _near(b: np.ndarray, other: np.ndarray, tol: int) -> np.ndarray:
+    ys, xs = np.nonzero(other)
+    out = np.zeros_like(b)
+    for y, x in zip(*np.nonzero(b)):
+        out[y, x] = bool(len(ys)) and (np.maximum(abs(ys - y), abs(xs - x)) <= tol).any()
+    return out
+
+
+def test_foreground_and_boundary_stats_equal_their_definitions():
+    gen = torch.Generator().manual_seed(9)
+    target = torch.zeros(3, 20, 24, dtype=torch.bool)
+    target[0, 3:12, 4:15] = True
+    target[1, 10:20, 0:9] = True  # touches the image border: that edge is no boundary
+    pred = torch.rand(3, 20, 24, generator=gen) > 0.7
+    pred[0, 4:12, 5:16] = True
+    got_fg, got_b = foreground_stats(pred, target), boundary_stats(pred, target, tolerance=2)
+    for n in range(3):
+        p, t = pred[n].numpy(), target[n].numpy()
+        assert got_fg[n].tolist() == [(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]
+        bp, bt = _slow_boundary(p), _slow_boundary(t)
+        assert got_b[n].tolist() == [_near(bp, bt, 2).sum(), bp.sum(), _near(bt, bp, 2).sum(), bt.sum()]
+    assert float(foreground_iou(foreground_stats(target, target).sum(0))) == 1.0
+    assert float(boundary_f(boundary_stats(target, target).sum(0))) == 1.0
+    assert float(boundary_f(boundary_stats(torch.zeros_like(target), target).sum(0))) == 0.0
+
+
+def test_the_class_balanced_probe_is_not_carried_by_the_majority():
+    # 95 % background with features that barely tell: an unweighted probe calls everything
+    # background; the balanced loss weighs the classes equally and finds the objects.
+    gen = torch.Generator().manual_seed(10)
+    y = (torch.rand(4000, generator=gen) < 0.05).long()
+    x = torch.randn(4000, 4, generator=gen) + 0.8 * y[:, None]
+
+    def recall(probe):
+        pred = ((x - probe.mean) / probe.std @ probe.weight.T + probe.bias).argmax(1)
+        return float((pred[y == 1] == 1).double().mean())
+
+    assert recall(train_linear_probe(x, y, 2, epochs=50, balanced=False)) < 0.1
+    assert recall(train_linear_probe(x, y, 2, epochs=50, balanced=True)) > 0.7
+
+
+def test_majority_guess_answers_the_commonest_memory_label():
+    memory = torch.tensor([3, 1, 3, 2, 1, 3])
+    queries = torch.tensor([3, 1, 2, 3])
+    assert majority_correct(memory, queries).tolist() == [True, False, False, True]

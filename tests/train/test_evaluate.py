@@ -1,22 +1,35 @@
-"""``python -m train.evaluate`` end to end on a tiny copy-paste set, and checkpoints through the
-method contract's export."""
+"""``python -m train.evaluate`` end to end on a tiny copy-paste set, the leakage check, and
+checkpoints through the method contract's export."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
-from shards.convert import ConvertOptions
+from shards.content_hashes import file_hash
+from shards.convert import ConvertOptions, convert
 from shards.copy_paste import build
-from shards.photos import TUXPAINT_STAMPS
+from shards.folder import scan_photos
+from shards.photos import TUXPAINT_STAMPS, available_photos
 from train.checkpoint import save_checkpoint
-from train.eval_data import DenseSplit, load_split, num_classes
+from train.eval_data import load_split
+from train.eval_leakage import check_leakage, evaluation_hashes
 from train.eval_models import expand_spec
-from train.evaluate import EvalData, EvalSettings, layer_figures, main
+from train.eval_segmentation import foreground_iou, probe_stats
+from train.evaluate import EvalSettings, main
+
+OPTS = ConvertOptions(workers=1, progress=False)
+
+
+def _smallest(pool: str, n: int, jpegs: list[Path]) -> list[Path]:
+    in_pool = set(available_photos(pool=pool))
+    return sorted((p for p in jpegs if p in in_pool), key=lambda p: (p.stat().st_size, p.name))[:n]
 
 
 @pytest.fixture(scope="module")
@@ -24,99 +37,129 @@ def tiny_set(tmp_path_factory, real_jpegs) -> Path:
     if not TUXPAINT_STAMPS.is_dir():
         pytest.skip("tuxpaint-stamps-default not installed: run `bash scripts/setup.sh` as root")
     out = tmp_path_factory.mktemp("copy-paste")
-    photos = sorted(real_jpegs, key=lambda p: (p.stat().st_size, p.name))[:8]
-    build(out, train=8, test=4, size=64, seed=0, options=ConvertOptions(workers=1, progress=False), photos=photos)
+    photos = _smallest("pretrain", 6, real_jpegs) + _smallest("eval", 3, real_jpegs)
+    build(out, train=8, test=6, size=64, seed=0, options=OPTS, photos=photos)
     return out
 
 
-def test_eval_data_reads_masks_and_labels(tiny_set):
+def test_eval_data_reads_masks_labels_backgrounds_and_hashes(tiny_set):
     split = load_split(tiny_set, "test")
-    assert split.images.shape == (4, 3, 64, 64) and split.images.dtype == torch.uint8
-    assert split.masks.shape == (4, 64, 64)
-    k = num_classes(tiny_set)
-    assert 0 <= int(split.masks.min()) and int(split.masks.max()) < k
+    assert split.images.shape == (6, 3, 64, 64) and split.images.dtype == torch.uint8
+    assert split.masks.shape == (6, 64, 64) and int(split.masks.min()) >= 0
     for mask, label in zip(split.masks, split.labels):  # label = category of the largest object
-        counts = torch.bincount(mask.reshape(-1), minlength=k)
-        assert counts[label] > 0 and label != 0
+        counts = torch.bincount(mask.reshape(-1))
+        assert label != 0 and counts[label] == counts[1:].max()
+    eval_pool = {str(p) for p in available_photos(pool="eval")}
+    assert set(split.backgrounds) <= eval_pool  # test backgrounds: the evaluation pool only
+    clusters, photos = split.clusters()
+    assert [photos[c] for c in clusters] == split.backgrounds
+    stored = {}
+    for tar in sorted(tiny_set.glob("test-*.tar")):
+        with tarfile.open(tar) as tf:
+            stored.update({m.name.split(".")[0]: tf.extractfile(m).read() for m in tf if m.name.endswith(".jpg")})
+    assert split.hashes == [hashlib.blake2b(stored[k], digest_size=16).hexdigest() for k in split.keys]
 
 
-def test_evaluate_end_to_end(tiny_set, tmp_path, capsys):
+def test_leakage_flags_a_run_trained_on_the_evaluation_photos(tmp_path, real_jpegs):
+    eval_photos, pretrain_photos = _smallest("eval", 3, real_jpegs), _smallest("pretrain", 3, real_jpegs)
+    convert(scan_photos(eval_photos), tmp_path / "leaky", OPTS)
+    convert(scan_photos(pretrain_photos), tmp_path / "clean", OPTS)
+    evaluation = evaluation_hashes(["not-a-stored-image"], [], eval_photos)
+    assert evaluation == {"not-a-stored-image"} | {file_hash(p) for p in eval_photos}
+    leaky = check_leakage(evaluation, str(tmp_path / "leaky"))
+    assert (leaky.checked, leaky.seen, leaky.cell()) == (4, 3, "3 SEEN")
+    clean = check_leakage(evaluation, str(tmp_path / "clean" / "train-*.tar"))
+    assert (clean.seen, clean.cell()) == (0, "0")
+    (tmp_path / "clean" / "hashes.txt").unlink()
+    unknown = check_leakage(evaluation, str(tmp_path / "clean"))
+    assert unknown.seen is None and unknown.cell() == "?" and "convert it again" in unknown.reason
+
+
+def _tiny_run(tmp_path: Path, shards: str) -> Path:
+    """A run directory with one CLoVE checkpoint whose config says it trained on ``shards``."""
+    from model.registry import METHODS
+    from train.config import config_to_dict, load_config
+
+    overrides = ["method.options.backbone=resnet18", "method.options.proj_hidden=64", "method.options.proj_dim=32"]
+    cfg = load_config(None, overrides + [f"data.shards={shards}", "data.samples_per_epoch=64"])
+    torch.manual_seed(0)
+    method = METHODS["clove"](cfg.method.options)
+    save_checkpoint({"config": config_to_dict(cfg), "model": method.state_dict(), "step": 5}, tmp_path / "run" / "checkpoints", 5)
+    return tmp_path / "run"
+
+
+def test_evaluate_end_to_end(tiny_set, tmp_path, capsys, real_jpegs):
+    # a run that pretrained on the very photos the correspondence metric uses
+    leaky_shards = tmp_path / "leaky"
+    convert(scan_photos(available_photos(pool="eval")[:4]), leaky_shards, OPTS)
+    run = _tiny_run(tmp_path, str(leaky_shards))
     export = tmp_path / "export"
     export.mkdir()
     torch.save(torchvision.models.resnet18().state_dict(), export / "resnet18_torchvision.pth")
-    (export / "backbone.json").write_text(
-        json.dumps({"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"})
-    )
+    meta = {"family": "torchvision_resnet", "arch": "resnet18", "weights": "resnet18_torchvision.pth", "method": "clove"}
+    (export / "backbone.json").write_text(json.dumps(meta))
     out = tmp_path / "eval.jsonl"
     threads = torch.get_num_threads()
+    args = ["--data", str(tiny_set), "--quick", "--no-progress", "--threads", "1", "--out", str(out), "--bn", "both"]
     try:
         rc = main(
-            [
-                "--checkpoint",
-                "random:resnet18",
-                "--checkpoint",
-                str(export),
-                "--data",
-                str(tiny_set),
-                "--quick",
-                "--no-progress",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-                "--bn",
-                "both",
-            ]
+            ["--checkpoint", "random:resnet18", "--seeds", "2", "--checkpoint", f"E={export}", "--checkpoint", f"R={run}"] + args
         )
     finally:
         torch.set_num_threads(threads)  # --threads sets the process-wide count
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "random resnet18 (torchvision init)" in printed and "clove resnet18" in printed
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    # --bn both: each model as exported, then with BatchNorm statistics re-estimated on the train split
-    assert [r["info"].get("init") for r in rows] == ["default", "default", None, None]
-    assert [r["model"].endswith(" [BN re-estimated]") for r in rows] == [False, True, False, True]
-    assert [r["info"].get("bn") for r in rows] == [None, "re-estimated on the train split (8 images)"] * 2
+    assert [r["model"] for r in rows] == [
+        "random:resnet18 (2 seeds)",
+        "random:resnet18 (2 seeds) [BN re-estimated]",
+        "E",
+        "E [BN re-estimated]",
+        "R",
+        "R [BN re-estimated]",
+    ]
+    assert [i["seed"] for i in rows[0]["info"]] == [0, 1]  # two init seeds in one row
+    assert rows[0]["replicates"]["fg/layer3"] == 4 and rows[0]["replicates"]["corr/layer3"] == 2  # x 2 probe seeds
+    assert rows[1]["info"][0]["bn"] == "re-estimated on the train split (8 images)"
     assert rows[0]["figures"] != rows[1]["figures"]  # a random network's statistics are not its images'
+    keys = {f"{m}/{layer}" for m in ("fg", "bf", "knn", "corr") for layer in ("layer3", "layer4")}
     for row in rows:
-        kinds = ("miou", "fgbg", "knn", "corr")
-        assert set(row["figures"]) == {f"{m}/{layer}" for m in kinds for layer in ("layer3", "layer4")}
+        assert set(row["figures"]) == set(row["sd"]) == keys
         assert all(0 <= v <= 1 for v in row["figures"].values())
+        assert set(row["no_information"]) == keys | {"chance/layer3", "chance/layer4"}
         assert json.dumps(row, sort_keys=True) in printed  # the same JSON line on stdout
+    # leakage: random saw nothing, the export cannot tell, the run trained on evaluation photos
+    assert [r["leakage"]["seen_in_pretraining"] for r in rows[::2]] == [0, None, 4]
+    assert "4 SEEN" in printed and "no information" in printed and "chance" in printed
+    # every row against the first, within its BN protocol, with an interval around the difference
+    assert rows[0]["differences"] == {} and set(rows[3]["differences"]) == {"random:resnet18 (2 seeds) [BN re-estimated]"}
+    for key, (d, low, high) in rows[4]["differences"]["random:resnet18 (2 seeds)"].items():
+        assert low <= d <= high, key
     assert main(["--checkpoint", "random:resnet18", "--data", str(tmp_path / "nothing"), "--quick"]) == 2
     assert main(["--checkpoint", str(tmp_path / "no-such-run"), "--data", str(tiny_set)]) == 2
+    assert main(["--checkpoint", "random:resnet18", "--baseline", "nope"] + args[:3]) == 2
 
 
-def _split(masks: torch.Tensor) -> DenseSplit:
-    n = masks.shape[0]
-    return DenseSplit(torch.zeros(n, 3, *masks.shape[1:], dtype=torch.uint8), masks, masks.flatten(1).amax(1), [""] * n)
-
-
-def test_object_probe_scores_the_two_classes():
-    """fgbg/L is the probe's mIoU of object vs background, whatever the object's category: features
-    that carry the object mask score 1, constant features score what all-background gives."""
+def test_object_probe_scores_foreground_iou():
+    """fg/L is the class-balanced probe's IoU of the object class: features that carry the object
+    mask score 1; constant features can only say 'all object' or 'all background'."""
     gen = torch.Generator().manual_seed(0)
     masks = [torch.zeros(16, 8, 8, dtype=torch.long) for _ in range(2)]
     for m in masks:
         for i in range(16):  # one object per image, of category 1, 2 or 3, at a random place
             y, x = torch.randint(0, 5, (2,), generator=gen).tolist()
             m[i, y : y + 3, x : x + 3] = 1 + i % 3
-    train, test = _split(masks[0]), _split(masks[1])
-    pairs = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
-    data = EvalData(train, test, 4, pairs, pairs, torch.eye(3, dtype=torch.float64)[None], "")
-    settings = EvalSettings(pixels_per_image=64, probe_epochs=30)
 
     def carrying_mask(m):  # [N, 2, 8, 8]: object indicator and its complement, at stride 1
         fg = (m > 0).float()[:, None]
         return torch.cat([fg, 1 - fg], 1)
 
-    f_tr, f_te = carrying_mask(train.masks), carrying_mask(test.masks)
-    figures = layer_figures("L", 1, f_tr, f_te, f_te[:1], f_te[:1], data, settings)
-    assert figures["fgbg/L"] == 1.0
-    constant = layer_figures("L", 1, torch.ones(16, 2, 8, 8), torch.ones(16, 2, 8, 8), f_te[:1], f_te[:1], data, settings)
-    background_share = float((test.masks == 0).double().mean())  # all background: IoU_bg = share, IoU_fg = 0
-    assert constant["fgbg/L"] == pytest.approx(background_share / 2)
+    s = EvalSettings(pixels_per_image=64, probe_epochs=30)
+    stats = probe_stats(carrying_mask(masks[0]), masks[0], carrying_mask(masks[1]), masks[1], s.pixels_per_image, s.probe_epochs)
+    assert stats.shape == (16, 7) and float(foreground_iou(stats.sum(0)[:3])) == 1.0
+    constant = probe_stats(torch.ones(16, 2, 8, 8), masks[0], torch.ones(16, 2, 8, 8), masks[1], 64, 30)
+    share = float((masks[1] > 0).double().mean())
+    assert float(foreground_iou(constant.sum(0)[:3])) in (pytest.approx(0.0), pytest.approx(share))
 
 
 @pytest.fixture
@@ -158,6 +201,7 @@ def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, one_thread):
     for (_, build_features), step in zip(specs, (3, 7)):
         features = build_features()
         assert features.name == f"clove resnet18 step {step}" and features.info["step"] == step
+        assert features.info["trained_on"] == cfg.data.shards  # what the leakage check reads
         trunk = methods[step].student.backbone.eval()
         with torch.no_grad():
             torch.testing.assert_close(features(x)["layer4"], trunk(x))  # the trained C5 map
