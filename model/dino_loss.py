@@ -1,7 +1,7 @@
 """DINO's maths as pure functions (Caron et al., 2021; docs/methods.md, "DINO").
 
 Notation: ``G`` teacher (global) views, ``V`` student views (the first ``G`` of them are the same
-global views), ``B`` images, ``K`` head outputs. Everything is computed in fp32.
+global views), ``B`` images, ``K`` head outputs. Everything is computed in fp32, also under autocast.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def dino_loss(student_logits: Tensor, teacher_p: Tensor, student_temp: float) ->
     g, v = teacher_p.shape[0], student_logits.shape[0]
     if student_logits.shape[1:] != teacher_p.shape[1:] or not 1 <= g <= v or v < 2:
         raise ValueError(f"student logits {tuple(student_logits.shape)} do not fit teacher probs {tuple(teacher_p.shape)}")
-    log_p = F.log_softmax(student_logits.float() / student_temp, dim=-1)
-    cross = -torch.einsum("tbk,vbk->tvb", teacher_p.float(), log_p)  # [G, V, B]: one batched matmul
+    with torch.autocast(student_logits.device.type, enabled=False):  # fp32 whatever the autocast around
+        log_p = F.log_softmax(student_logits.float() / student_temp, dim=-1)
+        cross = -torch.einsum("tbk,vbk->tvb", teacher_p.float(), log_p)  # [G, V, B]: one batched matmul
     other = torch.arange(g, device=cross.device)[:, None] != torch.arange(v, device=cross.device)[None, :]
     return cross[other].mean()
 

@@ -231,3 +231,15 @@ def test_export_loads_strictly_into_timm(tmp_path):
     x = torch.randn(2, 3, 16, 16)
     vit.eval(), model.eval()
     torch.testing.assert_close(vit.forward_features(x)[:, 0], model.student(x)[0])
+
+
+def test_bf16_autocast_keeps_the_loss_and_the_center_in_fp32():
+    model = _model()
+    batch = _batch()
+    ref = model(batch)["loss"].item()
+    model.center.zero_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    assert model.center.dtype == torch.float32
+    assert out["loss"].item() == pytest.approx(ref, rel=0.05)  # only the networks ran in bf16
