@@ -14,15 +14,22 @@ from torch import nn
 
 from model.byol import BYOL, BYOL_DEFAULTS
 from model.clove import CLOVE_DEFAULTS, CLoVE
+from model.dino import DINO, DINO_DEFAULTS
 from model.gtsa import GTSA, GTSA_DEFAULTS
 
 METHODS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "clove": lambda options: CLoVE(**(options or {})),
     "byol": lambda options: BYOL(**(options or {})),  # the global-only baseline
     "gtsa": lambda options: GTSA(**(options or {})),
+    "dino": lambda options: DINO(**(options or {})),  # the global-only ViT baseline
 }
 
-DEFAULTS: dict[str, dict[str, Any]] = {"clove": CLOVE_DEFAULTS, "byol": BYOL_DEFAULTS, "gtsa": GTSA_DEFAULTS}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "clove": CLOVE_DEFAULTS,
+    "byol": BYOL_DEFAULTS,
+    "gtsa": GTSA_DEFAULTS,
+    "dino": DINO_DEFAULTS,
+}
 
 
 def method_defaults(name: str) -> dict[str, Any]:
