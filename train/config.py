@@ -99,6 +99,9 @@ class TrainConfig:
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when distributed on GPUs
     find_unused_parameters: bool = False  # DDP option, for methods with branches unused on some steps
     compile: bool = False  # torch.compile the method's step (its compile_step(); static shapes, GPU runs)
+    # stop after this many optimizer steps in a row with a non-finite loss or gradients (each is
+    # skipped and counted); 0: no per-step check (it costs one device sync per step; train/nonfinite.py)
+    max_nonfinite_steps: int = setting(10, min=0)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from train.checkpoint import load_resume, rng_state, save_checkpoint, set_rng_st
 from train.config import Config, config_to_dict, flat_items, save_config
 from train.logging import RunLogger, StepMeter, tensorboard_available
 from train.monitor import collapse_stats
+from train.nonfinite import NonFiniteError, NonFiniteGuard, finite_flag, nonfinite_in_state
 from train.optim import build_optimizer, clip_per_parameter_, params_with_grad, set_lr_wd
 from train.plan import Plan, make_plan
 from train.resume import Position, restore
@@ -154,6 +155,7 @@ class Run:
         self.last_saved: Path | None = None
         self.last_saved_step = -1
         self.logger: RunLogger | None = None
+        self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
 
     # --- resume ----------------------------------------------------------------------------------
 
@@ -182,6 +184,13 @@ class Run:
         from accelerate.utils import gather_object
 
         acc, pos = self.accelerator, self.pos
+        # every rank holds the same weights, so every rank stops here alike (no rank waits below)
+        bad = nonfinite_in_state({"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict()})
+        if bad is not None:
+            raise NonFiniteError(
+                f"step {pos.step}: {bad} holds non-finite values; checkpoint not written, the existing ones are kept "
+                f"(newest: {self.last_saved or 'none'}); lower optim.base_lr or set optim.clip_grad_norm, then --resume auto"
+            )
         mine = {
             "rank": self.rank,
             "step": pos.step,
@@ -229,20 +238,41 @@ class Run:
         return out
 
     def optimizer_step(self, step_terms: dict[str, torch.Tensor]) -> tuple[float, float]:
-        """Schedules, clipping and the optimizer step; returns this step's (lr, wd)."""
+        """Schedules, clipping, the non-finite check and the optimizer step; returns this step's (lr, wd).
+
+        A step whose loss or gradients are non-finite is skipped and counted (``train/nonfinite.py``)."""
         o, step = self.cfg.optim, self.pos.step
         lr, wd = self.plan.lr(step), self.plan.wd(step)
         set_lr_wd(self.optimizer, lr, wd)
+        grad_norm = None
         if o.clip_grad_norm is not None or o.clip_grad_per_param is not None:
             self.accelerator.unscale_gradients(self.optimizer)
             params = params_with_grad(self.optimizer)
             if o.clip_grad_per_param is not None:
                 clip_per_parameter_([p.grad for p in params], o.clip_grad_per_param)
             if o.clip_grad_norm is not None:
-                step_terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, o.clip_grad_norm, foreach=True)
+                grad_norm = step_terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, o.clip_grad_norm, foreach=True)
+        if self.guard.enabled and not self.step_is_finite(step_terms, grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)  # skipped: weights and optimizer state untouched
+            return lr, wd
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return lr, wd
+
+    def step_is_finite(self, step_terms: dict[str, torch.Tensor], grad_norm: torch.Tensor | None) -> bool:
+        """Whether this step may update the weights. One host read of one device boolean per step:
+        the documented cost of ``train.max_nonfinite_steps > 0`` (see ``train/nonfinite.py``)."""
+        # The loss differs between ranks while the all-reduced gradients do not: with several
+        # processes only the gradients decide, so that every rank skips the same steps.
+        loss = step_terms.get("loss") if self.world == 1 else None
+        if self.accelerator.scaler is not None:
+            # fp16: the grad scaler skips non-finite gradients itself (and backs off its scale);
+            # here non-finite losses are only counted, and stop the run after N in a row
+            self.guard.step_ok(finite_flag(loss, []), self.pos.step + 1, str(self.last_saved or "") or None)
+            return True
+        grads = [] if grad_norm is not None else [p.grad for p in params_with_grad(self.optimizer)]
+        flag = finite_flag(loss, grads, grad_norm)
+        return self.guard.step_ok(flag, self.pos.step + 1, str(self.last_saved or "") or None)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -337,6 +367,7 @@ class Run:
         )
         if pos.step % cfg.log.every_steps == 0 or last:
             scalars = {"lr": lr, "wd": wd, "momentum": float(self.core.teacher_momentum(pos.step - 1, plan.total_steps))}
+            scalars["nonfinite_steps"] = self.guard.total
             if isinstance(out.get("embeddings"), torch.Tensor):
                 scalars.update({k: float(v) for k, v in collapse_stats(out["embeddings"]).items()})
             data_stats = getattr(self.loader, "stats", {})
@@ -374,6 +405,8 @@ class Run:
             found = sorted(self.ckpt_dir.glob("ckpt-*.pt"))
             self.last_saved = found[-1] if found else None
         summary = f"done: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}"
+        if self.guard.total:
+            summary += f"; {self.guard.total} step(s) skipped for a non-finite loss or gradients"
         return RunResult(
             pos.step,
             self.last_saved,
