@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from train.checkpoint import load_resume, rng_state, save_checkpoint, set_rng_state
+from train.ckpt_fit import RESUME_KEYS, check_state_fits
 from train.config import Config, config_to_dict, flat_items, save_config
 from train.logging import RunLogger, StepMeter, tensorboard_available
 from train.monitor import collapse_stats
@@ -161,7 +162,12 @@ class Run:
 
     def resume(self, resume: str | None) -> None:
         """Continue from ``resume`` ("auto": the newest checkpoint, if any; or a path)."""
-        found = load_resume(resume, self.ckpt_dir) if resume else None
+        expected, current = self.core.state_dict(), config_to_dict(self.cfg)
+
+        def fits(state: dict[str, Any]) -> None:  # one line naming the mismatch; "auto" falls back past it
+            check_state_fits(state, expected, current, RESUME_KEYS)
+
+        found = load_resume(resume, self.ckpt_dir, check=fits) if resume else None
         if resume == "auto" and found is None:
             self.say(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
         if found is None:
