@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from train.nonfinite import NonFiniteError, nonfinite_in_state
+from train.writable import write_error
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except (OSError, RuntimeError) as e:  # a full disk: torch.save says "unexpected pos ..." in 35 lines
+        tmp.unlink(missing_ok=True)
+        raise write_error(final, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # best effort; a SIGKILL leaves it, and it is ignored anyway
         raise

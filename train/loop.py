@@ -43,6 +43,7 @@ from train.nonfinite import NonFiniteError, NonFiniteGuard, finite_flag, nonfini
 from train.optim import build_optimizer, clip_per_parameter_, params_with_grad, set_lr_wd
 from train.plan import Plan, make_plan
 from train.resume import Position, restore
+from train.writable import check_output_writable
 
 if TYPE_CHECKING:
     from pipeline.batch import ViewBatch
@@ -130,6 +131,8 @@ class Run:
         )
         self.rank, self.world = acc.process_index, acc.num_processes
         self.say = acc.print
+        if acc.is_main_process:  # a read-only or full output folder: one line now, not a traceback later
+            check_output_writable(self.out_dir / "log.jsonl")
 
         set_seed(cfg.train.seed)  # identical initial weights on every rank
         method = METHODS[cfg.method.name](dict(cfg.method.options))
