@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.data_issues import note_bad_sample
 from pipeline.decode import DecodeError, recovered_decodes
 from pipeline.source import RawSample
 
@@ -40,7 +41,7 @@ class BadSampleGuard:
             if not self._warned:
                 warnings.warn(f"skipping sample {sample.key!r} of {sample.url}: {type(e).__name__}: {e}", stacklevel=3)
                 self._warned = True
-        counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+        note_bad_sample(counters, sample.url, sample.key)  # a sample read again is not counted again
         return None
 
     def run(

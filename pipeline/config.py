@@ -69,6 +69,8 @@ class LoaderConfig:
     num_workers: int = setting(2, min=0)  # 0: load in the main process
     samples_per_epoch: int | None = setting(None, min=1, null="one exact pass over the shards, no resampling")  # per rank
     shuffle_buffer: int = setting(1000, min=0)  # samples; 0 or 1: stored order
+    # training stops when the share of unreadable or empty shards, or of failed sample reads, is above this
+    max_bad_fraction: float = setting(0.01, min=0, max=1)
     seed: int = setting(0, free=True)
     photometric: bool = True
     decode: str = setting("auto", choices=("auto", "gpu", "cpu"))  # torch backend: gpu (nvJPEG) | cpu (workers decode)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pipeline.data_issues import check_bad_fraction
 from train.checkpoint import load_resume, rng_state, save_checkpoint, set_rng_state
 from train.ckpt_fit import RESUME_KEYS, check_state_fits
 from train.config import Config, config_to_dict, flat_items, save_config
@@ -47,6 +48,8 @@ from train.writable import check_output_writable
 
 if TYPE_CHECKING:
     from pipeline.batch import ViewBatch
+
+DATA_COUNTS = ("bad_shards", "empty_shards", "bad_reads", "samples")  # logged beside bad_samples
 
 __all__ = ["Plan", "RunResult", "make_plan", "parameter_digest", "setup_reproducibility", "train"]
 
@@ -380,7 +383,7 @@ class Run:
             if isinstance(out.get("embeddings"), torch.Tensor):
                 scalars.update({k: float(v) for k, v in collapse_stats(out["embeddings"]).items()})
             data_stats = getattr(self.loader, "stats", {})
-            self.logger.log(
+            record = self.logger.log(
                 meter,
                 pos.step,
                 pos.epoch,
@@ -388,6 +391,12 @@ class Run:
                 plan.images_per_micro,
                 int(data_stats.get("bad_samples", 0)),
                 int(data_stats.get("recovered_samples", 0)),
+                {k: int(data_stats.get(k, 0)) for k in DATA_COUNTS},
+            )
+            # the record is reduced over ranks, so every rank takes the same decision
+            issues = getattr(self.loader, "issues", None)
+            check_bad_fraction(
+                record, getattr(self.loader, "shard_count", 0), cfg.data.max_bad_fraction, issues.shard_names() if issues else []
             )
         if pos.step % cfg.checkpoint.every_steps == 0 or last:
             t_save = time.perf_counter()
@@ -416,6 +425,11 @@ class Run:
         summary = f"done: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}"
         if self.guard.total:
             summary += f"; {self.guard.total} step(s) skipped for a non-finite loss or gradients"
+        last = self.logger.last or {}
+        summary += (
+            f"; data: {last.get('bad_samples', 0)} bad samples, {last.get('bad_shards', 0)} bad shards "
+            f"({last.get('empty_shards', 0)} empty)"
+        )
         return RunResult(
             pos.step,
             self.last_saved,
