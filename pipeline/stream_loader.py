@@ -44,6 +44,7 @@ STAT_KEYS = (
     "empty_shards",
     "dropped_batches",
     "image_bytes",
+    "overlap_violations",
 )
 
 

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from pipeline.data_issues import check_bad_fraction
+from pipeline.views import MAX_OVERLAP_TRIES
 from train.checkpoint import load_resume, rng_state, save_checkpoint, set_rng_state
 from train.ckpt_fit import RESUME_KEYS, check_state_fits
 from train.config import Config, config_to_dict, flat_items, save_config
@@ -49,7 +50,8 @@ from train.writable import check_output_writable
 if TYPE_CHECKING:
     from pipeline.batch import ViewBatch
 
-DATA_COUNTS = ("bad_shards", "empty_shards", "bad_reads", "samples")  # logged beside bad_samples
+# logged beside bad_samples (overlap_violations: views kept although they break the recipe's overlap rule)
+DATA_COUNTS = ("bad_shards", "empty_shards", "bad_reads", "samples", "overlap_violations")
 
 __all__ = ["Plan", "RunResult", "make_plan", "parameter_digest", "setup_reproducibility", "train"]
 
@@ -430,6 +432,8 @@ class Run:
             f"; data: {last.get('bad_samples', 0)} bad samples, {last.get('bad_shards', 0)} bad shards "
             f"({last.get('empty_shards', 0)} empty)"
         )
+        if last.get("overlap_violations"):
+            summary += f", {last['overlap_violations']} views breaking the overlap rule after {MAX_OVERLAP_TRIES} draws"
         return RunResult(
             pos.step,
             self.last_saved,
