@@ -7,8 +7,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.data_issues import note_bad_sample
 from pipeline.decode import DecodeError, recovered_decodes
 from pipeline.source import RawSample
+from pipeline.views import overlap_violations
 
 
 class BadSampleGuard:
@@ -28,11 +30,13 @@ class BadSampleGuard:
         self._warned = False
 
     def _try(self, make: Callable, sample: RawSample, rng: random.Random, counters: dict[str, int]) -> Any | None:
-        before = recovered_decodes()
+        before, violations = recovered_decodes(), overlap_violations()
         try:
             out = make(sample, rng)
             if recovered_decodes() != before:
                 counters["recovered_samples"] = counters.get("recovered_samples", 0) + 1
+            if overlap_violations() != violations:  # a view kept although it breaks the overlap rule
+                counters["overlap_violations"] = counters.get("overlap_violations", 0) + overlap_violations() - violations
             return out
         except DecodeError:
             pass
@@ -40,7 +44,7 @@ class BadSampleGuard:
             if not self._warned:
                 warnings.warn(f"skipping sample {sample.key!r} of {sample.url}: {type(e).__name__}: {e}", stacklevel=3)
                 self._warned = True
-        counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+        note_bad_sample(counters, sample.url, sample.key)  # a sample read again is not counted again
         return None
 
     def run(

@@ -16,6 +16,7 @@ BACKEND_NAMES = ("cpu", "torch", "dali")
 RECIPE_NAMES = ("clove", "gtsa", "two-view")
 INTERPOLATIONS = ("bilinear", "bicubic")
 RECIPE_VALUE = "the recipe's value"
+MAX_VIEW_SIZE = 2048  # pixels per side of a view
 
 # A probability is one number for every view, or [first global view, other global views, locals]
 # (docs/methods.md writes CLoVE's blur as p = 1.0 / 0.1 / 0.5 in that order).
@@ -60,13 +61,16 @@ class LoaderConfig:
     shards: str = setting("data/shards/photos", free=True)  # directory, glob, brace pattern or any URL WebDataset opens
     backend: str = setting("cpu", choices=BACKEND_NAMES)
     recipe: str = setting("clove", choices=RECIPE_NAMES)
-    global_size: int = setting(224, min=1)
-    local_size: int = setting(96, min=1)
+    # views larger than this are a typo (a 100000-px view would exhaust memory in every worker)
+    global_size: int = setting(224, min=1, max=MAX_VIEW_SIZE)
+    local_size: int = setting(96, min=1, max=MAX_VIEW_SIZE)
     num_local: int | None = setting(None, min=0, null="the recipe's count")
     batch_size: int = setting(64, min=1)  # per rank
     num_workers: int = setting(2, min=0)  # 0: load in the main process
     samples_per_epoch: int | None = setting(None, min=1, null="one exact pass over the shards, no resampling")  # per rank
     shuffle_buffer: int = setting(1000, min=0)  # samples; 0 or 1: stored order
+    # training stops when the share of unreadable or empty shards, or of failed sample reads, is above this
+    max_bad_fraction: float = setting(0.01, min=0, max=1)
     seed: int = setting(0, free=True)
     photometric: bool = True
     decode: str = setting("auto", choices=("auto", "gpu", "cpu"))  # torch backend: gpu (nvJPEG) | cpu (workers decode)

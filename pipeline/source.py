@@ -52,6 +52,7 @@ from webdataset import gopen
 from webdataset.shardlists import expand_urls
 
 from pipeline.config import LoaderConfig
+from pipeline.data_issues import note_bad_sample, note_bad_shard, numeric, take_new
 from pipeline.shared_buffers import BufferPool, take_last_slot, use_pool
 from pipeline.tar_reader import TarReader
 
@@ -135,17 +136,19 @@ def _make_sample(key: str, parts: dict[str, bytes], url: str) -> RawSample:
 def read_shard(url: str, counters: dict[str, int] | None = None) -> Iterator[RawSample]:
     """Samples of one tar shard, in file order.
 
-    A shard that cannot be opened or read (truncated, not a tar, failing ``pipe:``) is counted in
-    ``counters['bad_shards']``; the samples read before the error are kept, the one being
-    assembled is counted in ``counters['bad_samples']``.
+    A shard that cannot be opened or read (truncated, not a tar, failing ``pipe:``) or that holds
+    no sample (a zero-length file) is counted in ``counters['bad_shards']`` (empty ones also in
+    ``counters['empty_shards']``); the samples read before the error are kept, the one being
+    assembled is counted in ``counters['bad_samples']`` (each shard and sample once:
+    :mod:`pipeline.data_issues`).
     """
     counters = {} if counters is None else counters
     try:
         stream = gopen(url, "rb")
     except Exception:  # gopen raises whatever its scheme handler raises
-        counters["bad_shards"] = counters.get("bad_shards", 0) + 1
+        note_bad_shard(counters, url)
         return
-    key, parts = None, {}
+    key, parts, got = None, {}, False
     try:
         tar = TarReader(stream)
         for name in tar.members():
@@ -156,20 +159,24 @@ def read_shard(url: str, counters: dict[str, int] | None = None) -> Iterator[Raw
             member_key = posixpath.join(dirname, stem)
             if member_key != key:
                 if key is not None:  # complete: hand it out before reading further
+                    got = True
                     yield _make_sample(key, parts, url)
                 key, parts = member_key, {}
             parts[ext.lower()] = tar.read()
         if key is not None:
+            got = True
             yield _make_sample(key, parts, url)
+        elif not got:  # a zero-length file, a tar without one sample
+            note_bad_shard(counters, url, empty=True)
     except Exception:  # TarFormatError, OSError, zlib/lzma errors, ...: skip the rest of the shard
-        counters["bad_shards"] = counters.get("bad_shards", 0) + 1
+        note_bad_shard(counters, url)
         if key is not None:
-            counters["bad_samples"] = counters.get("bad_samples", 0) + 1
+            note_bad_sample(counters, url, key)
     finally:
         try:
             stream.close()
         except Exception:  # a pipe: whose command failed reports it on close
-            counters["bad_shards"] = counters.get("bad_shards", 0) + 1
+            note_bad_shard(counters, url)
 
 
 def shuffled(items: Iterator[Any], buffer_size: int, rng: random.Random) -> Iterator[Any]:
@@ -318,7 +325,7 @@ class BatchedStream(IterableDataset):
         worker = (physical + self.offset) % plan.num_workers
         start = self.starts[worker] if self.starts else WorkerStart()
         quota = plan.worker_quota(worker)
-        counters: dict[str, int] = {"samples": 0, "bad_samples": 0, "bad_shards": 0}
+        counters: dict[str, Any] = {"samples": 0, "bad_samples": 0, "bad_shards": 0}
         stream = plan.samples(worker, counters)
         position, produced = start.positions, start.batches
         if quota is not None and produced >= quota:
@@ -351,7 +358,8 @@ class BatchedStream(IterableDataset):
                     "worker": worker,
                     "position": position,
                     "batches": produced,
-                    "counters": dict(counters),
+                    "counters": numeric(counters),
+                    "issues": take_new(counters),  # newly seen bad samples and shards (pipeline.data_issues)
                     "buffer": (physical, slot),
                 },
             )

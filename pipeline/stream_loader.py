@@ -31,10 +31,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.batch import ViewBatch
+from pipeline.data_issues import IssueSets
 from pipeline.shared_buffers import NO_SLOT, STORAGE_LIFETIME_TRACKED, BufferPool
 from pipeline.source import BatchedStream, StreamPlan, WorkerStart
 
-STAT_KEYS = ("samples", "bad_samples", "recovered_samples", "bad_shards", "dropped_batches", "image_bytes")
+STAT_KEYS = (
+    "samples",
+    "bad_samples",
+    "bad_reads",
+    "recovered_samples",
+    "bad_shards",
+    "empty_shards",
+    "dropped_batches",
+    "image_bytes",
+    "overlap_violations",
+)
 
 
 def _private_generator(plan: StreamPlan) -> torch.Generator:
@@ -80,6 +91,7 @@ class StreamLoader:
         self._totals = {k: 0 for k in STAT_KEYS}
         self._current: dict[int, dict[str, int]] = {}
         self._active: Iterator[ViewBatch] | None = None
+        self.issues = IssueSets()  # distinct bad samples and shards of this loader's life
 
     def _reset_position(self) -> None:
         self._starts = [WorkerStart() for _ in range(self.plan.num_workers)]
@@ -127,7 +139,13 @@ class StreamLoader:
         for counters in self._current.values():
             for k, v in counters.items():
                 out[k] = out.get(k, 0) + v
+        out.update(self.issues.counts())  # distinct across workers and epochs, not summed per worker
         return out
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards the loader's spec names."""
+        return len(self.plan.urls)
 
     def _fold_stats(self) -> None:
         self._totals = self.stats
@@ -166,6 +184,7 @@ class StreamLoader:
             worker = meta["worker"]
             self._starts[worker] = WorkerStart(meta["position"], meta["batches"])
             self._current[worker] = meta["counters"]
+            self.issues.add(meta.get("issues", []))
             self._consumed += 1
             self._next_worker = (worker + 1) % plan.num_workers
             physical, slot = meta["buffer"]

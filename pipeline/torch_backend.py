@@ -346,6 +346,16 @@ class TorchLoader:
         return self.stream.epoch
 
     @property
+    def issues(self):  # noqa: ANN201 - pipeline.data_issues.IssueSets
+        """The stream's distinct bad samples and shards."""
+        return self.stream.issues
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards the loader's spec names."""
+        return self.stream.shard_count
+
+    @property
     def stats(self) -> dict[str, int]:
         """The stream's counters plus the device step's (e.g. JPEGs neither nvJPEG nor the CPU decoded)."""
         out = dict(self.stream.stats)

@@ -255,6 +255,16 @@ def view_matrix(window: tuple[float, ...], size: int, flip: bool, turns: int) ->
 
 
 MAX_OVERLAP_TRIES = 100
+_overlap_violations = 0  # this process's views kept after MAX_OVERLAP_TRIES draws broke the rule
+
+
+def overlap_violations() -> int:
+    """How many views this process kept although they break the recipe's overlap rule (monotonic).
+
+    After :data:`MAX_OVERLAP_TRIES` draws the last window is kept (an image too elongated for the
+    rule, say); the loaders count these as ``overlap_violations`` (the method may then find no
+    matching cells for that pair)."""
+    return _overlap_violations
 
 
 def sample_views(width: int, height: int, recipe: Recipe, rng: random.Random) -> ViewParams:
@@ -268,6 +278,9 @@ def sample_views(width: int, height: int, recipe: Recipe, rng: random.Random) ->
             win = random_resized_crop(width, height, spec.scale, spec.ratio, rng)
             if need <= 0 or all(overlap_area(win, g) > need * image_area for g in globals_drawn):
                 break
+        else:
+            global _overlap_violations
+            _overlap_violations += 1
         if spec.is_global:
             globals_drawn.append(win)
         flip = spec.flip_p > 0 and rng.random() < spec.flip_p

@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(cfg, resume=args.resume)
-    except (FileNotFoundError, ValueError) as e:
-        # user-facing problems (missing shards, bad checkpoint path, ...) in one line; bugs keep their traceback
+    except (OSError, ValueError) as e:
+        # user-facing problems (missing shards, bad checkpoint path, full disk, read-only output, ...) in one
+        # line; bugs keep their traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result.is_main:

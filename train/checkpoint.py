@@ -16,11 +16,15 @@ import logging
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from train.nonfinite import NonFiniteError, nonfinite_in_state
+from train.writable import write_error
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,14 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep_last: int = 3) -> Path:
-    """Write ``state`` atomically as the checkpoint of ``step``; keep the newest ``keep_last``."""
+    """Write ``state`` atomically as the checkpoint of ``step``; keep the newest ``keep_last``.
+
+    Refuses (:class:`~train.nonfinite.NonFiniteError`, nothing written or deleted) a state whose
+    model or optimizer holds a NaN or an infinity, so older finite checkpoints are never replaced
+    by a diverged one."""
+    bad = nonfinite_in_state(state)
+    if bad is not None:  # the loop checks first; this keeps every caller from replacing good checkpoints
+        raise NonFiniteError(f"step {step}: {bad} holds non-finite values; checkpoint not written, the existing ones are kept")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, step)
@@ -67,6 +78,9 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except (OSError, RuntimeError) as e:  # a full disk: torch.save says "unexpected pos ..." in 35 lines
+        tmp.unlink(missing_ok=True)
+        raise write_error(final, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # best effort; a SIGKILL leaves it, and it is ignored anyway
         raise
@@ -91,20 +105,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line})") from None
 
 
-def newest_readable(found: list[Path]) -> tuple[Path, dict[str, Any]] | None:
-    """The newest of ``found`` (oldest first) that loads, with its state; each unreadable newer
-    one is reported as a warning naming the file and why. None when the list is empty; a
-    one-line ValueError when none of them loads."""
+StateCheck = Callable[[dict[str, Any]], None]
+
+
+def usable_checkpoint(path: str | Path, check: StateCheck | None = None) -> dict[str, Any]:
+    """Load ``path`` and refuse it, with a one-line ValueError, when it is unreadable, holds
+    non-finite weights, or ``check(state)`` raises ValueError (e.g. it does not fit the run)."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a training checkpoint (a {type(state).__name__}, not a dict of states)")
+    bad = nonfinite_in_state(state)
+    if bad is not None:
+        raise ValueError(f"{path}: {bad} holds non-finite values (a diverged run)")
+    if check is not None:
+        try:
+            check(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    return state
+
+
+def newest_readable(found: list[Path], check: StateCheck | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest of ``found`` (oldest first) that loads and passes :func:`usable_checkpoint`'s
+    checks, with its state; each newer one refused is reported as a warning naming the file and
+    why. None when the list is empty; a one-line ValueError when none of them is usable."""
     skipped: list[str] = []
     for path in reversed(found):
         try:
-            state = load_checkpoint(path)
+            state = usable_checkpoint(path, check)
         except (OSError, ValueError) as e:
             skipped.append(str(e))
-            log.warning("skipping unreadable checkpoint: %s", e)
+            log.warning("skipping checkpoint: %s", e)
             continue
         if skipped:
-            log.warning("resuming from %s, the newest readable checkpoint (%d newer one(s) unreadable)", path, len(skipped))
+            log.warning("resuming from %s, the newest usable checkpoint (%d newer one(s) skipped)", path, len(skipped))
         return path, state
     if skipped:
         raise ValueError(
@@ -114,24 +148,25 @@ def newest_readable(found: list[Path]) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def load_resume(resume: str | None, directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
+def load_resume(resume: str | None, directory: str | Path, check: StateCheck | None = None) -> tuple[Path, dict[str, Any]] | None:
     """What to resume from, loaded: ``(path, state)`` or None (no resume, or nothing to resume yet).
 
-    ``None`` -> no resume; ``"auto"`` -> the newest *readable* checkpoint in ``directory`` (falls
-    back past unreadable newer ones, saying so; None when there is none); a run directory -> the
-    same within it; a file -> that checkpoint, which must exist and load.
+    ``None`` -> no resume; ``"auto"`` -> the newest *usable* checkpoint in ``directory`` (falls
+    back past unreadable, non-finite or -- by ``check`` -- unfitting newer ones, saying so; None
+    when there is none); a run directory -> the same within it; a file -> that checkpoint, which
+    must exist, load and pass the same checks (one-line ValueError otherwise).
     """
     if resume is None:
         return None
     if resume == "auto":
-        return newest_readable(list_checkpoints(directory))
+        return newest_readable(list_checkpoints(directory), check)
     path = Path(resume)
     if path.is_dir():  # a run's output dir or its checkpoints dir
         found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
         if not found:
             raise FileNotFoundError(f"no checkpoint in {path}")
-        return newest_readable(found)
-    return path, load_checkpoint(path)
+        return newest_readable(found, check)
+    return path, usable_checkpoint(path, check)
 
 
 def resolve_resume(resume: str | None, directory: str | Path) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -65,7 +66,8 @@ class OptimConfig:
     """Optimizer and the per-iteration lr / weight-decay schedules (``train/schedules.py``)."""
 
     name: str = setting("lars", choices=OPTIMIZERS)  # lars (CLoVE) | adamw (GTSA) | sgd
-    base_lr: float = setting(1.0, above=0)  # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256
+    # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256 (above 1000: a typo)
+    base_lr: float = setting(1.0, above=0, max=1000)
     warmup_epochs: float = setting(5.0, min=0)  # linear warm-up, then cosine down to the floor
     # absolute floor of the cosine (GTSA: 1e-6)
     min_lr: float | None = setting(None, min=0, null="optim.min_lr_ratio x the peak lr")
@@ -97,6 +99,9 @@ class TrainConfig:
     sync_bn: bool = True  # BatchNorm -> SyncBatchNorm when distributed on GPUs
     find_unused_parameters: bool = False  # DDP option, for methods with branches unused on some steps
     compile: bool = False  # torch.compile the method's step (its compile_step(); static shapes, GPU runs)
+    # stop after this many optimizer steps in a row with a non-finite loss or gradients (each is
+    # skipped and counted); 0: no per-step check (it costs one device sync per step; train/nonfinite.py)
+    max_nonfinite_steps: int = setting(10, min=0)
 
 
 @dataclass
@@ -167,6 +172,8 @@ def _coerce(value: Any, tp: Any, path: str, null: str | None = None) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         options = [a for a in args if a is not type(None)]
         errors = []
         for option in options:
@@ -207,6 +214,8 @@ def _coerce(value: Any, tp: Any, path: str, null: str | None = None) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -235,7 +244,8 @@ def _from_dict(cls: type, raw: dict[str, Any], path: str = "") -> Any:
 def _check_values(cfg: Config) -> None:
     """Choices, ranges and nulls the types cannot express (each field's rule), the rules between
     fields, and the method's options against its defaults."""
-    from model.registry import method_defaults  # lazy: the schema itself needs no torch
+    from model.option_rules import check_options  # lazy: the schema itself needs no torch
+    from model.registry import method_defaults
 
     try:  # unknown keys first, as for every other section
         defaults = method_defaults(cfg.method.name)
@@ -244,6 +254,10 @@ def _check_values(cfg: Config) -> None:
     for key in cfg.method.options:
         if key not in defaults:
             raise _unknown_key("method.options.", str(key), list(defaults))
+    try:
+        check_options(cfg.method.name, {**defaults, **cfg.method.options})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         check_fields(cfg)
         check_loader_config(cfg.data, "data.")

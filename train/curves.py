@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 Series = dict[str, list[tuple[float, float]]]  # field -> [(step, value)] sorted by step
 
-NOT_PLOTTED = {"step", "epoch", "time", "bad_samples"}
+NOT_PLOTTED = {"step", "epoch", "time", "bad_samples", "bad_shards", "empty_shards", "bad_reads", "samples", "nonfinite_steps"}
 # panels in this order first (when present), then the method's other terms alphabetically
 FIRST = ["loss"]
 LAST = ["lr", "wd", "momentum", "images_per_s", "data_wait", "emb_std", "emb_rank"]

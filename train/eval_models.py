@@ -12,12 +12,14 @@ Spec syntax (one per ``--checkpoint`` value):
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from model.features import EXPORT_META, DenseFeatures, load_exported, random_features
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume
+from train.ckpt_fit import EVAL_KEYS, check_state_fits
 
 RANDOM_PREFIXES = {"random": "default", "random-zero": "zero_residual"}
 
@@ -28,20 +30,64 @@ def features_from_checkpoint(path: str | Path) -> DenseFeatures:
     from train.config import config_from_dict
 
     ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"{path}: no config in the checkpoint, so its method is unknown (not written by python -m train?)")
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except ValueError as e:
+        raise ValueError(f"{path}: the checkpoint's config is not valid here: {e}") from None
     options = dict(cfg.method.options)
     options.pop("weights", None)  # the checkpoint holds the weights; the init file is not needed
     method = METHODS[cfg.method.name](options)
     if not callable(getattr(method, "export", None)):  # the method contract's export (model/contract.py)
         raise ValueError(f"method {cfg.method.name!r} has no export(out_dir); it cannot be evaluated from a checkpoint")
+    try:
+        check_state_fits(ckpt, method.state_dict(), None, EVAL_KEYS)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     method.load_state_dict(ckpt["model"], strict=True)
     with tempfile.TemporaryDirectory(prefix="densessl-eval-") as tmp:
         method.export(tmp)
-        features = load_exported(tmp)
+        features = load_exported_checked(tmp)
     step = int(ckpt.get("step", -1))
     features.info.update(method=cfg.method.name, checkpoint=str(path), step=step, source=str(path), trained_on=cfg.data.shards)
     features.name = f"{cfg.method.name} {features.info.get('arch', '')} step {step}".replace("  ", " ")
     return features
+
+
+def _load_error_line(e: BaseException) -> str:
+    """The first useful line of a ``load_state_dict`` error (its messages run to dozens of lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))), None)
+    text = detail or (lines[0] if lines else type(e).__name__)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def load_exported_checked(path: str | Path) -> DenseFeatures:
+    """:func:`model.features.load_exported` with one-line errors: an export whose ``backbone.json``
+    disagrees with its weights (another arch, missing or extra keys, other shapes), names no
+    weights file, or is not JSON raises ValueError naming the directory and the mismatch."""
+    directory = Path(path)
+    try:
+        return load_exported(directory)
+    except FileNotFoundError:
+        raise
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{directory / EXPORT_META}: not valid JSON ({e})") from None
+    except ValueError as e:
+        if "\n" not in str(e):
+            raise
+        raise ValueError(f"{directory}: {_load_error_line(e)}") from None
+    except KeyError as e:
+        raise ValueError(f"{directory / EXPORT_META}: no {e} entry; re-export the backbone") from None
+    except (RuntimeError, TypeError, AttributeError, OSError) as e:
+        meta = f"{directory / EXPORT_META}"
+        try:
+            info = json.loads((directory / EXPORT_META).read_text())
+            meta += f" says {info.get('family')}/{info.get('arch')}"
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise ValueError(f"{meta}, but its weights do not fit: {_load_error_line(e)}") from None
 
 
 def expand_spec(spec: str, all_steps: bool = False, seed: int = 0) -> list[tuple[str, Callable[[], DenseFeatures]]]:
@@ -52,7 +98,7 @@ def expand_spec(spec: str, all_steps: bool = False, seed: int = 0) -> list[tuple
         return [(spec, lambda: random_features(arch, init, seed))]
     path = Path(spec)
     if path.is_dir() and (path / EXPORT_META).is_file():
-        return [(spec, lambda: load_exported(path))]
+        return [(spec, lambda: load_exported_checked(path))]
     if path.is_dir() and all_steps:
         found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
         if not found:

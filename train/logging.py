@@ -10,6 +10,9 @@ Figures per logging window (the steps since the previous log line):
   ``next()``. Without device syncs the host runs ahead of the GPU until its queue is full, so this
   is the share of time the *host* waited for data: near 0 means the loader keeps up;
 - ``bad_samples``: the loaders' skipped-sample counters, summed over ranks;
+- ``bad_shards`` (``empty_shards`` of them empty), ``bad_reads``, ``samples``: distinct unreadable
+  shards, failed and good sample reads (:mod:`pipeline.data_issues`), summed over ranks;
+- ``nonfinite_steps``: optimizer steps skipped for a non-finite loss or gradients (train/nonfinite.py);
 - ``recovered_samples``: damaged JPEGs the loaders decoded only through the lenient fallback decoder
   (kept, but worth a look at the shards), summed over ranks.
 """
@@ -101,16 +104,23 @@ class RunLogger:
         images_per_micro: int,
         bad_samples: int,
         recovered_samples: int = 0,
+        data_counts: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Reduce the window over ranks (one collective), write it, reset ``meter``. All ranks call it.
 
-        ``bad_samples``, ``recovered_samples``: this rank's loader counters (cumulative)."""
+        ``bad_samples``, ``recovered_samples``: this rank's loader counters (cumulative);
+        ``data_counts``: more cumulative loader counters (``bad_shards``, ...), summed over ranks
+        into the record like them."""
+        extra = sorted(data_counts or {})
         acc = self.accelerator
         names = sorted(meter.sums)
         elapsed = max(time.perf_counter() - meter.start, 1e-9)
         device = acc.device
         means = [meter.sums[k] / max(meter.steps, 1) for k in names]
-        host = torch.tensor([meter.data_time / elapsed, float(bad_samples), float(recovered_samples)], dtype=torch.float64)
+        host = torch.tensor(
+            [meter.data_time / elapsed, float(bad_samples), float(recovered_samples)] + [float(data_counts[k]) for k in extra],
+            dtype=torch.float64,
+        )
         packed = torch.cat([torch.stack(means).double().cpu() if means else torch.zeros(0, dtype=torch.float64), host])
         if acc.num_processes > 1:
             packed = acc.reduce(packed.to(device), reduction="sum").cpu()
@@ -121,6 +131,7 @@ class RunLogger:
         record["data_wait"] = values[len(names)] / n
         record["bad_samples"] = int(values[len(names) + 1])
         record["recovered_samples"] = int(values[len(names) + 2])
+        record.update({k: int(values[len(names) + 3 + i]) for i, k in enumerate(extra)})
         record["images_per_s"] = meter.micro_batches * images_per_micro / elapsed
         record.update(scalars)
         if self.first is not None:  # the first window holds worker start-up: leave it out of the average

@@ -34,16 +34,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pipeline.data_issues import check_bad_fraction
+from pipeline.views import MAX_OVERLAP_TRIES
 from train.checkpoint import load_resume, rng_state, save_checkpoint, set_rng_state
+from train.ckpt_fit import RESUME_KEYS, check_state_fits
 from train.config import Config, config_to_dict, flat_items, save_config
 from train.logging import RunLogger, StepMeter, tensorboard_available
 from train.monitor import collapse_stats
+from train.nonfinite import NonFiniteError, NonFiniteGuard, finite_flag, nonfinite_in_state
 from train.optim import build_optimizer, clip_per_parameter_, params_with_grad, set_lr_wd
 from train.plan import Plan, make_plan
 from train.resume import Position, restore
+from train.writable import check_output_writable
 
 if TYPE_CHECKING:
     from pipeline.batch import ViewBatch
+
+# logged beside bad_samples (overlap_violations: views kept although they break the recipe's overlap rule)
+DATA_COUNTS = ("bad_shards", "empty_shards", "bad_reads", "samples", "overlap_violations")
 
 __all__ = ["Plan", "RunResult", "make_plan", "parameter_digest", "setup_reproducibility", "train"]
 
@@ -128,6 +136,8 @@ class Run:
         )
         self.rank, self.world = acc.process_index, acc.num_processes
         self.say = acc.print
+        if acc.is_main_process:  # a read-only or full output folder: one line now, not a traceback later
+            check_output_writable(self.out_dir / "log.jsonl")
 
         set_seed(cfg.train.seed)  # identical initial weights on every rank
         method = METHODS[cfg.method.name](dict(cfg.method.options))
@@ -154,12 +164,18 @@ class Run:
         self.last_saved: Path | None = None
         self.last_saved_step = -1
         self.logger: RunLogger | None = None
+        self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
 
     # --- resume ----------------------------------------------------------------------------------
 
     def resume(self, resume: str | None) -> None:
         """Continue from ``resume`` ("auto": the newest checkpoint, if any; or a path)."""
-        found = load_resume(resume, self.ckpt_dir) if resume else None
+        expected, current = self.core.state_dict(), config_to_dict(self.cfg)
+
+        def fits(state: dict[str, Any]) -> None:  # one line naming the mismatch; "auto" falls back past it
+            check_state_fits(state, expected, current, RESUME_KEYS)
+
+        found = load_resume(resume, self.ckpt_dir, check=fits) if resume else None
         if resume == "auto" and found is None:
             self.say(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting from scratch")
         if found is None:
@@ -182,6 +198,13 @@ class Run:
         from accelerate.utils import gather_object
 
         acc, pos = self.accelerator, self.pos
+        # every rank holds the same weights, so every rank stops here alike (no rank waits below)
+        bad = nonfinite_in_state({"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict()})
+        if bad is not None:
+            raise NonFiniteError(
+                f"step {pos.step}: {bad} holds non-finite values; checkpoint not written, the existing ones are kept "
+                f"(newest: {self.last_saved or 'none'}); lower optim.base_lr or set optim.clip_grad_norm, then --resume auto"
+            )
         mine = {
             "rank": self.rank,
             "step": pos.step,
@@ -229,20 +252,41 @@ class Run:
         return out
 
     def optimizer_step(self, step_terms: dict[str, torch.Tensor]) -> tuple[float, float]:
-        """Schedules, clipping and the optimizer step; returns this step's (lr, wd)."""
+        """Schedules, clipping, the non-finite check and the optimizer step; returns this step's (lr, wd).
+
+        A step whose loss or gradients are non-finite is skipped and counted (``train/nonfinite.py``)."""
         o, step = self.cfg.optim, self.pos.step
         lr, wd = self.plan.lr(step), self.plan.wd(step)
         set_lr_wd(self.optimizer, lr, wd)
+        grad_norm = None
         if o.clip_grad_norm is not None or o.clip_grad_per_param is not None:
             self.accelerator.unscale_gradients(self.optimizer)
             params = params_with_grad(self.optimizer)
             if o.clip_grad_per_param is not None:
                 clip_per_parameter_([p.grad for p in params], o.clip_grad_per_param)
             if o.clip_grad_norm is not None:
-                step_terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, o.clip_grad_norm, foreach=True)
+                grad_norm = step_terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, o.clip_grad_norm, foreach=True)
+        if self.guard.enabled and not self.step_is_finite(step_terms, grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)  # skipped: weights and optimizer state untouched
+            return lr, wd
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return lr, wd
+
+    def step_is_finite(self, step_terms: dict[str, torch.Tensor], grad_norm: torch.Tensor | None) -> bool:
+        """Whether this step may update the weights. One host read of one device boolean per step:
+        the documented cost of ``train.max_nonfinite_steps > 0`` (see ``train/nonfinite.py``)."""
+        # The loss differs between ranks while the all-reduced gradients do not: with several
+        # processes only the gradients decide, so that every rank skips the same steps.
+        loss = step_terms.get("loss") if self.world == 1 else None
+        if self.accelerator.scaler is not None:
+            # fp16: the grad scaler skips non-finite gradients itself (and backs off its scale);
+            # here non-finite losses are only counted, and stop the run after N in a row
+            self.guard.step_ok(finite_flag(loss, []), self.pos.step + 1, str(self.last_saved or "") or None)
+            return True
+        grads = [] if grad_norm is not None else [p.grad for p in params_with_grad(self.optimizer)]
+        flag = finite_flag(loss, grads, grad_norm)
+        return self.guard.step_ok(flag, self.pos.step + 1, str(self.last_saved or "") or None)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -337,10 +381,11 @@ class Run:
         )
         if pos.step % cfg.log.every_steps == 0 or last:
             scalars = {"lr": lr, "wd": wd, "momentum": float(self.core.teacher_momentum(pos.step - 1, plan.total_steps))}
+            scalars["nonfinite_steps"] = self.guard.total
             if isinstance(out.get("embeddings"), torch.Tensor):
                 scalars.update({k: float(v) for k, v in collapse_stats(out["embeddings"]).items()})
             data_stats = getattr(self.loader, "stats", {})
-            self.logger.log(
+            record = self.logger.log(
                 meter,
                 pos.step,
                 pos.epoch,
@@ -348,6 +393,12 @@ class Run:
                 plan.images_per_micro,
                 int(data_stats.get("bad_samples", 0)),
                 int(data_stats.get("recovered_samples", 0)),
+                {k: int(data_stats.get(k, 0)) for k in DATA_COUNTS},
+            )
+            # the record is reduced over ranks, so every rank takes the same decision
+            issues = getattr(self.loader, "issues", None)
+            check_bad_fraction(
+                record, getattr(self.loader, "shard_count", 0), cfg.data.max_bad_fraction, issues.shard_names() if issues else []
             )
         if pos.step % cfg.checkpoint.every_steps == 0 or last:
             t_save = time.perf_counter()
@@ -374,6 +425,15 @@ class Run:
             found = sorted(self.ckpt_dir.glob("ckpt-*.pt"))
             self.last_saved = found[-1] if found else None
         summary = f"done: step {pos.step}/{self.plan.total_steps} in {seconds:.0f} s; {self.logger.summary()}"
+        if self.guard.total:
+            summary += f"; {self.guard.total} step(s) skipped for a non-finite loss or gradients"
+        last = self.logger.last or {}
+        summary += (
+            f"; data: {last.get('bad_samples', 0)} bad samples, {last.get('bad_shards', 0)} bad shards "
+            f"({last.get('empty_shards', 0)} empty)"
+        )
+        if last.get("overlap_violations"):
+            summary += f", {last['overlap_violations']} views breaking the overlap rule after {MAX_OVERLAP_TRIES} draws"
         return RunResult(
             pos.step,
             self.last_saved,

@@ -27,7 +27,10 @@ def collapse_stats(embeddings: Tensor, max_rows: int = 4096) -> dict[str, Tensor
         x = x[torch.linspace(0, x.shape[0] - 1, max_rows, device=x.device).long()]
     unit = torch.nn.functional.normalize(x, dim=-1)
     std = unit.std(dim=0, unbiased=True).mean() if unit.shape[0] > 1 else unit.new_zeros(())
+    finite = torch.isfinite(x).all()
+    x = torch.where(finite, x, torch.zeros_like(x))  # NaN embeddings (a skipped step) must not crash the SVD
     s = torch.linalg.svdvals(x - x.mean(dim=0, keepdim=True))
     p = s / s.sum().clamp_min(1e-12)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
-    return {"emb_std": std, "emb_rank": torch.exp(entropy)}
+    nan = torch.full_like(std, float("nan"))
+    return {"emb_std": torch.where(finite, std, nan), "emb_rank": torch.where(finite, torch.exp(entropy), nan)}

@@ -47,6 +47,7 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
         "iscrowd": 0,
         "segmentation": [[1, 2, 4, 2, 4, 6], [1, 1, 2, 2, 1, 2]],
     }
+    hc, wc = entries[1]["height"], entries[1]["width"]
     crowd = {
         "id": 3,
         "image_id": 1001,
@@ -54,7 +55,8 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
         "bbox": [0, 0, 5, 5],
         "area": 25,
         "iscrowd": 1,
-        "segmentation": {"counts": [0, 5, 20, 5, 10], "size": [h, w]},
+        # valid: the runs cover image 1001
+        "segmentation": {"counts": [0, 5, 20, 5, hc * wc - 30], "size": [hc, wc]},
     }
     orphan = {
         "id": 4,
@@ -77,6 +79,10 @@ def mini_coco(tmp_path_factory, small_jpegs, small_pngs):
     kp = root / "person_keypoints_val2017.json"
     kp.write_text(json.dumps(keypoints))
     return images, ann, kp, instances, person_kp, crowd, dog
+
+
+def _without_segmentation(ann: dict) -> dict:
+    return {k: v for k, v in ann.items() if k != "segmentation"}
 
 
 def _convert(images, ann, out, *extra):
@@ -104,8 +110,12 @@ def test_coco_round_trip_with_keypoints(mini_coco, tmp_path):
         entry = next(e for e in instances["images"] if e["id"] == meta["id"])
         assert (meta["width"], meta["height"]) == (entry["width"], entry["height"])
         assert "stored_size" not in meta
-    # annotations exactly as given; the person one carries its keypoints
-    assert by_id[1000]["annotations"] == [person_kp, dog]
+    # annotations as given, polygons as RLE; the person one carries its keypoints
+    assert [_without_segmentation(a) for a in by_id[1000]["annotations"]] == [
+        _without_segmentation(person_kp),
+        _without_segmentation(dog),
+    ]
+    assert all(set(a["segmentation"]) == {"size", "counts"} for a in by_id[1000]["annotations"])
     assert by_id[1001]["annotations"] == [crowd]
     # images without annotations are kept, with an empty list
     assert [by_id[i]["annotations"] for i in (1002, 1003, 1004, 1005, 9999)] == [[]] * 5
@@ -123,5 +133,7 @@ def test_coco_without_keypoints_file_keeps_instances_as_given(mini_coco, tmp_pat
     samples = read_all(out, "val")
     metas = {json.loads(s["json"])["id"]: json.loads(s["json"]) for s in samples.values()}
     given = [a for a in instances["annotations"] if a["image_id"] == 1000]
-    assert metas[1000]["annotations"] == given and "keypoints" not in given[0]
+    kept = metas[1000]["annotations"]
+    assert [_without_segmentation(a) for a in kept] == [_without_segmentation(a) for a in given]
+    assert "keypoints" not in kept[0]
     assert manifest(out)["categories"] == CATEGORIES

@@ -51,3 +51,15 @@ def test_converter_policy_cannot_be_looser_than_the_loaders(tmp_path):
     for flag, value in (("--max-pixels", MAX_PIXELS + 1), ("--min-side", MIN_SIDE - 1)):
         done = run_cli("folder", str(tmp_path / "src"), str(tmp_path / "out"), flag, str(value))
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and flag[2:].replace("-", "_") in done.stderr
+
+
+@pytest.mark.parametrize("side, kept", [(8, True), (7, False), (16, True), (9, True)])
+def test_documented_smallest_side_is_8_pixels(side, kept, small_jpegs):
+    """The README and shards/limits.py document 8 px: pinned by value, not by the constant's name
+    (a mutant MIN_SIDE = 16 passed every test that reads the constant)."""
+    data = patch_jpeg_size(small_jpegs[0].read_bytes(), side, 500)
+    assert _loader_accepts(data) == kept
+    loosest = ProbeOptions(min_side=8, max_pixels=MAX_PIXELS, check_decode=False)
+    assert probe(data, loosest).kept == kept
+    if kept:
+        ConvertOptions(probe=ProbeOptions(min_side=8))  # the documented floor is an allowed policy

@@ -119,9 +119,9 @@ def test_null_is_refused_where_it_means_nothing(key, f, tp):
     [
         # the two values of issue #12: today the first ends in a traceback, the second runs a minute
         (["data.samples_per_epoch=null"], "data.samples_per_epoch must be set for training"),
-        (["data.global_size=0"], "data.global_size must be >= 1, got 0"),
+        (["data.global_size=0"], "data.global_size must be in [1, 2048], got 0"),
         (["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
-        (["optim.base_lr=-1"], "optim.base_lr must be > 0, got -1.0"),
+        (["optim.base_lr=-1"], "optim.base_lr must be in (0, 1000], got -1.0"),
         (["optim.betas=[0.9, 1.0]"], "optim.betas must be in [0, 1), got (0.9, 1.0)"),
         (["optim.clip_grad_norm=0"], "optim.clip_grad_norm must be > 0 (or null: no clipping), got 0.0"),
         (["data.num_local=many"], "data.num_local: expected an integer or null (the recipe's count), got 'many'"),
