@@ -7,13 +7,13 @@ import argparse
 import copy
 import json
 import sys
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from train.eval_leakage import Leakage, check_leakage
 from train.eval_report import Row, differences, format_table, json_row
+from train.writable import check_output_writable
 
 EPILOG = """\
 --checkpoint SPEC (repeat it for a multi-row table; NAME=SPEC,SPEC,... makes one row of several
@@ -110,16 +110,6 @@ def _leakage(info: dict, evaluation: set[str]) -> Leakage:
     return check_leakage(evaluation, info.get("trained_on"))
 
 
-def _check_writable(path: str) -> None:
-    """Fail before hours of work when ``--out`` cannot be written."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
-
-
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv``, evaluate every row, print the table and JSON lines; returns the exit status."""
     from train.eval_models import expand_spec
@@ -136,7 +126,7 @@ def run(argv: list[str] | None = None) -> int:
     variants = {"exported": ["exported"], "reestimated": ["re-estimated"], "both": ["exported", "re-estimated"]}[args.bn]
     try:
         if args.out:
-            _check_writable(args.out)
+            check_output_writable(args.out)  # before minutes of work, not after
         plan = []  # (row group, [(label, builder)]) in table order
         for text in args.checkpoint:
             name, specs = split_row_spec(text)
@@ -167,7 +157,7 @@ def run(argv: list[str] | None = None) -> int:
                     per_bn[bn].add(counts, target.info, leak, seconds)
                     tqdm.write(f"{label} [{bn}]: done in {seconds:.1f} s")
             rows += [r for r in per_bn.values() if r.counts]
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError) as e:
         print(f"train.evaluate: error: {e}", file=sys.stderr)
         return 2
     baselines = args.baseline or [plan[0][0]]

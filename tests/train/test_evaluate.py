@@ -138,6 +138,11 @@ def test_evaluate_end_to_end(tiny_set, tmp_path, capsys, real_jpegs):
     assert main(["--checkpoint", "random:resnet18", "--data", str(tmp_path / "nothing"), "--quick"]) == 2
     assert main(["--checkpoint", str(tmp_path / "no-such-run"), "--data", str(tiny_set)]) == 2
     assert main(["--checkpoint", "random:resnet18", "--baseline", "nope"] + args[:3]) == 2
+    capsys.readouterr()
+    # an --out that cannot be written fails first, in one line, before any model or data is read
+    assert main(["--checkpoint", "no-such-spec", "--data", str(tmp_path / "nothing"), "--out", "/proc/densessl/e.jsonl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "/proc/densessl" in err
 
 
 def test_object_probe_scores_foreground_iou():
