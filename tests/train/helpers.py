@@ -61,6 +61,53 @@ def tiny_overrides(shards: Path, out: Path, extra: dict | None = None) -> list[s
     return [f"{k}={yaml_value(v)}" for k, v in cfg.items()]
 
 
+def tiny_vit_overrides(shards: Path, out: Path, method_options: dict, extra: dict | None = None) -> list[str]:
+    """A ViT preset (gtsa_tiny / dino_tiny) at test size: 2 epochs x 4 steps of 4 images, a
+    2-block ViT of width 32 with patch 8, checkpoints every 3 steps; ``method_options`` sizes the
+    method's heads, ``extra`` overrides anything."""
+    cfg = {
+        "output_dir": str(out),
+        "data.shards": str(shards),
+        "data.num_local": 2,
+        "data.batch_size": 4,
+        "data.samples_per_epoch": 16,
+        "data.shuffle_buffer": 8,
+        "method.options.model_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+        **{f"method.options.{k}": v for k, v in method_options.items()},
+        "train.epochs": 2,
+        "train.threads": 1,
+        "checkpoint.every_steps": 3,
+        "log.every_steps": 1,
+        "log.tensorboard": "false",
+        "log.progress": "false",
+        **(extra or {}),
+    }
+    return [f"{k}={v}" for k, v in cfg.items()]
+
+
+def assert_export_is_student_encoder(result, state: dict) -> None:
+    """The run's timm export loads strictly into the tiny ViT of :func:`tiny_vit_overrides` and
+    equals the checkpoint's student encoder, tensor by tensor."""
+    import timm
+    import torch
+
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        patch_size=8,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        img_size=64,
+        num_classes=0,
+        dynamic_img_size=True,
+    )
+    exported = torch.load(result.exported["timm"], weights_only=True)
+    vit.load_state_dict(exported, strict=True)
+    for k, v in exported.items():
+        assert torch.equal(v, state["student.encoder.vit." + k]), k
+
+
 def trace_teacher_and_forward(monkeypatch, name: str, teacher: Callable, forward: Callable) -> list[str]:
     """Make ``METHODS[name]`` build methods that note, in the returned list, ``teacher(momentum)``
     at each teacher update and ``forward(method)`` at each forward, before running them."""
@@ -134,6 +181,28 @@ def run_and_kill(cmd: list[str], out: Path, after_step: int, timeout: float = 30
             os.killpg(proc.pid, signal.SIGKILL)  # the run and its DataLoader worker (its own session)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+
+
+def killed_and_resumed(
+    cmd: Callable, tmp_path: Path, kill_after: int, resumed_from: int, keys: tuple[str, ...]
+) -> tuple[Path, Path]:
+    """Run ``cmd(out, resume)`` straight through, and again killed once step ``kill_after`` is
+    logged and resumed with ``--resume auto``; checks that the second run resumed from step
+    ``resumed_from`` and logged every key of ``keys`` bit-identically at every step (8 steps).
+    Returns both run folders, for the caller's checks of the final states."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_train(cmd(straight, False))
+    run_and_kill(cmd(killed, False), killed, kill_after)
+    assert kill_after <= max(step_losses(read_log(killed))) < 8
+    run_train(cmd(killed, True))
+    records = read_log(killed)
+    resumed = [r for r in records if r.get("event") == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] == resumed_from, resumed
+    expected = {r["step"]: tuple(r[k] for k in keys) for r in read_log(straight) if "loss" in r}
+    assert sorted(expected) == list(range(1, 9))
+    got = {r["step"]: tuple(r[k] for k in keys) for r in records if "loss" in r}
+    assert got == expected  # every term bit-identical at every step, including the re-run ones
+    return straight, killed
 
 
 def final_state(out: Path) -> dict:

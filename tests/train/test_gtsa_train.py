@@ -4,17 +4,16 @@ per step. The cpu backend on real photos, AdamW with the wd schedule and per-par
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from tests.train.helpers import (
     PYTHON,
     REPO,
+    assert_export_is_student_encoder,
     final_state,
+    killed_and_resumed,
     read_log,
-    run_and_kill,
-    run_train,
-    step_losses,
+    tiny_vit_overrides,
     trace_teacher_and_forward,
 )
 from train.config import load_config
@@ -26,28 +25,8 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/co
 
 def gtsa_overrides(shards, out, extra: dict | None = None) -> list[str]:
     """configs/gtsa_tiny.yaml at test size: 2 epochs x 4 steps of 4 images, pc from epoch 1 on."""
-    cfg = {
-        "output_dir": str(out),
-        "data.shards": str(shards),
-        "data.num_local": 2,
-        "data.batch_size": 4,
-        "data.samples_per_epoch": 16,
-        "data.shuffle_buffer": 8,
-        "method.options.model_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
-        "method.options.proj_dim": 32,
-        "method.options.pred_hidden": 32,
-        "method.options.rot_hidden": 32,
-        "method.options.rot_bottleneck": 16,
-        "method.options.pc_warmup_epochs": 1,
-        "train.epochs": 2,
-        "train.threads": 1,
-        "checkpoint.every_steps": 3,
-        "log.every_steps": 1,
-        "log.tensorboard": "false",
-        "log.progress": "false",
-    }
-    cfg.update(extra or {})
-    return [f"{k}={v}" for k, v in cfg.items()]
+    options = {"proj_dim": 32, "pred_hidden": 32, "rot_hidden": 32, "rot_bottleneck": 16, "pc_warmup_epochs": 1}
+    return tiny_vit_overrides(shards, out, options, extra)
 
 
 def test_gtsa_trains_updates_the_teacher_once_per_step_and_exports_into_timm(photo_shards, tmp_path, monkeypatch):
@@ -67,22 +46,8 @@ def test_gtsa_trains_updates_the_teacher_once_per_step_and_exports_into_timm(pho
         )
         assert -1.0 <= r["aligned"] <= 1.0 and -1.0 <= r["pc"] <= 1.0
     # the export loads strictly into timm and is the checkpoint's student encoder
-    meta_vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        patch_size=8,
-        depth=2,
-        embed_dim=32,
-        num_heads=2,
-        img_size=64,
-        num_classes=0,
-        dynamic_img_size=True,
-    )
-    exported = torch.load(result.exported["timm"], weights_only=True)
-    meta_vit.load_state_dict(exported, strict=True)
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["model"]
-    for k, v in exported.items():
-        assert torch.equal(v, state["student.encoder.vit." + k]), k
+    assert_export_is_student_encoder(result, state)
 
 
 # 2 epochs x 4 steps, checkpoints every 3 steps: killed after step 7 is logged, the run resumes from
@@ -98,20 +63,10 @@ def _cmd(shards, out, resume: bool = False) -> list[str]:
 def test_gtsa_tiny_killed_mid_epoch_and_resumed_is_bit_identical(photo_shards, tmp_path):
     # drop-path draws from the global torch RNG every step: the resumed run repeats it only if the
     # checkpoint restores that RNG exactly where the first run was
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_train(_cmd(photo_shards, straight))
-    run_and_kill(_cmd(photo_shards, killed), killed, KILL_AFTER_STEP)
-    assert KILL_AFTER_STEP <= max(step_losses(read_log(killed))) < 8
-    run_train(_cmd(photo_shards, killed, resume=True))
+    def cmd(out, resume):
+        return _cmd(photo_shards, out, resume)
 
-    records = read_log(killed)
-    resumed = [r for r in records if r.get("event") == "resume"]
-    assert len(resumed) == 1 and resumed[0]["step"] == 6, resumed
-    expected = {r["step"]: (r["loss"], r["aligned"], r["pc"], r["rot"]) for r in read_log(straight) if "loss" in r}
-    assert sorted(expected) == list(range(1, 9))
-    got = {r["step"]: (r["loss"], r["aligned"], r["pc"], r["rot"]) for r in records if "loss" in r}
-    assert got == expected  # every term bit-identical at every step, including the re-run ones
-
+    straight, killed = killed_and_resumed(cmd, tmp_path, KILL_AFTER_STEP, 6, ("loss", "aligned", "pc", "rot"))
     a, b = final_state(straight), final_state(killed)
     assert a["step"] == b["step"] == 8
     for name, tensor in a["model"].items():
