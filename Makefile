@@ -2,13 +2,14 @@
 PY := .venv/bin/python
 DATA ?= data
 
-.PHONY: help setup demo test test-all bench clean
+.PHONY: help setup demo test test-all bench clean results-resnet
 
 help:
 	@echo "make setup     create .venv, install densessl + real photos (no GPU needed)"
 	@echo "make demo      setup, build shards from the bundled real photos, run the default job"
 	@echo "make test      setup, then ruff (lint + format check) and the fast test suite (what CI runs)"
 	@echo "make test-all  also the slow tests"
+	@echo "make results-resnet  the ResNet learning table end to end (about 2.5 h on 2 cores)"
 
 setup: .venv/.installed
 
@@ -26,6 +27,9 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -m "not gpu"
+
+results-resnet: setup
+	bash scripts/results_resnet.sh
 
 clean:
 	rm -rf $(DATA) runs

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "of one or more runs as one PNG, optionally with evaluation metrics against the training step.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  python -m train.curves runs/default --out runs/pictures/curves.png \\\n"
-        "      [--eval runs/eval.jsonl --metrics knn_top1 miou_layer4]",
+        "      [--eval runs/eval.jsonl --metrics corr/layer3 fg/layer4]",
     )
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run output directories (or their log.jsonl files)")
     ap.add_argument("--out", default="runs/pictures/curves.png", help="PNG path (default: %(default)s)")

@@ -75,11 +75,13 @@ def figures(row: Row, metrics: dict) -> dict[str, tuple[float, float]]:
 
 
 def differences(rows: list[Row], baselines: list[str], metrics: dict, resamples: int, seed: int) -> dict[str, dict]:
-    """``{row label: {baseline label: {key: (diff, low, high)}}}`` for every row against every
-    baseline row with the same BatchNorm protocol."""
+    """``{row label: {baseline label: {key: (diff, low, high)}}}`` for every row listed after a
+    baseline row with the same BatchNorm protocol (so each pair is compared once, later - earlier)."""
     out: dict[str, dict] = {}
-    for base in (b for b in rows if b.group in baselines):
-        for row in (r for r in rows if r.bn == base.bn and r.group != base.group):
+    for i, base in enumerate(rows):
+        if base.group not in baselines:
+            continue
+        for row in (r for r in rows[i + 1 :] if r.bn == base.bn and r.group != base.group):
             out.setdefault(row.label, {})[base.label] = {
                 key: paired_difference(row.sums(key), base.sums(key), metrics[key.split("/")[0]], resamples, seed)
                 for key in sort_keys([k for k in row.counts if k in base.counts])
@@ -124,11 +126,13 @@ def format_table(rows: list[Row], metrics: dict, baseline_scores: dict[str, floa
     for label, per_base in diffs.items():
         for base, per_key in per_base.items():
             lines.append(f"{label} - {base} (95 % paired bootstrap over photos; * = excludes 0):")
-            cells = []
+            by_layer: dict[str, list[str]] = {}
             for key, (d, low, high) in per_key.items():
                 star = "*" if low > 0 or high < 0 else " "
-                cells.append(f"{key} {100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]{star}")
-            lines.append("    " + "   ".join(cells))
+                by_layer.setdefault(key.split("/", 1)[1], []).append(
+                    f"{key.split('/')[0]:>4} {100 * d:+5.1f} [{100 * low:+5.1f}, {100 * high:+5.1f}]{star}"
+                )
+            lines += [f"    {layer:<7} " + "  ".join(cells) for layer, cells in by_layer.items()]
     lines.append("clusters: " + ", ".join(f"{k} {v} photos" for k, v in clusters.items()))
     return "\n".join(lines)
 
