@@ -138,11 +138,15 @@ def run(argv: list[str] | None = None) -> int:
                 plan += [(label, [(label, build)]) for label, build in models]
             else:
                 plan.append((name or (f"{specs[0]} ({args.seeds} seeds)" if args.seeds > 1 else specs[0]), models))
+        baselines = args.baseline or [plan[0][0]]
+        unknown = [b for b in baselines if b not in {group for group, _ in plan}]
+        if unknown:
+            raise ValueError(f"--baseline {unknown[0]!r} is no row; rows: {[group for group, _ in plan]}")
         data = load_data(args.data, settings)
         evaluation_hashes = data.hashes()
         rows: list[Row] = []
         for group, models in tqdm(plan, desc="rows", disable=not progress or len(plan) == 1):
-            per_bn = {bn: Row(group, bn) for bn in variants}
+            per_bn: dict[str, Row] = {}
             for label, build in models:
                 features = build().select(args.layers)
                 leak = _leakage(features.info, evaluation_hashes)
@@ -150,20 +154,16 @@ def run(argv: list[str] | None = None) -> int:
                     target = features
                     if bn == "re-estimated":
                         target = with_reestimated_bn(copy.deepcopy(features), data, settings.batch_size, args.device)
-                        if target is None:
-                            tqdm.write(f"{label}: no BatchNorm to re-estimate; its re-estimated row is left out")
-                            continue
+                        if target is None:  # no BatchNorm (a ViT): the model's one row is as exported
+                            if "exported" in variants:
+                                continue
+                            bn, target = "exported", features
                     counts, seconds = evaluate(target, data, args.device, progress)
-                    per_bn[bn].add(counts, target.info, leak, seconds)
+                    per_bn.setdefault(bn, Row(group, bn)).add(counts, target.info, leak, seconds)
                     tqdm.write(f"{label} [{bn}]: done in {seconds:.1f} s")
-            rows += [r for r in per_bn.values() if r.counts]
+            rows += list(per_bn.values())
     except (OSError, ValueError, KeyError) as e:
         print(f"train.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    baselines = args.baseline or [plan[0][0]]
-    unknown = [b for b in baselines if b not in {r.group for r in rows}]
-    if unknown:
-        print(f"train.evaluate: error: --baseline {unknown[0]!r} is no row; rows: {[r.group for r in rows]}", file=sys.stderr)
         return 2
     diffs = differences(rows, baselines, METRICS, settings.resamples, settings.seed)
     scores = data.no_information()

@@ -210,3 +210,12 @@ def test_checkpoints_of_a_run_are_rebuilt_and_exported(tmp_path, one_thread):
         trunk = methods[step].student.backbone.eval()
         with torch.no_grad():
             torch.testing.assert_close(features(x)["layer4"], trunk(x))  # the trained C5 map
+
+
+def test_a_vit_without_batch_norm_keeps_its_row_under_bn_reestimated(tiny_set, capsys, one_thread):
+    pytest.importorskip("timm")
+    args = ["--checkpoint", "random:vit_tiny_patch16_224", "--bn", "reestimated", "--data", str(tiny_set), "--quick"]
+    assert main(args + ["--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["model"], r["bn"]) for r in rows] == [("random:vit_tiny_patch16_224", "exported")]
+    assert {k.split("/")[1] for k in rows[0]["figures"]} == {"block10", "block11", "block12"}
