@@ -17,6 +17,7 @@ EVAL_DATA=${EVAL_DATA:-data/shards/copy-paste}
 train_extra=()
 eval_extra=(--threads "$THREADS")
 curve_extra=(--probe-seeds 1)
+CURVE_STEPS=${CURVE_STEPS:-200 400 600 800}
 copy_paste=()
 if [ "${TINY:-0}" = 1 ]; then
   train_extra=(train.epochs=2 data.samples_per_epoch=8 data.batch_size=4 data.global_size=64 data.local_size=32
@@ -25,6 +26,7 @@ if [ "${TINY:-0}" = 1 ]; then
   eval_extra+=(--quick --no-progress)
   curve_extra+=(--quick --no-progress)
   copy_paste=(--train 24 --test 24 --size 64 --no-progress)
+  CURVE_STEPS="2 4"
 fi
 mkdir -p "$OUT"
 $PY -m shards photos "$PHOTOS"
@@ -46,13 +48,20 @@ for method in clove byol; do
   done
 done
 
+rm -f "$OUT/eval.jsonl"
 $PY -m train.evaluate --data "$EVAL_DATA" --bn reestimated --seeds 3 \
   --checkpoint random=random:resnet18 --checkpoint "BYOL=$(runs byol)" --checkpoint "CLoVE=$(runs clove)" \
   --baseline random --baseline BYOL "${eval_extra[@]}" --out "$OUT/eval.jsonl" | tee "$OUT/table.txt"
 
+# metric vs step: the first seed's checkpoints at CURVE_STEPS, one probe seed
 first=$(echo $SEEDS | cut -d' ' -f1)
-$PY -m train.evaluate --data "$EVAL_DATA" --bn reestimated --all-steps "${curve_extra[@]}" --threads "$THREADS" \
-  --checkpoint "$OUT/clove_s$first" --checkpoint "$OUT/byol_s$first" --out "$OUT/eval_steps.jsonl" > "$OUT/eval_steps.txt"
+steps=(--checkpoint random=random:resnet18)  # step 0
+for method in clove byol; do
+  for step in $CURVE_STEPS; do steps+=(--checkpoint "$(printf '%s/%s_s%s/checkpoints/ckpt-%08d.pt' "$OUT" $method "$first" "$step")"); done
+done
+rm -f "$OUT/eval_steps.jsonl"
+$PY -m train.evaluate --data "$EVAL_DATA" --bn reestimated "${steps[@]}" "${curve_extra[@]}" --threads "$THREADS" \
+  --out "$OUT/eval_steps.jsonl" > "$OUT/eval_steps.txt"
 $PY -m train.curves "$OUT/clove_s$first" "$OUT/byol_s$first" --fields loss --eval "$OUT/eval_steps.jsonl" \
   --metrics corr/layer3 corr/layer4 fg/layer3 fg/layer4 --out "$OUT/curves.png"
 echo "results: table in $OUT/table.txt, rows in $OUT/eval.jsonl, picture $OUT/curves.png"

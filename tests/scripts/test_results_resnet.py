@@ -41,7 +41,8 @@ def test_results_resnet_runs_end_to_end_at_tiny_size(tmp_path, real_photos):
     table = (out / "table.txt").read_text()
     assert "CLoVE [BN re-estimated] - BYOL [BN re-estimated]" in table and "no information" in table
     steps = [json.loads(line) for line in (out / "eval_steps.jsonl").read_text().splitlines()]
-    assert sorted({r["info"][0]["method"] for r in steps}) == ["byol", "clove"] and len(steps) == 4
+    assert [r["info"][0].get("method", "random") for r in steps] == ["random", "clove", "clove", "byol", "byol"]
+    assert [r["info"][0].get("step", 0) for r in steps] == [0, 2, 4, 2, 4]
     assert (out / "curves.png").stat().st_size > 10_000
     # a second call trains nothing again
     again = subprocess.run(["bash", "scripts/results_resnet.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
