@@ -187,3 +187,29 @@ def test_cli_builds_train_and_test_shards(tmp_path, real_stamps, real_photos, ca
     assert sorted(p.name for p in out.glob("*.tar")) == ["test-000000.tar", "train-000000.tar"]
     assert (out / "source" / "instances_train.json").is_file()
     assert main(["copy-paste", str(tmp_path / "bad"), "--size", "8"]) == 1
+
+
+class _Centred:
+    """An rng stand-in: every uniform draw at the middle of its range, no flip."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+    def random(self) -> float:
+        return 1.0
+
+
+def test_a_pixel_belongs_to_an_object_where_its_alpha_is_at_least_one_half(tmp_path):
+    # four bands of alpha 102, 127, 128, 153 (0.40, 0.498, 0.502, 0.60) in a 64-px stamp pasted
+    # at its own size over the whole 64-px canvas: the visible mask is exactly the last two bands
+    alpha = np.repeat(np.array([102, 127, 128, 153], np.uint8), 16)[None].repeat(64, 0)
+    arr = np.zeros((64, 64, 4), np.uint8)
+    arr[..., 0], arr[..., 3] = 255, alpha
+    (tmp_path / "red").mkdir()
+    Image.fromarray(arr, "RGBA").save(tmp_path / "red" / "bands.png")
+    stamp = Stamp(tmp_path / "red" / "bands.png", "red")
+    comp = compose(np.zeros((64, 64, 3), np.uint8), [stamp], {"red": 1}, _Centred(), scale=(1.0, 1.0))
+    expected = np.zeros((64, 64), bool)
+    expected[:, 32:] = True
+    assert len(comp.masks) == 1 and np.array_equal(comp.masks[0], expected)
+    np.testing.assert_array_equal(comp.image[0, ::16, 0], [102, 127, 128, 153])  # blended over black: alpha * 255
