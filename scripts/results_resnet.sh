@@ -62,6 +62,7 @@ done
 rm -f "$OUT/eval_steps.jsonl"
 $PY -m train.evaluate --data "$EVAL_DATA" --bn reestimated "${steps[@]}" "${curve_extra[@]}" --threads "$THREADS" \
   --out "$OUT/eval_steps.jsonl" > "$OUT/eval_steps.txt"
-$PY -m train.curves "$OUT/clove_s$first" "$OUT/byol_s$first" --fields loss --eval "$OUT/eval_steps.jsonl" \
+# runs in the order the evaluation panels colour them (byol, clove), so each method keeps one colour
+$PY -m train.curves "$OUT/byol_s$first" "$OUT/clove_s$first" --fields emb_rank --eval "$OUT/eval_steps.jsonl" \
   --metrics corr/layer3 corr/layer4 fg/layer3 fg/layer4 --out "$OUT/curves.png"
 echo "results: table in $OUT/table.txt, rows in $OUT/eval.jsonl, picture $OUT/curves.png"
