@@ -78,6 +78,10 @@ OPTION_RULES: dict[str, OptionRule] = {
     "rot_hidden": _width(),
     "rot_bottleneck": _width(),
     "heads": OptionRule("int", 1, 1024),
+    "head_layers": OptionRule("int", 1, 16),
+    "head_hidden_dim": _width(),
+    "head_bottleneck_dim": _width(),
+    "out_dim": _width(),
     "attention": OptionRule("str", choices=("dot", "cosine")),
     "attention_temperature": OptionRule("float", 0, 100, low_open=True),
     # objectives
@@ -93,6 +97,12 @@ OPTION_RULES: dict[str, OptionRule] = {
     "aligned_weight": OptionRule("float", 0, 1000),
     "pc_weight": OptionRule("float", 0, 1000),
     "rot_weight": OptionRule("float", 0, 1000),
+    "student_temp": OptionRule("float", 0, 100, low_open=True),
+    "warmup_teacher_temp": OptionRule("float", 0, 100, low_open=True),
+    "teacher_temp": OptionRule("float", 0, 100, low_open=True),
+    "warmup_teacher_temp_epochs": OptionRule("int", 0, 100_000),
+    "center_momentum": _unit(),
+    "freeze_last_layer_epochs": OptionRule("int", 0, 100_000),
     # teacher and views
     "momentum_base": _unit(),
     "momentum_final": _unit(),
