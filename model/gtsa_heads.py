@@ -15,7 +15,9 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` -> same, each position normalised over ``C``."""
-        return F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), eps=self.eps).permute(0, 3, 1, 2)
+        # contiguous: a channels-last output would make the next 1x1 conv's weight gradient
+        # channels-last too, against DDP's gradient layout contract (a copy per step in the reducer)
+        return F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), eps=self.eps).permute(0, 3, 1, 2).contiguous()
 
 
 def conv_ln_gelu(in_dim: int, out_dim: int) -> nn.Sequential:

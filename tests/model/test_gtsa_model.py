@@ -226,3 +226,14 @@ def test_bf16_autocast_keeps_geometry_and_loss_terms_in_fp32():
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     for key in ("aligned", "pc", "rot"):  # only the networks ran in bf16
         assert out[key].item() == pytest.approx(ref[key].item(), abs=0.05), key
+
+
+def test_every_gradient_has_its_parameters_layout():
+    # DDP's gradient layout contract: a gradient with other strides than its parameter (a 1x1
+    # conv fed a channels-last map gets a channels-last weight gradient) costs a copy per step and
+    # the "Grad strides do not match bucket view strides" warning in multi-process runs
+    torch.manual_seed(0)
+    model = _model()
+    model(_batch())["loss"].backward()
+    mismatched = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+    assert not mismatched
