@@ -119,8 +119,14 @@ def load_data(data_dir: str | Path, settings: EvalSettings, photos: list[Path] |
     photos = sorted(available_photos(pool="eval") if photos is None else photos)[: settings.max_photos]
     if not photos:
         raise FileNotFoundError(MISSING_HINT)
-    train = load_split(data_dir, "train", settings.limit)
-    return EvalData(train, load_split(data_dir, "test", settings.limit), photos, settings, str(data_dir))
+    train, test = load_split(data_dir, "train", settings.limit), load_split(data_dir, "test", settings.limit)
+    if test.backgrounds == test.keys:  # no background recorded: every image is its own cluster
+        print(
+            f"train.evaluate: warning: {data_dir} records no background photos (built before they were); intervals "
+            "resample images, not photos; rebuild it: python -m shards copy-paste OUT --overwrite",
+            file=sys.stderr,
+        )
+    return EvalData(train, test, photos, settings, str(data_dir))
 
 
 def normalised(images: Tensor, batch_size: int, device: str, desc: str = "", progress: bool = False) -> Iterator[Tensor]:

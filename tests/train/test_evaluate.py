@@ -219,3 +219,19 @@ def test_a_vit_without_batch_norm_keeps_its_row_under_bn_reestimated(tiny_set, c
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(r["model"], r["bn"]) for r in rows] == [("random:vit_tiny_patch16_224", "exported")]
     assert {k.split("/")[1] for k in rows[0]["figures"]} == {"block10", "block11", "block12"}
+
+
+def test_a_set_that_records_no_backgrounds_is_named_and_clustered_by_image(tiny_set, monkeypatch, capsys):
+    from train import evaluate as ev
+
+    real = ev.load_split
+
+    def without_backgrounds(data_dir, split, limit=None):
+        s = real(data_dir, split, limit)
+        s.backgrounds = list(s.keys)  # what load_split gives for a set built before backgrounds were recorded
+        return s
+
+    monkeypatch.setattr(ev, "load_split", without_backgrounds)
+    data = ev.load_data(tiny_set, EvalSettings.quick())
+    assert "records no background photos" in capsys.readouterr().err
+    assert len(data.test.clusters()[1]) == len(data.test.keys)
