@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from train.eval_leakage import Leakage
-from train.eval_stats import mean_sd, paired_difference, row_value
+from train.eval_stats import Metric, mean_sd, paired_difference
 
 LAYER_ORDER = ("layer1", "layer2", "layer3", "layer4")
 METRIC_ORDER = ("fg", "bf", "knn", "corr")
@@ -64,14 +64,14 @@ def sort_keys(keys: list[str]) -> list[str]:
     return sorted(keys, key=order)
 
 
+def metric_of(key: str, metrics: dict) -> Metric:
+    """The metric function of a ``metric/layer`` key."""
+    return metrics[key.split("/", 1)[0]]
+
+
 def figures(row: Row, metrics: dict) -> dict[str, tuple[float, float]]:
-    """``{key: (mean, SD)}``: mean over replicates, SD over replicates' values."""
-    out = {}
-    for key in row.counts:
-        sums = row.sums(key)
-        values = metrics[key.split("/")[0]](sums.sum(-2)).tolist()
-        out[key] = (row_value(sums, metrics[key.split("/")[0]]), mean_sd(values)[1])
-    return out
+    """``{key: (mean, SD)}`` over the replicates' values."""
+    return {key: mean_sd(metric_of(key, metrics)(row.sums(key).sum(-2)).tolist()) for key in row.counts}
 
 
 def differences(rows: list[Row], baselines: list[str], metrics: dict, resamples: int, seed: int) -> dict[str, dict]:
@@ -83,7 +83,7 @@ def differences(rows: list[Row], baselines: list[str], metrics: dict, resamples:
             continue
         for row in (r for r in rows[i + 1 :] if r.bn == base.bn and r.group != base.group):
             out.setdefault(row.label, {})[base.label] = {
-                key: paired_difference(row.sums(key), base.sums(key), metrics[key.split("/")[0]], resamples, seed)
+                key: paired_difference(row.sums(key), base.sums(key), metric_of(key, metrics), resamples, seed)
                 for key in sort_keys([k for k in row.counts if k in base.counts])
             }
     return out

@@ -22,11 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _per_image(masks: list[Tensor]) -> Tensor:
+    """Pixel counts of bool ``[N, H, W]`` masks -> ``[N, len(masks)]`` float64."""
+    return torch.stack([m.flatten(1).sum(1) for m in masks], 1).double()
+
+
 def foreground_stats(pred: Tensor, target: Tensor) -> Tensor:
     """Per image ``[N, 3]`` float64 (TP, FP, FN) of the object class: ``pred``/``target`` bool ``[N, H, W]``."""
     pred, target = pred.bool(), target.bool()
-    counts = [(pred & target), (pred & ~target), (~pred & target)]
-    return torch.stack([c.flatten(1).sum(1) for c in counts], 1).double()
+    return _per_image([pred & target, pred & ~target, ~pred & target])
 
 
 def foreground_iou(stats: Tensor) -> Tensor:
@@ -54,8 +58,7 @@ def boundary_stats(pred: Tensor, target: Tensor, tolerance: int = 2) -> Tensor:
     def near(b: Tensor) -> Tensor:
         return F.max_pool2d(b.float()[:, None], k, stride=1, padding=tolerance)[:, 0].bool()
 
-    counts = [bp & near(bt), bp, bt & near(bp), bt]
-    return torch.stack([c.flatten(1).sum(1) for c in counts], 1).double()
+    return _per_image([bp & near(bt), bp, bt & near(bp), bt])
 
 
 def boundary_f(stats: Tensor) -> Tensor:
