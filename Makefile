@@ -2,14 +2,15 @@
 PY := .venv/bin/python
 DATA ?= data
 
-.PHONY: help setup demo test test-all bench clean results-resnet
+.PHONY: help setup demo test test-all bench clean results-resnet results-vit
 
 help:
 	@echo "make setup     create .venv, install densessl + real photos (no GPU needed)"
 	@echo "make demo      setup, build shards from the bundled real photos, run the default job"
 	@echo "make test      setup, then ruff (lint + format check) and the fast test suite (what CI runs)"
 	@echo "make test-all  also the slow tests"
-	@echo "make results-resnet  the ResNet learning table end to end (about 2.5 h on 2 cores)"
+	@echo "make results-resnet  the ResNet learning table end to end (CLoVE vs BYOL vs random; hours on 2 cores)"
+	@echo "make results-vit     the ViT learning table end to end (GTSA vs DINO vs random; hours on 2 cores)"
 
 setup: .venv/.installed
 
@@ -29,7 +30,10 @@ test-all: setup
 	$(PY) -m pytest -m "not gpu"
 
 results-resnet: setup
-	bash scripts/results_resnet.sh
+	bash scripts/results.sh resnet
+
+results-vit: setup
+	bash scripts/results.sh vit
 
 clean:
 	rm -rf $(DATA) runs

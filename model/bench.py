@@ -23,12 +23,12 @@ from model.bench_step import Variant, best_times, variant_names
 from model.clove import CLoVE
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
-from pipeline.views import clove_recipe, sample_views
+from pipeline.views import named_recipe, sample_views
 
 
 def synthetic_batch(batch_size: int, global_size: int, local_size: int, num_local: int, device: str) -> ViewBatch:
     """Random normalised views with matrices drawn by :func:`pipeline.views.sample_views`."""
-    recipe = clove_recipe(global_size, local_size, num_local)
+    recipe = named_recipe("clove", global_size, local_size, num_local)
     rng = random.Random(0)
     sizes = [(rng.randint(300, 640), rng.randint(300, 640)) for _ in range(batch_size)]
     mats = np.stack([sample_views(w, h, recipe, rng).matrices for w, h in sizes])

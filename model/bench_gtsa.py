@@ -25,7 +25,7 @@ from model.bench_step import Variant, best_times, variant_names
 from model.gtsa import GTSA
 from model.registry import METHODS
 from pipeline.batch import ViewBatch
-from pipeline.views import gtsa_recipe, sample_views
+from pipeline.views import named_recipe, sample_views
 
 
 def gtsa_synthetic_batch(
@@ -33,7 +33,7 @@ def gtsa_synthetic_batch(
 ) -> ViewBatch:
     """Random normalised views with GTSA geometry (overlap rule, quarter turns) from
     :func:`pipeline.views.sample_views`; ``rotation`` holds the sampled quarter turns."""
-    recipe = gtsa_recipe(global_size, local_size, num_local)
+    recipe = named_recipe("gtsa", global_size, local_size, num_local)
     rng = random.Random(seed)
     sizes = [(rng.randint(300, 640), rng.randint(300, 640)) for _ in range(batch_size)]
     draws = [sample_views(w, h, recipe, rng) for w, h in sizes]

@@ -40,7 +40,7 @@ from pipeline.config import LoaderConfig
 from pipeline.geometry import correspondence_mask
 from pipeline.source import IMAGE_EXTS, RawSample, list_shards
 from pipeline.stream_loader import StreamLoader
-from pipeline.views import recipe_from_config
+from pipeline.views import RECIPES, recipe_from_config
 
 STRIDE = 32  # ResNet C5, CLoVE's correspondence stride
 T_POS = 0.7  # CLoVE's threshold
@@ -232,8 +232,8 @@ def timed_run(
 
 def run_backend(args: argparse.Namespace, cfg: LoaderConfig, device: torch.device, bytes_per_image: float) -> Measurement:
     """Time the configured backend's loader (only its workers' stream with ``--stream-only``)."""
+    from pipeline.backends.torch_backend import build_torch_stream
     from pipeline.loader import build_loader
-    from pipeline.torch_backend import build_torch_stream
 
     recipe = recipe_from_config(cfg)
     counter = MaskCounter(recipe.sizes, recipe.num_global, device) if args.with_m else None
@@ -347,7 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--shards", required=True, help="shard directory, glob, brace pattern or URL")
     ap.add_argument("--backend", choices=["cpu", "torch", "dali"], default="cpu", help="loader backend to measure")
-    ap.add_argument("--recipe", choices=["clove", "gtsa", "two-view"], default="clove", help="view recipe")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="clove", help="view recipe")
     ap.add_argument("--batch-size", type=int, default=64, help="images per batch")
     ap.add_argument("--steps", type=int, default=20, help="timed batches")
     ap.add_argument("--warmup", type=int, default=2, help="untimed batches first (worker start-up, caches)")

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.backends import BACKENDS
 from pipeline.config_fields import check_fields, setting
 
-BACKEND_NAMES = ("cpu", "torch", "dali")
-RECIPE_NAMES = ("clove", "gtsa", "two-view")
 INTERPOLATIONS = ("bilinear", "bicubic")
 RECIPE_VALUE = "the recipe's value"
 MAX_VIEW_SIZE = 2048  # pixels per side of a view
@@ -25,7 +24,7 @@ Probability = float | tuple[float, float, float]
 
 @dataclass
 class AugmentConfig:
-    """Overrides of the recipe's augmentation (``pipeline.views.RECIPE_AUGMENT`` holds the values
+    """Overrides of the recipe's augmentation (``pipeline.views.RECIPES`` holds the values
     of docs/methods.md); null keeps the recipe's value. ``data.photometric=false`` still turns every
     photometric op off."""
 
@@ -59,8 +58,8 @@ class LoaderConfig:
     """
 
     shards: str = setting("data/shards/photos", free=True)  # directory, glob, brace pattern or any URL WebDataset opens
-    backend: str = setting("cpu", choices=BACKEND_NAMES)
-    recipe: str = setting("clove", choices=RECIPE_NAMES)
+    backend: str = setting("cpu", choices=tuple(BACKENDS))
+    recipe: str = setting("clove", free=True)  # a name in pipeline.views.RECIPES (checked below)
     # views larger than this are a typo (a 100000-px view would exhaust memory in every worker)
     global_size: int = setting(224, min=1, max=MAX_VIEW_SIZE)
     local_size: int = setting(96, min=1, max=MAX_VIEW_SIZE)
@@ -97,15 +96,21 @@ def plain_config(shards: str, **fields: Any) -> LoaderConfig:
 def check_loader_config(cfg: LoaderConfig, prefix: str = "") -> None:
     """One-line ``ValueError`` for the first value of ``cfg`` outside its rule (keys named with
     ``prefix``, e.g. ``"data."``), then for combinations no backend can run."""
+    from pipeline.views import RECIPES, check_recipe_name  # lazy: the recipes are built from this module's types
+
     check_fields(cfg, prefix)
+    try:
+        check_recipe_name(cfg.recipe)
+    except ValueError as e:
+        raise ValueError(f"{prefix}recipe: {e}") from None
     if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < cfg.batch_size:
         raise ValueError(
             f"{prefix}samples_per_epoch ({cfg.samples_per_epoch}) must be at least {prefix}batch_size "
             f"({cfg.batch_size}): an epoch would have no batch"
         )
-    if cfg.recipe == "two-view" and cfg.num_local:
+    if RECIPES[cfg.recipe].num_local == 0 and cfg.num_local:
         raise ValueError(
-            f"{prefix}num_local must be null or 0 with {prefix}recipe=two-view (it has no local views), got {cfg.num_local}"
+            f"{prefix}num_local must be null or 0 with {prefix}recipe={cfg.recipe} (it has no local views), got {cfg.num_local}"
         )
     hue = cfg.augment.jitter[3] if cfg.augment.jitter is not None else 0.0
     if hue > 0.5:

@@ -1,7 +1,7 @@
 """One entry point, config in, iterator of :class:`~pipeline.batch.ViewBatch` out, any backend.
 
-Backends are a plain registry of builder functions, imported lazily so that a machine without
-DALI or a GPU can still use the others.
+Backends are a plain registry of builder functions (:data:`pipeline.backends.BACKENDS`), imported
+lazily so that a machine without DALI or a GPU can still use the others.
 """
 
 from __future__ import annotations
@@ -12,15 +12,9 @@ from typing import Protocol
 
 import torch
 
+from pipeline.backends import BACKENDS
 from pipeline.batch import ViewBatch
 from pipeline.config import LoaderConfig, check_loader_config
-
-# name -> "module:function"; the function has the signature of :func:`build_loader`.
-BACKENDS = {
-    "cpu": "pipeline.cpu_backend:build_cpu_loader",
-    "torch": "pipeline.torch_backend:build_torch_loader",
-    "dali": "pipeline.dali_backend:build_dali_loader",
-}
 
 
 class ViewLoader(Protocol):

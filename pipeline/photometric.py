@@ -2,8 +2,8 @@
 
 :func:`draw_photometric` is the single place where the random parameters of a view's photometric
 augmentation are drawn from its :class:`~pipeline.views.Photometric` spec and the per-sample RNG;
-every backend uses it (the cpu backend applies them with :mod:`pipeline.photometric_cpu`, the torch
-backend turns them into tensors with :func:`params_to_tensors` for :mod:`pipeline.photometric_gpu`).
+every backend uses it (the cpu backend applies them with :mod:`pipeline.backends.photometric_cpu`, the torch
+backend turns them into tensors with :func:`params_to_tensors` for :mod:`pipeline.backends.photometric_gpu`).
 
 Semantics are torchvision's ``ColorJitter`` (brightness, contrast, saturation, hue in a random
 order, factors uniform in ``[max(0, 1 - s), 1 + s]``, hue uniform in ``[-h, h]`` turns) with

@@ -1,7 +1,7 @@
 """View recipes and the one sampler of view geometry that every backend shares.
 
 A recipe is N global + M local :class:`ViewSpec`, built from the recipe's augmentation values
-(:data:`RECIPE_AUGMENT`, docs/methods.md's numbers) with the config's ``data.augment`` overrides on top
+(:data:`RECIPES`, docs/methods.md's numbers) with the config's ``data.augment`` overrides on top
 (:func:`recipe_from_config`, used by every backend and the benchmark). The sampler draws, per image, each view's crop
 window (random-resized-crop with torchvision's 10 attempts and centre fallback), horizontal flip
 and quarter turns, plus GTSA's overlap rule, and turns them into the view's 3x3 matrix
@@ -93,35 +93,62 @@ STANDARD_AUGMENT = AugmentConfig(
     solarize_p=0.0,
     min_overlap=(0.0, 0.0),
 )
-RECIPE_AUGMENT: dict[str, AugmentConfig] = {
+
+
+@dataclass(frozen=True)
+class RecipeRecord:
+    """A named recipe: its augmentation values (docs/methods.md's numbers), default local-view count,
+    and the feature stride of the backbone its method reads (ResNet C5: 32, ViT-S/16: 16), at which
+    the pictures draw the matched cells M (a recipe property so that ``pipeline/`` needs nothing
+    from ``model/``)."""
+
+    augment: AugmentConfig
+    num_local: int
+    feature_stride: int
+
+
+# The one registration of every recipe (``data.recipe`` accepts these names): a new recipe is one line here.
+RECIPES: dict[str, RecipeRecord] = {
     # BYOL's asymmetric blur and solarisation on the globals, multi-crop locals
-    "clove": replace(
-        STANDARD_AUGMENT, local_scale=(0.08, 0.3), interpolation="bicubic", blur_p=(1.0, 0.1, 0.5), solarize_p=(0.0, 0.2, 0.0)
+    "clove": RecipeRecord(
+        replace(
+            STANDARD_AUGMENT, local_scale=(0.08, 0.3), interpolation="bicubic", blur_p=(1.0, 0.1, 0.5), solarize_p=(0.0, 0.2, 0.0)
+        ),
+        num_local=6,
+        feature_stride=32,
     ),
     # quarter turns instead of flips, stronger colour, and views that must overlap
-    "gtsa": replace(
-        STANDARD_AUGMENT,
-        global_scale=(0.3, 1.0),
-        local_scale=(0.1, 0.3),
-        flip_p=0.0,
-        rotate=True,
-        jitter=(0.8, 0.8, 0.8, 0.2),
-        blur_p=0.2,
-        min_overlap=(0.02, 0.01),
+    "gtsa": RecipeRecord(
+        replace(
+            STANDARD_AUGMENT,
+            global_scale=(0.3, 1.0),
+            local_scale=(0.1, 0.3),
+            flip_p=0.0,
+            rotate=True,
+            jitter=(0.8, 0.8, 0.8, 0.2),
+            blur_p=0.2,
+            min_overlap=(0.02, 0.01),
+        ),
+        num_local=8,
+        feature_stride=16,
     ),
     # geometry only: the loader-throughput baseline (probabilities 0: no photometric stage at all)
-    "two-view": replace(STANDARD_AUGMENT, jitter_p=0.0, gray_p=0.0),
+    "two-view": RecipeRecord(replace(STANDARD_AUGMENT, jitter_p=0.0, gray_p=0.0), num_local=0, feature_stride=32),
 }
-RECIPE_NUM_LOCAL = {"clove": 6, "gtsa": 8, "two-view": 0}
 NUM_GLOBAL = 2
 
 
 def resolve_augment(name: str, overrides: AugmentConfig | None = None) -> AugmentConfig:
     """Recipe ``name``'s augmentation with the non-null fields of ``overrides`` on top."""
-    if name not in RECIPE_AUGMENT:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPE_AUGMENT)}")
+    check_recipe_name(name)
     changes = {} if overrides is None else {k: v for k, v in asdict(overrides).items() if v is not None}
-    return replace(RECIPE_AUGMENT[name], **changes)
+    return replace(RECIPES[name].augment, **changes)
+
+
+def check_recipe_name(name: str) -> None:
+    """ValueError naming the registered recipes unless ``name`` is one."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
 
 
 def _per_view(value: float | tuple[float, float, float], kind: int) -> float:
@@ -164,36 +191,20 @@ def recipe_from_augment(
     return Recipe(name, tuple(views), min_overlap_global=aug.min_overlap[0], min_overlap_local=aug.min_overlap[1])
 
 
-def clove_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 6) -> Recipe:
-    """CLoVE (docs/methods.md): 2 x 224 (0.2-1.0) + 6 x 96 (0.08-0.3), bicubic, flip 0.5."""
-    return recipe_from_augment("clove", RECIPE_AUGMENT["clove"], global_size, local_size, num_local)
-
-
-def gtsa_recipe(global_size: int = 224, local_size: int = 96, num_local: int = 8) -> Recipe:
-    """GTSA (docs/methods.md): 2 x 224 (0.3-1.0) + 8 x 96 (0.1-0.3), bilinear, no flip, quarter turns."""
-    return recipe_from_augment("gtsa", RECIPE_AUGMENT["gtsa"], global_size, local_size, num_local)
-
-
-def two_view_recipe(size: int = 224) -> Recipe:
-    """Two global views, geometry only: the loader-throughput baseline."""
-    return recipe_from_augment("two-view", RECIPE_AUGMENT["two-view"], size, size, 0)
-
-
-RECIPES = {"clove": clove_recipe, "gtsa": gtsa_recipe, "two-view": two_view_recipe}
-
-
-def build_recipe(name: str, **kwargs) -> Recipe:
-    """The named recipe, ``kwargs`` passed to its builder (ValueError for an unknown name)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
-    return RECIPES[name](**kwargs)
+def named_recipe(name: str, global_size: int = 224, local_size: int = 96, num_local: int | None = None) -> Recipe:
+    """Recipe ``name`` at these sizes with its own augmentation; ``num_local`` None: the recipe's
+    default (CLoVE: 2 x 224 + 6 x 96; GTSA: 2 x 224 + 8 x 96; two-view: 2 x ``global_size``)."""
+    check_recipe_name(name)
+    record = RECIPES[name]
+    num_local = record.num_local if num_local is None else num_local
+    return recipe_from_augment(name, record.augment, global_size, local_size, num_local)
 
 
 def recipe_from_config(cfg: LoaderConfig) -> Recipe:
     """The view recipe a loader config asks for: the named recipe, sizes and local count, with
     ``cfg.augment``'s overrides; photometrics stripped when ``cfg.photometric`` is off."""
     aug = resolve_augment(cfg.recipe, cfg.augment)
-    num_local = RECIPE_NUM_LOCAL[cfg.recipe] if cfg.num_local is None else cfg.num_local
+    num_local = RECIPES[cfg.recipe].num_local if cfg.num_local is None else cfg.num_local
     recipe = recipe_from_augment(cfg.recipe, aug, cfg.global_size, cfg.local_size, num_local)
     return recipe if cfg.photometric else recipe.without_photometric()
 

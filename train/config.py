@@ -245,7 +245,7 @@ def _check_values(cfg: Config) -> None:
     """Choices, ranges and nulls the types cannot express (each field's rule), the rules between
     fields, and the method's options against its defaults."""
     from model.option_rules import check_options  # lazy: the schema itself needs no torch
-    from model.registry import method_defaults
+    from model.registry import check_method_recipe, method_defaults
 
     try:  # unknown keys first, as for every other section
         defaults = method_defaults(cfg.method.name)
@@ -261,6 +261,7 @@ def _check_values(cfg: Config) -> None:
     try:
         check_fields(cfg)
         check_loader_config(cfg.data, "data.")
+        check_method_recipe(cfg.method.name, cfg.data.recipe)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if not cfg.output_dir.strip():

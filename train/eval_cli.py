@@ -20,6 +20,7 @@ EPILOG = """\
 replicates, e.g. two training runs):
   random:ARCH        random init, the library's own, e.g. random:resnet18 (--seeds N: N init seeds)
   random-zero:ARCH   random init with zeroed last norm per residual block (CLoVE's step 0)
+  random:CONFIG.yaml the backbone of the config's method at its own init (an architecture no name gives)
   DIR                a method export (holds backbone.json)
   ckpt-*.pt          a training checkpoint (method rebuilt from its config, then exported)
   RUN_DIR            a run's newest checkpoint; with --all-steps every checkpoint (one row per step)

@@ -70,7 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = sub.choices["matches"]
     _batch_args(p, "clove", 3)
     p.add_argument(
-        "--stride", type=float, help="feature stride in view pixels (default: 32 for clove/ResNet, 16 for gtsa/ViT-16)"
+        "--stride",
+        type=float,
+        help="feature stride in view pixels (default: the recipe's, pipeline.views.RECIPES: 32 for clove, 16 for gtsa)",
     )
     p.add_argument("--threshold", type=float, default=0.7, help="T_pos: match radius in cell diagonals")
     p.add_argument("--max-lines", type=int, default=30, help="lines drawn per pair at most (a random subset)")
@@ -116,14 +118,15 @@ def _draw(args: argparse.Namespace):
         return throughput_figure(throughput_rows(read_jsonl(args.bench), args.recipes), args.title)
 
     from pipeline.pictures import draw_views
-    from pipeline.pictures.batch_source import METHOD_STRIDE, picture_batch
+    from pipeline.pictures.batch_source import picture_batch
+    from pipeline.views import RECIPES
 
     batch = picture_batch(
         args.shards, args.recipe, batch_size=args.images, seed=args.seed, global_size=args.global_size, local_size=args.local_size
     )
     common = dict(images=args.images, locals_shown=args.locals_shown)
     if args.command == "matches":
-        stride = args.stride or METHOD_STRIDE[args.recipe]
+        stride = args.stride or RECIPES[args.recipe].feature_stride
         title = (
             f"{args.recipe} recipe: cells matched by M between the teacher global view and the others "
             f"(stride {stride:g}, threshold {args.threshold:g} × cell diagonal)"

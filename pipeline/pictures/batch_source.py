@@ -8,9 +8,6 @@ from pipeline.batch import ViewBatch
 from pipeline.config import plain_config
 from pipeline.loader import build_loader
 
-# feature stride of each method's backbone: ResNet C5 (CLoVE) and ViT-S/16 patches (GTSA)
-METHOD_STRIDE = {"clove": 32, "gtsa": 16}
-
 
 def picture_batch(shards: str, recipe: str, batch_size: int = 2, seed: int = 0, **view_fields: Any) -> ViewBatch:
     """The first batch of ``recipe`` views of ``shards``, as the training loader makes them but

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from model.contract import Method
 from model.registry import METHODS
-from pipeline.views import clove_recipe
+from pipeline.views import named_recipe
 from tests.model.helpers import make_batch
 
 SMALL = {"backbone": "resnet18", "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 32}
@@ -23,7 +23,7 @@ def build(seed: int = 0):
 
 def test_loss_equals_the_definition_over_every_teacher_global_pair():
     model = build()
-    batch = make_batch(clove_recipe(64, 32, num_local=2), b=3)
+    batch = make_batch(named_recipe("clove", 64, 32, num_local=2), b=3)
     out = model(batch)
     # the definition: student view s is pooled, projected, predicted; teacher global view t pooled
     # and projected; 2 - 2 cos for every t in {0, 1} and every s != t, mean over pairs and images.
@@ -47,7 +47,7 @@ def test_loss_equals_the_definition_over_every_teacher_global_pair():
 def test_contract_gradients_and_teacher():
     model = build()
     assert isinstance(model, Method)
-    batch = make_batch(clove_recipe(64, 32, num_local=2), b=4)
+    batch = make_batch(named_recipe("clove", 64, 32, num_local=2), b=4)
     model(batch)["loss"].backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())

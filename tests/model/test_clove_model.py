@@ -9,7 +9,7 @@ import torch
 
 from model.clove_loss import clove_pair_loss
 from model.registry import METHODS
-from pipeline.views import Recipe, ViewSpec, clove_recipe
+from pipeline.views import Recipe, ViewSpec, named_recipe
 from tests.model.helpers import make_batch
 
 SMALL = {"backbone": "resnet18", "proj_hidden": 32, "proj_dim": 16, "heads": 2}
@@ -42,7 +42,7 @@ def reference_mask(a_s: np.ndarray, a_t: np.ndarray, grid_s, stride_s, grid_t, s
 
 def test_shapes_224_and_96():
     model = build()
-    batch = make_batch(clove_recipe(224, 96, num_local=2), b=2)
+    batch = make_batch(named_recipe("clove", 224, 96, num_local=2), b=2)
     with torch.no_grad():
         emb = model.embed(batch)
     assert emb.num_global == 2
@@ -97,7 +97,7 @@ def test_forward_equals_reference_over_pairs(attention):
 
 
 def test_batched_equals_looped_pairs():
-    batch = make_batch(clove_recipe(64, 32, num_local=3), b=2, seed=2)
+    batch = make_batch(named_recipe("clove", 64, 32, num_local=3), b=2, seed=2)
     model = build()
     with torch.no_grad():
         fast = model(batch)
@@ -109,7 +109,7 @@ def test_batched_equals_looped_pairs():
 
 def test_gradients_reach_student_only_and_teacher_moves_only_by_ema():
     model = build()
-    batch = make_batch(clove_recipe(64, 32, num_local=2), b=2, seed=3)
+    batch = make_batch(named_recipe("clove", 64, 32, num_local=2), b=2, seed=3)
     before = {n: p.detach().clone() for n, p in model.teacher.named_parameters()}
     out = model(batch)
     assert out["loss"].dtype == torch.float32 and out["loss"].requires_grad
@@ -142,7 +142,7 @@ def test_teacher_starts_as_student_copy():
 
 def test_optimizer_steps_lower_the_loss():
     model = build(seed=4)
-    batch = make_batch(clove_recipe(64, 32, num_local=4), b=4, seed=4)
+    batch = make_batch(named_recipe("clove", 64, 32, num_local=4), b=4, seed=4)
     opt = torch.optim.SGD(model.student.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for step in range(5):
@@ -158,7 +158,7 @@ def test_optimizer_steps_lower_the_loss():
 def test_autocast_and_channels_last():
     model = build(channels_last=True)
     assert model.student.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    batch = make_batch(clove_recipe(64, 32, num_local=6), b=8, seed=5, size=(1280, 960))
+    batch = make_batch(named_recipe("clove", 64, 32, num_local=6), b=8, seed=5, size=(1280, 960))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(batch)
         emb = model.embed(batch)
@@ -172,18 +172,18 @@ def test_autocast_and_channels_last():
 
 def test_global_views_from_sizes_or_config():
     model = build()
-    two_sizes = make_batch(clove_recipe(64, 32, num_local=2), b=2)
+    two_sizes = make_batch(named_recipe("clove", 64, 32, num_local=2), b=2)
     assert model.global_view_count(two_sizes) == 2
     same = make_batch(Recipe("same", (ViewSpec(32, (0.5, 1.0), photometric=None),) * 3), b=2)
     assert model.global_view_count(same) == 3
     model.num_global = 1
     assert model.global_view_count(same) == 1
     model.num_global = None
-    wrong_order = make_batch(clove_recipe(64, 32, num_local=1), b=2)
+    wrong_order = make_batch(named_recipe("clove", 64, 32, num_local=1), b=2)
     wrong_order.views = wrong_order.views[::-1]
     with pytest.raises(ValueError, match="must come first"):
         model.global_view_count(wrong_order)
-    raw = make_batch(clove_recipe(64, 32, num_local=1), b=2)
+    raw = make_batch(named_recipe("clove", 64, 32, num_local=1), b=2)
     raw.views = [v.to(torch.uint8) for v in raw.views]
     with pytest.raises(ValueError, match="normalize_views"):
         model(raw)

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.config import AugmentConfig, LoaderConfig
 from pipeline.loader import build_loader
-from pipeline.views import RECIPE_AUGMENT, Photometric, ViewSpec, recipe_from_config
+from pipeline.views import RECIPES, Photometric, ViewSpec, recipe_from_config
 from tests.pipeline.helpers import small_jpegs, write_shards
 
 
@@ -66,8 +66,8 @@ def test_every_other_key_reaches_every_view(recipe):
         global_scale=(0.5, 0.6),
         local_scale=(0.05, 0.07),
         ratio=(0.9, 1.1),
-        interpolation="bilinear" if RECIPE_AUGMENT[recipe].interpolation == "bicubic" else "bicubic",
-        rotate=not RECIPE_AUGMENT[recipe].rotate,
+        interpolation="bilinear" if RECIPES[recipe].augment.interpolation == "bicubic" else "bicubic",
+        rotate=not RECIPES[recipe].augment.rotate,
         jitter=(0.1, 0.2, 0.3, 0.4),
         blur_sigma=(0.5, 0.7),
         jitter_p=1.0,

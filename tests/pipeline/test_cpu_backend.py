@@ -18,12 +18,12 @@ import torchvision.transforms.functional as TF
 import webdataset as wds
 from PIL import Image
 
+from pipeline.backends.cpu_backend import build_cpu_loader
+from pipeline.backends.photometric_cpu import apply_photometric
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.cpu_backend import build_cpu_loader
 from pipeline.decode import DecodeError, choose_scale, decode_image, decoded_window, image_size
 from pipeline.loader import build_loader
 from pipeline.photometric import PhotometricParams, draw_photometric
-from pipeline.photometric_cpu import apply_photometric
 from pipeline.stream_loader import StreamLoader
 from pipeline.views import Photometric
 from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
@@ -405,7 +405,7 @@ def test_blur_is_a_gaussian_of_the_drawn_sigma(photo_bytes):
 
 
 def test_photometric_timing_command_prints_every_op(capsys, real_jpegs):  # real_jpegs: skip without photos
-    from pipeline.photometric_cpu import main
+    from pipeline.backends.photometric_cpu import main
 
     main(["--sizes", "32", "--repeats", "1"])
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ from itertools import islice
 
 import pytest
 
-from pipeline.cpu_backend import build_cpu_loader
+from pipeline.backends.cpu_backend import build_cpu_loader
 from pipeline.source import StreamPlan
 from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.geometry import correspondence_mask, hflip_matrix, inverse_coordinate_map, rot90_matrix, sampling_grid, view_to_view
-from pipeline.views import clove_recipe, gtsa_recipe, sample_views
+from pipeline.views import named_recipe, sample_views
 
 
 def _sampled(recipe, n_images: int, seed: int):
@@ -42,7 +42,7 @@ def _centres(grid_h: int, grid_w: int, stride: float) -> np.ndarray:
     return np.stack([(jj.ravel() + 0.5) * stride, (ii.ravel() + 0.5) * stride], axis=1)
 
 
-@pytest.mark.parametrize("recipe", [clove_recipe(), gtsa_recipe()], ids=["clove", "gtsa"])
+@pytest.mark.parametrize("recipe", [named_recipe("clove"), named_recipe("gtsa")], ids=["clove", "gtsa"])
 def test_correspondence_mask_equals_brute_force(recipe):
     threshold = 0.7
     sampled = _sampled(recipe, 6, seed=1)
@@ -74,7 +74,7 @@ def test_correspondence_mask_equals_brute_force(recipe):
 def test_correspondence_mask_finds_matches():
     """Guard against a vacuous comparison: a view against itself matches every cell with itself
     and never with its diagonal neighbours (one full diagonal away > 0.7 diagonal)."""
-    m = torch.tensor(sample_views(400, 300, clove_recipe(), random.Random(0)).matrices[:1])
+    m = torch.tensor(sample_views(400, 300, named_recipe("clove"), random.Random(0)).matrices[:1])
     mask = correspondence_mask(m, m, (7, 7), 32, (7, 7), 32, 0.7)[0]
     assert mask.diagonal().all()
     assert torch.equal(mask, mask.T)
@@ -85,7 +85,7 @@ def test_correspondence_mask_finds_matches():
     assert not any(mask[cell(i, j), cell(i + 1, j + 1)] for i in range(6) for j in range(6))
 
 
-@pytest.mark.parametrize("recipe", [clove_recipe(), gtsa_recipe()], ids=["clove", "gtsa"])
+@pytest.mark.parametrize("recipe", [named_recipe("clove"), named_recipe("gtsa")], ids=["clove", "gtsa"])
 def test_cell_centres_lie_inside_their_crop(recipe):
     for _, _, p in _sampled(recipe, 8, seed=2):
         for v, spec in enumerate(recipe.views):
@@ -132,7 +132,7 @@ def test_flip_and_rot90_matrices_follow_the_pixels(turns, flip):
 
 
 def test_view_to_view_maps_compose():
-    recipe = gtsa_recipe()
+    recipe = named_recipe("gtsa")
     sampled = _sampled(recipe, 5, seed=3)
     mats = torch.tensor(np.stack([p.matrices for _, _, p in sampled]))
     a, b, c = mats[:, 0], mats[:, 3], mats[:, 1]
@@ -152,7 +152,7 @@ def test_view_to_view_maps_compose():
 def test_sampling_grid_reads_the_right_places(map_stride):
     """Sample a map of the src view whose values are its own view coordinates (cell centres) at
     dst cell centres: the values read back are the dst centres mapped into src by the definition."""
-    recipe = gtsa_recipe()
+    recipe = named_recipe("gtsa")
     sampled = _sampled(recipe, 4, seed=4)
     mats = torch.tensor(np.stack([p.matrices for _, _, p in sampled]))
     src, dst = 0, 1  # two globals overlap by > 2% (GTSA rule)

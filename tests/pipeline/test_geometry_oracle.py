@@ -1,4 +1,6 @@
-"""The geometry oracle: coordinate-encoded images through the cpu backend, photometrics off.
+"""The cpu backend's own paths under the geometry oracle: exact crops, upsampling and its
+reduced-scale JPEG decoding, with recipes no config names (every backend's oracle through
+``build_loader`` is tests/pipeline/test_oracle_every_backend.py).
 
 Every pixel of the input stores its own position: red = column j, green = row i of a 256 x 192
 image (one level per pixel, exact integers; pixel j's centre is x = j + 0.5). The view read back at
@@ -30,9 +32,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from pipeline.backends.cpu_backend import build_cpu_loader
 from pipeline.config import plain_config
-from pipeline.cpu_backend import build_cpu_loader
-from pipeline.views import Recipe, ViewSpec, clove_recipe, gtsa_recipe
+from pipeline.views import Recipe, ViewSpec, named_recipe
 
 W, H = 256, 192
 AREA = W * H
@@ -126,7 +128,7 @@ def test_exact_crops_flips_and_quarter_turns(tmp_path):
 
 @pytest.mark.parametrize(
     "recipe",
-    [gtsa_recipe(24, 8, num_local=2), clove_recipe(24, 8, num_local=2)],
+    [named_recipe("gtsa", 24, 8, num_local=2), named_recipe("clove", 24, 8, num_local=2)],
     ids=["gtsa-bilinear-turns", "clove-bicubic-flips"],
 )
 def test_resized_views_png(tmp_path, recipe):

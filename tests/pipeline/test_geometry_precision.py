@@ -6,12 +6,12 @@ import numpy as np
 import torch
 
 from pipeline.geometry import correspondence_mask, inverse_coordinate_map
-from pipeline.views import clove_recipe, sample_views
+from pipeline.views import named_recipe, sample_views
 
 
 def _matrices(n: int) -> torch.Tensor:
     rng = random.Random(3)
-    return torch.tensor(np.stack([sample_views(640, 480, clove_recipe(), rng).matrices for _ in range(n)])).float()
+    return torch.tensor(np.stack([sample_views(640, 480, named_recipe("clove"), rng).matrices for _ in range(n)])).float()
 
 
 def test_mask_and_maps_identical_under_bf16_autocast():

@@ -1,6 +1,6 @@
 """Batched photometric ops against torchvision's per-image functional ops (the reference).
 
-Images are float in [0, 255] for pipeline.photometric_gpu and in [0, 1] for torchvision.
+Images are float in [0, 255] for pipeline.backends.photometric_gpu and in [0, 1] for torchvision.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from pipeline.photometric import draw_photometric
-from pipeline.photometric_gpu import (
+from pipeline.backends.photometric_gpu import (
     PhotometricArrays,
     adjust_brightness,
     adjust_contrast,
@@ -23,6 +22,7 @@ from pipeline.photometric_gpu import (
     grayscale,
     solarize,
 )
+from pipeline.photometric import draw_photometric
 from pipeline.views import Photometric
 
 TOL = 2e-5  # on the [0, 1] scale: float32 rounding only
@@ -141,10 +141,10 @@ def test_from_params_packs_the_drawn_values():
 
 
 def test_the_kornia_comparison_skips_in_one_line_without_kornia(monkeypatch, capsys):
-    """Kornia is an optional extra: ``python -m pipeline.photometric_gpu`` still times the fused ops."""
+    """Kornia is an optional extra: ``python -m pipeline.backends.photometric_gpu`` still times the fused ops."""
     import sys
 
-    from pipeline.photometric_gpu import main
+    from pipeline.backends.photometric_gpu import main
 
     monkeypatch.setitem(sys.modules, "kornia", None)  # import kornia -> ImportError
     monkeypatch.setitem(sys.modules, "kornia.augmentation", None)

@@ -33,12 +33,12 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.pictures.__main__ import main
-from pipeline.pictures.batch_source import METHOD_STRIDE, picture_batch
+from pipeline.pictures.batch_source import picture_batch
 from pipeline.pictures.draw_views import aligned_grids_figure, inverse_maps_figure, matches_figure
 from pipeline.pictures.figure import pyplot
 from pipeline.pictures.marks import is_flipped, match_segments, view_label
 from pipeline.pictures.throughput import throughput_rows
-from pipeline.views import view_matrix
+from pipeline.views import RECIPES, view_matrix
 
 W, H = 256, 192
 N_IMAGES = 4
@@ -119,7 +119,7 @@ def test_drawn_match_lines_join_the_same_content(ramp_shards, recipe):
     from matplotlib.patches import ConnectionPatch
 
     batch = picture_batch(ramp_shards, recipe, batch_size=N_IMAGES, seed=3)
-    stride = METHOD_STRIDE[recipe]
+    stride = RECIPES[recipe].feature_stride
     fig = matches_figure(batch, stride, 0.7, images=N_IMAGES, locals_shown=ALL_LOCALS, max_lines=25)
     where, views = axes_by_gid(fig), ramps(batch)
     lines = [a for a in fig.artists if isinstance(a, ConnectionPatch)]
@@ -161,7 +161,7 @@ def centres(size: int, stride: int) -> list[tuple[float, float]]:
 def test_match_segments_are_m_from_its_definition(ramp_shards, recipe):
     """Every pair of cells whose original centres are closer than 0.7 x the larger cell diagonal, no other."""
     batch = picture_batch(ramp_shards, recipe, batch_size=2, seed=5)
-    stride = METHOD_STRIDE[recipe]
+    stride = RECIPES[recipe].feature_stride
     for b in range(2):
         for v in range(1, batch.num_views):
             size_a, size_b = batch.views[0].shape[-1], batch.views[v].shape[-1]

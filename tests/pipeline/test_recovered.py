@@ -11,7 +11,7 @@ import io
 import pytest
 from PIL import Image
 
-from pipeline.cpu_backend import build_cpu_loader
+from pipeline.backends.cpu_backend import build_cpu_loader
 from pipeline.decode import decode_image, recovered_decodes
 from tests.pipeline.helpers import (
     run_with_timeout,

@@ -3,7 +3,7 @@
 Each test image stores, at every pixel, the original-image coordinates of that pixel's centre
 (channel 0 = x, channel 1 = y). Rendering a view and reading it back must give, at every view
 pixel centre c, the point A_v^-1 c computed here from the matrices alone. Nothing of
-pipeline.resample is trusted: the expected values come from a direct inverse of each matrix.
+pipeline.backends.resample is trusted: the expected values come from a direct inverse of each matrix.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.resample import build_atlas, render_views, resample_views, scale_matrices, to_uint8
+from pipeline.backends.resample import build_atlas, render_views, resample_views, scale_matrices, to_uint8
 from pipeline.views import Recipe, ViewSpec, sample_views
 
 BICUBIC_LINEAR_ERR = 0.06  # cubic convolution (a = -0.75) reproduces a ramp only to 0.0481 px,

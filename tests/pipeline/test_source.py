@@ -14,7 +14,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from pipeline.cpu_backend import build_cpu_loader
+from pipeline.backends.cpu_backend import build_cpu_loader
 from pipeline.source import StreamPlan, list_shards, read_shard
 from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 

@@ -13,13 +13,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.config import LoaderConfig
-from pipeline.cpu_backend import make_views
-from pipeline.decode import decode_image
-from pipeline.loader import build_loader
-from pipeline.source import RawSample
-from pipeline.torch_backend import (
+from pipeline.backends.cpu_backend import make_views
+from pipeline.backends.torch_backend import (
     DeviceAugmenter,
     RawBatch,
     TorchBatchMaker,
@@ -29,6 +24,11 @@ from pipeline.torch_backend import (
     resolve_decode,
     view_groups,
 )
+from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.config import LoaderConfig
+from pipeline.decode import decode_image
+from pipeline.loader import build_loader
+from pipeline.source import RawSample
 from pipeline.views import Recipe, ViewSpec
 from tests.pipeline.helpers import backend_config
 
@@ -137,8 +137,8 @@ def test_coordinate_images_through_the_device_step_with_decode_scale():
     items = []
     for k in range(3):
         p = sample_views(orig_w, orig_h, recipe, rng)
+        from pipeline.backends.torch_backend import Drawn
         from pipeline.photometric import IDENTITY
-        from pipeline.torch_backend import Drawn
 
         items.append(Drawn(img, False, 0.5, p.matrices, p.turns, [IDENTITY], (orig_w, orig_h), -1, str(k), 0))
     raw = collate_drawn(items, view_groups(recipe))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.index import read_index, write_index
+from shards.index import read_index, sample_extensions, write_index
 from tests.shards.builders import convert_class_folders, two_class_files
 
 
@@ -75,3 +75,13 @@ def test_malformed_index_is_rejected_with_a_reason(text, reason, tmp_path: Path)
     path.write_text(text)
     with pytest.raises(ValueError, match=reason):
         read_index(path)
+
+
+def test_sample_extensions_are_read_indexs_without_the_objects(out, tmp_path: Path):
+    for idx in sorted(out.glob("*.idx")):
+        assert sample_extensions(idx) == [{m.ext.lower() for m in sample} for sample in read_index(idx)]
+    for text in ("", "v1.1 1\njpg 512 10 a.jpg\n", "v1.2 2\njpg 512 10 a.jpg\n"):
+        path = tmp_path / "x.idx"
+        path.write_text(text)
+        with pytest.raises(ValueError, match="malformed DALI index"):
+            sample_extensions(path)

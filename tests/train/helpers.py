@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -131,7 +132,7 @@ def trace_teacher_and_forward(monkeypatch, name: str, teacher: Callable, forward
         method.update_teacher, method.forward = update_teacher, traced_forward
         return method
 
-    monkeypatch.setitem(METHODS, name, traced)
+    patch_method(monkeypatch, name, traced)
     return calls
 
 
@@ -211,3 +212,12 @@ def final_state(out: Path) -> dict:
 
     ckpts = sorted((out / "checkpoints").glob("ckpt-*.pt"))
     return torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+
+
+def patch_method(monkeypatch, name: str, build: Callable[[dict], Any]) -> None:
+    """Make ``METHODS[name](options)`` return ``build(options)``, the rest of its record unchanged."""
+    from dataclasses import replace
+
+    from model.registry import METHODS
+
+    monkeypatch.setitem(METHODS, name, replace(METHODS[name], target=lambda **options: build(options)))

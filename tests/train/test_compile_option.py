@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model.registry import METHODS
-from tests.train.helpers import tiny_overrides
+from tests.train.helpers import patch_method, tiny_overrides
 from train.config import load_config
 from train.loop import Run
 
@@ -19,7 +19,7 @@ def test_compile_calls_the_methods_compile_step_once(photo_shards, tmp_path, mon
         method.compile_step = lambda: calls.append("compile")
         return method
 
-    monkeypatch.setitem(METHODS, "clove", traced)
+    patch_method(monkeypatch, "clove", traced)
     Run(load_config(None, tiny_overrides(photo_shards, tmp_path / "run", {"train.compile": True})))
     assert calls == ["compile"]
     Run(load_config(None, tiny_overrides(photo_shards, tmp_path / "run2")))
@@ -28,8 +28,8 @@ def test_compile_calls_the_methods_compile_step_once(photo_shards, tmp_path, mon
 
 def test_compile_refused_for_a_method_without_compile_step(photo_shards, tmp_path, monkeypatch):
     build = METHODS["byol"]
-    monkeypatch.setitem(
-        METHODS, "clove", lambda options: build({"backbone": "resnet18", "proj_hidden": 16, "proj_dim": 8, "pred_hidden": 16})
+    patch_method(
+        monkeypatch, "clove", lambda options: build({"backbone": "resnet18", "proj_hidden": 16, "proj_dim": 8, "pred_hidden": 16})
     )
     with pytest.raises(ValueError, match="train.compile"):
         Run(load_config(None, tiny_overrides(photo_shards, tmp_path / "run", {"train.compile": True})))

@@ -235,3 +235,32 @@ def test_a_set_that_records_no_backgrounds_is_named_and_clustered_by_image(tiny_
     data = ev.load_data(tiny_set, EvalSettings.quick())
     assert "records no background photos" in capsys.readouterr().err
     assert len(data.test.clusters()[1]) == len(data.test.keys)
+
+
+def test_random_config_row_is_the_configs_method_at_its_own_init():
+    """random:CONFIG.yaml builds the config's method (here the 4-block patch-8 ViT of gtsa_tiny, which
+    no timm name describes) from the seed: the same seed gives the student's init weights, another
+    seed other weights, and the caller's RNG is untouched."""
+    pytest.importorskip("timm")
+    from model.registry import METHODS
+    from train.config import load_config
+
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "gtsa_tiny.yaml")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    [(label, build)] = expand_spec(f"random:{config}", seed=4)
+    features = build()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert label == f"random:{config}" and features.info["init"] == "default" and features.info["seed"] == 4
+    assert "method" not in features.info and "step" not in features.info  # the leakage check: saw nothing
+    assert features.strides == {"block2": 8, "block3": 8, "block4": 8}
+    torch.manual_seed(4)
+    student = METHODS["gtsa"](dict(load_config(config).method.options)).student.encoder.vit.state_dict()
+    exported = features.body.vit.state_dict()
+    assert exported.keys() == student.keys() and all(torch.equal(exported[k], student[k]) for k in student)
+    other = expand_spec(f"random:{config}", seed=5)[0][1]().body.vit.state_dict()
+    assert not torch.equal(other["blocks.0.attn.qkv.weight"], exported["blocks.0.attn.qkv.weight"])
+    with pytest.raises(ValueError, match="own init"):
+        expand_spec(f"random-zero:{config}")
+    with pytest.raises(FileNotFoundError, match="no config file"):
+        expand_spec("random:nope.yaml")

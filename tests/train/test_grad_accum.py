@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from model.registry import METHODS
-from tests.train.helpers import read_log, tiny_overrides
+from tests.train.helpers import patch_method, read_log, tiny_overrides
 from train.config import load_config
 from train.loop import train
 from train.schedules import scaled_lr
@@ -65,7 +65,7 @@ class Recorder:
 
 def run(photo_shards, out, monkeypatch, batch_size: int, accum: int) -> tuple[Recorder, dict, dict]:
     recorder = Recorder()
-    monkeypatch.setitem(METHODS, "clove", recorder)
+    patch_method(monkeypatch, "clove", recorder)
     extra = {
         "data.batch_size": batch_size,
         "train.grad_accum": accum,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model.registry import DEFAULTS, METHODS
+from model.registry import METHODS
 from tests.train.helpers import PYTHON, REPO, run_in_repo
 from train.config import ConfigError, load_config
 
@@ -60,9 +60,9 @@ def test_gtsa_options_are_checked_too():
 def test_every_option_of_every_method_has_a_rule_and_the_defaults_pass():
     from model.option_rules import OPTION_RULES
 
-    for name, defaults in DEFAULTS.items():
-        assert set(defaults) <= set(OPTION_RULES), name
-        load_config(None, [*BASE, f"method.name={name}"])
+    for name, record in METHODS.items():
+        assert set(record.default_options()) <= set(OPTION_RULES), name
+        load_config(None, [*BASE, f"method.name={name}", f"data.recipe={record.recipes[0]}"])
 
 
 def test_direct_construction_is_checked():
@@ -79,3 +79,12 @@ def test_cli_says_it_in_one_line():
     cmd = [PYTHON, "-m", "train", "method.options.heads=0", "data.samples_per_epoch=128", "--print-config"]
     done = run_in_repo(cmd, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "heads" in done.stderr
+
+
+def test_a_method_and_a_recipe_it_cannot_train_on_are_refused_in_one_line():
+    message = _error("method.name=gtsa", "data.recipe=clove")  # no quarter turns: all-zero rotation targets
+    assert "method 'gtsa' cannot train on recipe 'clove'" in message and "data.recipe=gtsa" in message
+    assert "\n" not in message
+    for name, record in METHODS.items():  # every recipe a record lists loads
+        for recipe in record.recipes:
+            load_config(None, [*BASE, f"method.name={name}", f"data.recipe={recipe}"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.train.helpers import read_log, tiny_overrides
+from tests.train.helpers import patch_method, read_log, tiny_overrides
 from train.checkpoint import list_checkpoints, load_resume, save_checkpoint
 from train.config import load_config
 from train.loop import train
@@ -39,7 +39,7 @@ def _nan_loss_from(monkeypatch, first: int, last: int | None = None) -> None:
         method.forward = nan_forward
         return method
 
-    monkeypatch.setitem(METHODS, "clove", patched)
+    patch_method(monkeypatch, "clove", patched)
 
 
 def _cfg(shards, out, **extra):

@@ -23,7 +23,7 @@ View parameters come from one of two samplers:
   rule, so recipes that need one (GTSA) are refused.
 
 The matrices are not built here: the host builds them from the parameter outputs
-(:mod:`pipeline.dali_backend`), through the same geometry builders as every backend.
+(:mod:`pipeline.backends.dali_backend`), through the same geometry builders as every backend.
 """
 
 from __future__ import annotations

@@ -3,16 +3,16 @@
 The ops and their order follow the SimCLR/BYOL/CLoVE recipe (and torchvision's definitions, which
 the tests use as the per-sample reference): colour jitter (brightness, contrast, saturation, hue
 in a per-sample random order) -> grayscale -> Gaussian blur -> solarize. Images are float
-``[N, 3, S, S]`` in ``[0, 255]`` (what :mod:`pipeline.resample` produces); every op clamps to that
+``[N, 3, S, S]`` in ``[0, 255]`` (what :mod:`pipeline.backends.resample` produces); every op clamps to that
 range as torchvision's do. The parameters are drawn by the shared law,
 :func:`pipeline.photometric.draw_photometric`, in the workers. Values stay float between ops
-(the cpu backend, :mod:`pipeline.photometric_cpu`, rounds to uint8 after each op as PIL does).
+(the cpu backend, :mod:`pipeline.backends.photometric_cpu`, rounds to uint8 after each op as PIL does).
 
 Why hand-written rather than Kornia: Kornia's ``ColorJitter`` draws its own parameters (we must
 use the shared law and the parameters drawn in the workers) and measured ~2.5x slower than the
 fused colour jitter below on CPU tensors (64 x 224^2, best of 7: 244 vs 97 ms; the whole chain
 with grayscale, blur and solarize took 119 ms); measure anywhere with
-``python -m pipeline.photometric_gpu --device cuda``.
+``python -m pipeline.backends.photometric_gpu --device cuda``.
 
 Why a *plan*: the parameters are drawn on the CPU (in DataLoader workers), so which sample gets
 which op at which step is known there. :func:`make_plan` turns it into index lists once, moves
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     import time
 
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.photometric_gpu",
+        prog="python -m pipeline.backends.photometric_gpu",
         description="Measure the batched photometric ops (jitter only, and the full chain) against "
         "kornia.augmentation.ColorJitter on one random batch.",
     )

@@ -18,7 +18,7 @@ How each op is done, and why:
 * blur: ``cv2.GaussianBlur`` with kernel radius ``ceil(3 sigma)`` and reflected borders
   (``BORDER_REFLECT_101`` is torchvision's ``reflect`` padding).
 
-``python -m pipeline.photometric_cpu`` times each op next to the PIL op of the public code; on one
+``python -m pipeline.backends.photometric_cpu`` times each op next to the PIL op of the public code; on one
 core of the 2-core development machine, a 224 px view: hue 0.12 ms (PIL 1.25 ms; the torch float
 ops this module replaced took 1.7 ms), blur at sigma 2 0.27 ms (PIL 1.18 ms), the other ops
 0.01-0.05 ms, 2-9x faster than PIL's; Kornia on CPU is slower still.
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     from shards.photos import MISSING_HINT, available_photos
 
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.photometric_cpu",
+        prog="python -m pipeline.backends.photometric_cpu",
         description="Per-op cost of the cpu backend's photometric ops (OpenCV, uint8) next to the PIL ops "
         "of the public CLoVE/PixPro pipeline, on a real photo, one core, ms per view (best of --repeats).",
     )

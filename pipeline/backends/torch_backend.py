@@ -15,9 +15,9 @@ Per sample, in a worker: original size from the header, every view's geometry dr
 * ``decode="auto"``: ``gpu`` when ``device`` is a CUDA device, else ``cpu``.
 
 On the device (main process): one coverage canvas + mip atlas per batch
-(:func:`pipeline.resample.build_atlas`), one ``grid_sample`` per view size driven by the matrices
+(:func:`pipeline.backends.resample.build_atlas`), one ``grid_sample`` per view size driven by the matrices
 (flip and quarter turns included — they are part of the map), the photometric chain batched with
-per-sample parameters (:mod:`pipeline.photometric_gpu`), then normalisation (or rounding to uint8
+per-sample parameters (:mod:`pipeline.backends.photometric_gpu`), then normalisation (or rounding to uint8
 when ``cfg.normalize`` is off). The matrices are those the sampler drew: the views are rendered
 from continuous maps, so no rounding of windows happens anywhere.
 
@@ -41,14 +41,14 @@ import simplejpeg
 import torch
 from torch import Tensor
 
+from pipeline.backends.photometric_gpu import PhotometricArrays, augment
+from pipeline.backends.resample import build_atlas, render_views, scale_matrices
 from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch
 from pipeline.config import LoaderConfig
 from pipeline.decode import DecodeError, decode_image, is_jpeg
 from pipeline.draw import decode_for_views, draw_views
 from pipeline.photometric import PhotometricParams
-from pipeline.photometric_gpu import PhotometricArrays, augment
-from pipeline.resample import build_atlas, render_views, scale_matrices
 from pipeline.shared_buffers import ALIGN, allocate
 from pipeline.source import RawSample, plan_from_config
 from pipeline.stream_loader import StreamLoader

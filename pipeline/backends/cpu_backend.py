@@ -6,7 +6,7 @@ photometric parameters, decode at the smallest DCT scale that still leaves every
 output size), round each crop window to integer decoded pixels and recompute the view matrix exactly from
 the rounded window composed with ``scale_matrix(scale)``, resize the crop with antialiasing (torch
 uint8 ``interpolate`` on channels-last tensors: ~5x faster than PIL resize here), flip, rotate,
-apply the photometric part (:mod:`pipeline.photometric_cpu`, OpenCV on HWC uint8 arrays). Batches
+apply the photometric part (:mod:`pipeline.backends.photometric_cpu`, OpenCV on HWC uint8 arrays). Batches
 are collated in the worker into a :class:`~pipeline.batch.ViewBatch` of uint8 views in (recycled)
 shared memory; the main process pins them, moves them to ``device`` and normalises them there. When
 ``device`` is the CPU itself the workers normalise instead (in parallel, and not in the main
@@ -30,13 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.backends.photometric_cpu import apply_photometric
 from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.decode import decoded_window
 from pipeline.draw import decode_for_views, draw_views
 from pipeline.geometry import scale_matrix
-from pipeline.photometric_cpu import apply_photometric
 from pipeline.shared_buffers import allocate
 from pipeline.source import RawSample, plan_from_config
 from pipeline.stream_loader import StreamLoader

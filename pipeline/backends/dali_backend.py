@@ -1,6 +1,6 @@
 """The ``dali`` backend: NVIDIA DALI decodes and augments, the crop windows come out of the graph.
 
-The graph lives in :mod:`pipeline.dali_pipeline`; this module lists the shards, runs the pipeline
+The graph lives in :mod:`pipeline.backends.dali_pipeline`; this module lists the shards, runs the pipeline
 epoch by epoch for one rank, builds each view's matrix from the window/flip/turn outputs (one
 vectorised product per batch, from the geometry builders every backend uses) and returns
 :class:`~pipeline.batch.ViewBatch` on the training device.
@@ -95,24 +95,18 @@ def scan_indices(paths: list[str]) -> tuple[list[str], int, bool]:
     Refuses (one line) a missing or malformed index and samples without an image member: DALI
     would fail on them mid-epoch instead.
     """
-    from shards.index import INDEX_VERSION, index_path_for
+    from shards.index import index_path_for, sample_extensions
 
     index_paths, total, labels, no_image = [], 0, False, 0
     for path in paths:
         idx = index_path_for(path)
         if not idx.exists():
             raise ValueError(f"missing DALI index {idx} for {path}; write it with shards.index.write_index")
-        # shards.index.read_index validates every entry but builds an object per member (~15 s for
-        # ImageNet); the extensions are all this needs, at ~1 us per sample.
-        lines = idx.read_text().splitlines()
-        head = lines[0].split() if lines else []
-        if len(head) != 2 or head[0] != INDEX_VERSION or head[1] != str(len(lines) - 1):
-            raise ValueError(f"{idx}: malformed DALI index (header {lines[:1]}, {len(lines) - 1} samples)")
-        for line in lines[1:]:
-            exts = {e.lower() for e in line.split()[0::4]}
+        samples = sample_extensions(idx)
+        for exts in samples:
             no_image += not (exts & IMAGE_EXTS)
             labels = labels or bool(exts & LABEL_EXTS)
-        total += len(lines) - 1
+        total += len(samples)
         index_paths.append(str(idx))
     if no_image:
         raise ValueError(
@@ -188,7 +182,7 @@ class DaliViewLoader:
         device: torch.device | str = "cpu",
         sampler: str | None = None,
     ):
-        from pipeline.dali_pipeline import GraphSpec, check_sampler
+        from pipeline.backends.dali_pipeline import GraphSpec, check_sampler
 
         sampler = sampler or cfg.dali_sampler
 
@@ -301,7 +295,7 @@ class DaliViewLoader:
     # -- internals ----------------------------------------------------------------------------
 
     def _build(self):
-        from pipeline.dali_pipeline import build_pipeline
+        from pipeline.backends.dali_pipeline import build_pipeline
 
         if self._checkpoint is None or self._build_seed is None:
             # A fresh stream: its seed depends on rank and on the epoch it starts in, so a run
@@ -339,22 +333,26 @@ class DaliViewLoader:
         return t
 
     def _to_batch(self, outputs: tuple[TensorListCPU | TensorListGPU, ...], keep: int) -> ViewBatch:
+        from pipeline.backends.dali_pipeline import PARAM_OUTPUTS  # DALI is imported only when used
+
         nv = len(self.recipe.views)
         views = [self._tensor(o)[:keep] for o in outputs[:nv]]
         if self.cfg.channels_last:  # HWC from DALI: the permuted view *is* channels-last memory
             views = [v.permute(0, 3, 1, 2) for v in views]
         views = [v.to(self.device, non_blocking=True) for v in views]
+        named = dict(zip(PARAM_OUTPUTS, outputs[nv : nv + len(PARAM_OUTPUTS)]))
         windows, flips, turns, shape = (
-            torch.from_numpy(np.array(o.as_tensor())[:keep]).to(self.device) for o in outputs[nv : nv + 4]
+            torch.from_numpy(np.array(named[name].as_tensor())[:keep]).to(self.device)
+            for name in ("windows", "flips", "turns", "shape")
         )
         matrices = view_matrices(windows, flips, turns, self.sizes, self.table)
         if self.cfg.normalize:
             views = normalize_views(views, channels_last=self.cfg.channels_last)
-        info = outputs[nv + 4]
+        info = named["source_info"]
         keys = [_key_of(info[i]) for i in range(keep)]
         labels = None
-        if self.graph.with_labels:
-            cls = outputs[nv + 5]
+        if self.graph.with_labels:  # the class output follows the named ones
+            cls = outputs[nv + len(PARAM_OUTPUTS)]
             labels = torch.tensor([_label_of(cls[i]) for i in range(keep)], dtype=torch.int64, device=self.device)
         return ViewBatch(
             views=views, matrices=matrices, image_size=shape[:, [1, 0]].long(), rotation=turns.long(), labels=labels, keys=keys
