@@ -73,11 +73,9 @@ class BYOL(EMATeacher, nn.Module):
         """The objective does not change with the epoch."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Student and predictor parameters, split by :func:`model.contract.split_decay`."""
-        groups = split_decay(self.student)
-        for g, extra in zip(groups, split_decay(self.predictor)):
-            g["params"] = g["params"] + extra["params"]
-        return groups
+        """Student and predictor parameters, split by :func:`model.contract.split_decay` in one pass
+        (student first), so each group holds both networks' parameters of its kind."""
+        return split_decay(nn.ModuleList([self.student, self.predictor]))
 
     def export(self, out_dir: str | Path) -> dict[str, Path]:
         """Writes the student ResNet trunk via :func:`model.resnet_export.export_resnet`; returns the paths."""

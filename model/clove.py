@@ -24,7 +24,7 @@ from model.contract import split_decay
 from model.ema import EMATeacher
 from model.heads import DenseProjector
 from model.options import resolve_options
-from model.pairs import checked_views, global_view_count, student_teacher_pairs, views_by_size
+from model.pairs import PairRows, checked_views, global_view_count, looped_pair_rows, student_teacher_pairs, views_by_size
 from model.resnet_export import export_resnet
 from pipeline.batch import ViewBatch
 from pipeline.geometry import correspondence_mask
@@ -126,7 +126,7 @@ class CLoVE(EMATeacher, nn.Module):
         self.num_global = o["num_global"]
         self.channels_last = bool(o["channels_last"])
         self.batched_pairs = bool(o["batched_pairs"])
-        self._index_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        self._pair_rows = PairRows()
         self._rows_fn = None  # set by compile_objective()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -219,32 +219,17 @@ class CLoVE(EMATeacher, nn.Module):
         loss, pos, neg = clove_pair_loss(z, k, mask, self.gamma, self.margin, *self.neg_ranks)
         return loss, pos, neg, mask.sum(dim=(1, 2))
 
-    def _pair_index(self, views: list[int], pairs: list[tuple[int, int]], device: torch.device):
-        """Index tensors (student view, its position in the group, teacher view), built once per
-        layout and device so that steps do no host-to-device copies."""
-        key = (tuple(views), tuple(pairs), str(device))
-        if key not in self._index_cache:
-            idx = [[s for s, _ in pairs], [views.index(s) for s, _ in pairs], [t for _, t in pairs]]
-            self._index_cache[key] = tuple(torch.tensor(i, device=device) for i in idx)
-        return self._index_cache[key]
-
     def _group_losses(self, group: ViewGroup, teacher: ViewGroup, pairs: list[tuple[int, int]], matrices: Tensor):
         """All pairs whose student view is in ``group``, in one batched computation."""
         if not pairs:
             return None
-        s_view, s_pos, t_view = self._pair_index(group.views, pairs, matrices.device)
-        z = group.emb[s_pos].flatten(0, 1)  # [P*B, Nq, D], pair-major
-        k = teacher.emb[t_view].flatten(0, 1)  # [P*B, Nk, D]
-        ms = matrices[:, s_view].transpose(0, 1).flatten(0, 1)  # [P*B, 3, 3]
-        mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
+        z, k, ms, mt = self._pair_rows.gather(group.emb, group.views, teacher.emb, pairs, matrices)  # [P*B, N, D]
         return self._rows(z, k, ms, mt, group, teacher)
 
     def _looped_losses(self, group: ViewGroup, teacher: ViewGroup, pairs: list[tuple[int, int]], matrices: Tensor):
         """Same rows as :meth:`_group_losses`, one pair at a time (the benchmark's baseline)."""
         if not pairs:
             return None
-        rows = [
-            self._rows(group.emb[group.views.index(s)], teacher.emb[t], matrices[:, s], matrices[:, t], group, teacher)
-            for s, t in pairs
-        ]
-        return tuple(torch.cat([r[i] for r in rows]) for i in range(4))
+        return looped_pair_rows(
+            lambda z, k, ms, mt: self._rows(z, k, ms, mt, group, teacher), group.emb, group.views, teacher.emb, pairs, matrices
+        )

@@ -21,10 +21,10 @@ from torch import Tensor, nn
 
 from model.contract import split_decay
 from model.ema import EMATeacher
-from model.gtsa_heads import DensePredictor, DenseProjector, RotationHead
+from model.gtsa_heads import DensePredictor, ResidualConvProjector, RotationHead
 from model.gtsa_loss import aligned_loss, aligned_samples, patch_correspondence_loss, pc_keep, rotation_loss
 from model.options import resolve_options
-from model.pairs import checked_views, global_view_count, student_teacher_pairs
+from model.pairs import PairRows, checked_views, global_view_count, looped_pair_rows, student_teacher_pairs
 from model.vit import ViTEncoder, disable_drop_path, export_timm_vit, vit_model_kwargs
 from pipeline.batch import ViewBatch
 
@@ -57,7 +57,7 @@ GTSA_DEFAULTS: dict[str, Any] = {
 class GTSAStudent(nn.Module):
     """Encoder, projector, predictor, rotation head (parameter names shared with the teacher)."""
 
-    def __init__(self, encoder: ViTEncoder, projector: DenseProjector, predictor: DensePredictor, rot_head: RotationHead):
+    def __init__(self, encoder: ViTEncoder, projector: ResidualConvProjector, predictor: DensePredictor, rot_head: RotationHead):
         super().__init__()
         self.encoder, self.projector, self.predictor, self.rot_head = encoder, projector, predictor, rot_head
 
@@ -70,7 +70,7 @@ class GTSAStudent(nn.Module):
 class GTSATeacher(nn.Module):
     """Encoder (no drop-path) and projector: ``[n, 3, H, W]`` -> ``[n, C, h, w]``."""
 
-    def __init__(self, encoder: ViTEncoder, projector: DenseProjector) -> None:
+    def __init__(self, encoder: ViTEncoder, projector: ResidualConvProjector) -> None:
         super().__init__()
         self.encoder, self.projector = encoder, projector
 
@@ -111,13 +111,13 @@ class GTSA(EMATeacher, nn.Module):
         kwargs = vit_model_kwargs(o["img_size"], o["model_kwargs"])
         encoder = ViTEncoder(o["arch"], kwargs, o["drop_path_rate"])
         dim = encoder.embed_dim
-        projector = DenseProjector(dim, o["proj_hidden"] or dim, o["proj_dim"], o["proj_blocks"])
+        projector = ResidualConvProjector(dim, o["proj_hidden"] or dim, o["proj_dim"], o["proj_blocks"])
         predictor = DensePredictor(o["proj_dim"], o["pred_hidden"], o["proj_dim"])
         self.student = GTSAStudent(encoder, projector, predictor, RotationHead(dim, o["rot_hidden"], o["rot_bottleneck"]))
         self.teacher = GTSATeacher(disable_drop_path(copy.deepcopy(encoder)), copy.deepcopy(projector))
         self.teacher.requires_grad_(False)
         self.epoch = 0
-        self._index_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        self._pair_rows = PairRows()
 
     # --- the contract (model/contract.py) ---------------------------------------------------------
 
@@ -188,9 +188,9 @@ class GTSA(EMATeacher, nn.Module):
     def objective(self, groups: list[StudentGroup], teacher: Tensor, teacher_size: tuple[int, int], matrices: Tensor):
         """Per-row aligned loss, its validity and pc loss over all pairs x images; ``teacher
         [G, B, C, ht, wt]``, ``matrices [B, V, 3, 3]``. pc rows are detached during warm-up."""
-        pairs = [(t, v) for v, t in student_teacher_pairs(teacher.shape[0], matrices.shape[1])]
+        pairs = student_teacher_pairs(teacher.shape[0], matrices.shape[1])  # (student view, teacher view)
         run = self._group_rows if self.options["batched_pairs"] else self._looped_rows
-        parts = [run(grp, teacher, teacher_size, [p for p in pairs if p[1] in grp.views], matrices) for grp in groups]
+        parts = [run(grp, teacher, teacher_size, [p for p in pairs if p[0] in grp.views], matrices) for grp in groups]
         parts = [p for p in parts if p is not None]
         if not parts:
             raise ValueError("GTSA needs at least two views")
@@ -207,24 +207,13 @@ class GTSA(EMATeacher, nn.Module):
         pc = patch_correspondence_loss(z.flatten(2).transpose(1, 2), k.flatten(2).transpose(1, 2), keep)
         return aligned_loss(s, t), valid, pc
 
-    def _pair_index(self, views: list[int], pairs: list[tuple[int, int]], device: torch.device):
-        key = (tuple(views), tuple(pairs), str(device))
-        if key not in self._index_cache:  # built once per layout: no host-to-device copies per step
-            idx = [[t for t, _ in pairs], [views.index(v) for _, v in pairs], [v for _, v in pairs]]
-            self._index_cache[key] = tuple(torch.tensor(i, device=device) for i in idx)
-        return self._index_cache[key]
-
     def _group_rows(
         self, grp: StudentGroup, teacher: Tensor, teacher_size: tuple[int, int], pairs: list[tuple[int, int]], matrices: Tensor
     ):
         """All pairs whose student view is in ``grp``, pair-major rows, in one computation."""
         if not pairs:
             return None
-        t_view, s_pos, s_view = self._pair_index(grp.views, pairs, matrices.device)
-        z = grp.maps[s_pos].flatten(0, 1)  # [P*B, C, h, w]
-        k = teacher[t_view].flatten(0, 1)
-        ms = matrices[:, s_view].transpose(0, 1).flatten(0, 1)  # [P*B, 3, 3]
-        mt = matrices[:, t_view].transpose(0, 1).flatten(0, 1)
+        z, k, ms, mt = self._pair_rows.gather(grp.maps, grp.views, teacher, pairs, matrices)  # [P*B, C, h, w]
         return self._rows(z, k, ms, mt, grp, teacher_size)
 
     def _looped_rows(
@@ -233,8 +222,6 @@ class GTSA(EMATeacher, nn.Module):
         """The rows of :meth:`_group_rows`, one pair at a time (the benchmark's baseline)."""
         if not pairs:
             return None
-        rows = [
-            self._rows(grp.maps[grp.views.index(v)], teacher[t], matrices[:, v], matrices[:, t], grp, teacher_size)
-            for t, v in pairs
-        ]
-        return tuple(torch.cat([r[i] for r in rows]) for i in range(3))
+        return looped_pair_rows(
+            lambda z, k, ms, mt: self._rows(z, k, ms, mt, grp, teacher_size), grp.maps, grp.views, teacher, pairs, matrices
+        )

@@ -33,7 +33,7 @@ def _init_convs(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class DenseProjector(nn.Module):
+class ResidualConvProjector(nn.Module):
     """Token grid -> ``blocks`` residual [3x3 conv, LN, GELU] blocks -> 1x1 conv.
 
     ``[B, in_dim, h, w]`` -> ``[B, out_dim, h, w]`` (GTSA: 384 -> 384 -> 768). A block adds its

@@ -162,16 +162,6 @@ def _diagonal(inverse: Tensor, stride: float) -> Tensor:
 
 
 @full_precision
-def cell_diagonal(matrices: Tensor, stride: float) -> Tensor:
-    """Length in original-image pixels of the diagonal of one ``stride x stride`` view cell.
-
-    ``matrices`` is ``[..., 3, 3]``; returns ``[...]``. Valid for any affine map (flips and quarter
-    turns included): the cell's sides are the columns of the inverse linear part times ``stride``.
-    """
-    return _diagonal(affine_inverse(matrices), stride)
-
-
-@full_precision
 def correspondence_mask(
     matrices_a: Tensor,
     matrices_b: Tensor,

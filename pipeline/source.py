@@ -55,9 +55,8 @@ from pipeline.config import LoaderConfig
 from pipeline.data_issues import note_bad_sample, note_bad_shard, numeric, take_new
 from pipeline.shared_buffers import BufferPool, take_last_slot, use_pool
 from pipeline.tar_reader import TarReader
+from shards.extensions import IMAGE_EXTS, LABEL_EXTS
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif")
-LABEL_EXTS = ("cls", "cls.txt", "label")
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _SPLIT_NAME = re.compile(r"^(?P<split>.+)-\d+\.(tar|tar\.gz|tgz)$")
 # A resampled stream over shards that never yield a sample would loop forever: give up after this

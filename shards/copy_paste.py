@@ -43,7 +43,6 @@ from shards.coco_masks import encode_rle, mask_bbox
 from shards.convert import ConvertOptions
 from shards.photos import TUXPAINT_STAMPS, available_photos, pool_photos
 
-SPLITS = ("train", "test")
 RECIPE_FILE = "recipe.json"
 RECIPE_KEYS = ("builder", "seed", "size", "counts")
 

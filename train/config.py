@@ -63,7 +63,7 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer and the per-iteration lr / weight-decay schedules (``train/schedules.py``)."""
+    """Optimizer and the per-iteration lr / weight-decay schedules (``model/schedule.py``)."""
 
     name: str = setting("lars", choices=OPTIMIZERS)  # lars (CLoVE) | adamw (GTSA) | sgd
     # for 256 images; peak lr = base_lr * batch_size * processes * grad_accum / 256 (above 1000: a typo)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.schedule import cosine, scaled_lr, warmup_cosine
 from train.config import Config
-from train.schedules import cosine, scaled_lr, warmup_cosine
 
 
 @dataclass

@@ -47,6 +47,7 @@ from pipeline.batch import ViewBatch, normalize_views
 from pipeline.config import LoaderConfig
 from pipeline.geometry import hflip_matrix, rot90_matrix
 from pipeline.views import Recipe, recipe_from_config
+from shards.extensions import DALI_IMAGE_EXTS, LABEL_EXTS
 
 if TYPE_CHECKING:
     from nvidia.dali.backend import TensorCPU, TensorListCPU, TensorListGPU
@@ -55,9 +56,6 @@ INSTALL_HINT = (
     "the dali backend needs NVIDIA DALI: pip install 'densessl[dali]' "
     "(nvidia-dali-cuda130 by default; install nvidia-dali-cuda120 instead for a CUDA 12 runtime)"
 )
-# What DALI's decoders read (no GIF); kept in step with dali_pipeline.IMAGE_EXT.
-IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm"}
-LABEL_EXTS = {"cls", "cls.txt", "label"}
 
 
 def dali_import_error() -> str | None:
@@ -104,14 +102,14 @@ def scan_indices(paths: list[str]) -> tuple[list[str], int, bool]:
             raise ValueError(f"missing DALI index {idx} for {path}; write it with shards.index.write_index")
         samples = sample_extensions(idx)
         for exts in samples:
-            no_image += not (exts & IMAGE_EXTS)
-            labels = labels or bool(exts & LABEL_EXTS)
+            no_image += exts.isdisjoint(DALI_IMAGE_EXTS)
+            labels = labels or not exts.isdisjoint(LABEL_EXTS)
         total += len(samples)
         index_paths.append(str(idx))
     if no_image:
         raise ValueError(
             f"{no_image} samples in {len(paths)} shards have no image member "
-            f"({'/'.join(sorted(IMAGE_EXTS))}); DALI cannot skip them: rebuild or filter the shards"
+            f"({'/'.join(DALI_IMAGE_EXTS)}); DALI cannot skip them: rebuild or filter the shards"
         )
     return index_paths, total, labels
 

@@ -38,14 +38,15 @@ from nvidia.dali import math as dmath
 from nvidia.dali.pipeline import Pipeline
 
 from pipeline.views import Photometric, Recipe, ViewSpec, sample_views
+from shards.extensions import DALI_IMAGE_EXTS, LABEL_EXTS
 
 if TYPE_CHECKING:
     from nvidia.dali.data_node import DataNode
 
 READER_NAME = "shards"
 # DALI matches extension sets against the text after the first dot of a member's name.
-IMAGE_EXT = "jpg;jpeg;png;webp;bmp;tif;tiff;ppm;pgm"
-LABEL_EXT = "cls;cls.txt;label"
+IMAGE_EXT = ";".join(DALI_IMAGE_EXTS)
+LABEL_EXT = ";".join(LABEL_EXTS)
 INTERPOLATION = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}
 # Output names, in the order the pipeline returns them after the V views.
 PARAM_OUTPUTS = ("windows", "flips", "turns", "shape", "source_info")

@@ -228,21 +228,3 @@ def render_views(atlas: MipAtlas, matrices: Tensor, size: int, interpolation: st
     out = out.reshape(b, c1, v, size, size).transpose(1, 2)  # [B, V, C+1, S, S]
     cover = out[:, :, -1:].clamp(min=1e-6)
     return out[:, :, :-1] / cover
-
-
-def resample_views(
-    images: Sequence[Tensor],
-    matrices: Tensor,
-    size: int,
-    interpolation: str = "bilinear",
-    to_decoded: Tensor | None = None,
-    antialias: bool = True,
-) -> Tensor:
-    """One-size convenience: ``[B, V, 3, 3]`` views of ``B`` images -> ``[B, V, C, S, S]`` float."""
-    atlas = build_atlas(images, matrices, to_decoded, antialias=antialias)
-    return render_views(atlas, matrices, size, interpolation)
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Round and clamp float pixels in ``[0, 255]`` to uint8."""
-    return x.round().clamp_(0, 255).to(torch.uint8)

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "triton"}
 # Used by entry points the check runs but not (or only indirectly) declared: psutil by
-# pipeline.bench, timm by the ViT backbone of GTSA once it lands.
+# pipeline.bench, timm by the ViT backbone of GTSA and DINO.
 ALSO_NEEDED = ["psutil", "timm"]
 # What each part of the plan imports beyond the base requirements.
 PART_MODULES = {"dali": ["nvidia.dali"]}

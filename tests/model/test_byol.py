@@ -8,7 +8,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from model.contract import Method
+from model.contract import Method, no_decay
 from model.registry import METHODS
 from pipeline.views import named_recipe
 from tests.model.helpers import make_batch
@@ -53,6 +53,12 @@ def test_contract_gradients_and_teacher():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
     trainable = {id(p) for g in model.parameter_groups() for p in g["params"]}
     assert trainable == {id(p) for p in model.parameters() if p.requires_grad}
+    listed = [id(p) for g in model.parameter_groups() for p in g["params"]]
+    assert len(listed) == len(set(listed))  # each parameter in one group, once
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in model.parameter_groups():  # each group holds what its flag says, from both networks
+        assert all(no_decay(names[id(p)], p) != group["decay"] for p in group["params"])
+        assert {names[id(p)].split(".")[0] for p in group["params"]} == {"student", "predictor"}
     assert not trainable & {id(p) for p in model.teacher.parameters()}
     before = [p.detach().clone() for p in model.teacher.parameters()]
     with torch.no_grad():

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.backends.resample import build_atlas, render_views, resample_views, scale_matrices, to_uint8
+from pipeline.backends.resample import build_atlas, render_views, scale_matrices
 from pipeline.views import Recipe, ViewSpec, sample_views
 
 BICUBIC_LINEAR_ERR = 0.06  # cubic convolution (a = -0.75) reproduces a ramp only to 0.0481 px,
@@ -164,8 +164,8 @@ def test_antialiasing_removes_aliasing_of_fine_texture():
     rng = random.Random(0)
     recipe = Recipe("t", (spec(30, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0),))  # 8.53x
     mats = torch.tensor(sample_views(256, 256, recipe, rng).matrices[None], dtype=torch.float32)
-    good = resample_views([board], mats, 30)[0, 0]
-    bad = resample_views([board], mats, 30, antialias=False)[0, 0]
+    good = render_views(build_atlas([board], mats), mats, 30, "bilinear")[0, 0]
+    bad = render_views(build_atlas([board], mats, antialias=False), mats, 30, "bilinear")[0, 0]
     assert (good - 127.5).abs().max() < 3.0
     assert (bad - 127.5).abs().max() > 50.0
 
@@ -183,7 +183,8 @@ def test_matches_torchvision_resized_crop_on_a_real_photo(real_jpegs):
     rng = random.Random(3)
     recipe = Recipe("t", tuple(spec(48, scale=(0.2, 1.0), flip_p=0.0, interpolation="bicubic") for _ in range(6)))
     p = sample_views(w, h, recipe, rng)
-    out = to_uint8(resample_views([img], torch.tensor(p.matrices[None], dtype=torch.float32), 48, "bicubic"))[0]
+    mats = torch.tensor(p.matrices[None], dtype=torch.float32)
+    out = render_views(build_atlas([img], mats), mats, 48, "bicubic").round().clamp(0, 255).to(torch.uint8)[0]
     for k, (x0, y0, cw, ch) in enumerate(p.windows.astype(int)):
         ref = TF.resized_crop(img.float(), y0, x0, ch, cw, [48, 48], TF.InterpolationMode.BICUBIC, antialias=True)
         mse = ((out[k].float() - ref.clamp(0, 255).round()) ** 2).mean()

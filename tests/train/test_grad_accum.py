@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from model.registry import METHODS
+from model.schedule import scaled_lr
 from tests.train.helpers import patch_method, read_log, tiny_overrides
 from train.config import load_config
 from train.loop import train
-from train.schedules import scaled_lr
 
 BASE_LR, EPS = 8.0, 1.0
 

@@ -10,11 +10,11 @@ import torch
 import torchvision
 import yaml
 
+from model.schedule import scaled_lr, warmup_cosine
 from tests.train.helpers import read_log, tiny_overrides, trace_teacher_and_forward
 from train.config import config_to_dict, load_config
 from train.logging import tensorboard_available
 from train.loop import train
-from train.schedules import scaled_lr, warmup_cosine
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py
 

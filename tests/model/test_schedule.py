@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from train.schedules import cosine, scaled_lr, warmup_cosine
+from model.schedule import cosine, scaled_lr, warmup_cosine
 
 
 def test_lr_scales_with_the_global_batch():
