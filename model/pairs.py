@@ -8,15 +8,9 @@ import torch
 from torch import Tensor
 
 from pipeline.batch import ViewBatch
+from pipeline.views import student_teacher_pairs
 
-
-def student_teacher_pairs(num_global: int, num_views: int) -> list[tuple[int, int]]:
-    """``(student view, teacher view)`` pairs: every teacher global view against every other view.
-
-    Views ``0..num_global-1`` are global (the teacher sees only those). CLoVE's 2 global + 6 local
-    views give 2 * (1 + 6) = 14 pairs, GTSA's 2 + 8 give 18.
-    """
-    return [(s, t) for t in range(num_global) for s in range(num_views) if s != t]
+__all__ = ["PairRows", "checked_views", "global_view_count", "looped_pair_rows", "student_teacher_pairs", "views_by_size"]
 
 
 def views_by_size(views: list[Tensor]) -> dict[tuple[int, int], list[int]]:

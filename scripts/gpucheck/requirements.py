@@ -10,8 +10,6 @@ TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "triton"}
 # Used by entry points the check runs but not (or only indirectly) declared: psutil by
 # pipeline.bench, timm by the ViT backbone of GTSA and DINO.
 ALSO_NEEDED = ["psutil", "timm"]
-# What each part of the plan imports beyond the base requirements.
-PART_MODULES = {"dali": ["nvidia.dali"]}
 
 
 def project_name(name: str) -> str:

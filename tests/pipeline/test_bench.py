@@ -138,3 +138,13 @@ def test_bad_arguments_are_one_line_errors(shards, tmp_path, capsys):
         == 2
     )
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_the_m_count_uses_clove_s_threshold_and_the_recipe_s_stride():
+    """``--with-m`` counts CLoVE's M: its default threshold is CLoVE's own (the model's default; the
+    pipeline may not import the model, so the two are kept equal here)."""
+    from model.clove import CLOVE_DEFAULTS
+    from pipeline.views import RECIPES
+
+    assert bench.parse_args(["--shards", "x"]).m_threshold == CLOVE_DEFAULTS["t_pos"]
+    assert RECIPES["clove"].feature_stride == 32  # ResNet C5, the map CLoVE's M is built on
