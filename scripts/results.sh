@@ -68,7 +68,7 @@ done
 
 # a ViT has no BatchNorm: its rows stay as exported under --bn reestimated
 rm -f "$OUT/eval.jsonl"
-$PY -m train.evaluate --data "$EVAL_DATA" --bn reestimated --seeds 3 --checkpoint "random=$random_spec" \
+$PY -m evaluation --data "$EVAL_DATA" --bn reestimated --seeds 3 --checkpoint "random=$random_spec" \
   --checkpoint "${names[0]}=$(runs $baseline)" --checkpoint "${names[1]}=$(runs $method)" \
   --baseline random --baseline "${names[0]}" "${eval_extra[@]}" --out "$OUT/eval.jsonl" | tee "$OUT/table.txt"
 
@@ -79,7 +79,7 @@ for m in $method $baseline; do
   for step in $CURVE_STEPS; do steps+=(--checkpoint "$(printf '%s/%s_s%s/checkpoints/ckpt-%08d.pt' "$OUT" "$m" "$first" "$step")"); done
 done
 rm -f "$OUT/eval_steps.jsonl"
-$PY -m train.evaluate --data "$EVAL_DATA" --bn reestimated "${steps[@]}" "${curve_extra[@]}" --threads "$THREADS" \
+$PY -m evaluation --data "$EVAL_DATA" --bn reestimated "${steps[@]}" "${curve_extra[@]}" --threads "$THREADS" \
   --out "$OUT/eval_steps.jsonl" > "$OUT/eval_steps.txt"
 # the baseline's run first: byol < clove and dino < gtsa, the order the evaluation panels colour the
 # methods in, so each method keeps one colour in every panel

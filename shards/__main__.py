@@ -153,7 +153,7 @@ COMMANDS = {
         "Train and test use disjoint stamps; test backgrounds come from the evaluation pool of the photos, train "
         "backgrounds from the pretraining pool. Same seed, same set; another seed, size or count needs --overwrite.",
         "example: python -m shards copy-paste data/shards/copy-paste\n"
-        "then:    python -m train.evaluate --checkpoint random:resnet18 --data data/shards/copy-paste",
+        "then:    python -m evaluation --checkpoint random:resnet18 --data data/shards/copy-paste",
     ),
 }
 DESCRIPTION = (

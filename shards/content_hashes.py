@@ -10,7 +10,7 @@ The file sits beside the manifest rather than inside it because ImageNet's 1.28 
 make every loader's manifest read slow. blake2b-128: shards already pay one sha256 over the
 whole tar, and blake2b is the cheaper of the two per byte.
 
-``python -m train.evaluate`` hashes its evaluation images the same way and counts how many a run
+``python -m evaluation`` hashes its evaluation images the same way and counts how many a run
 trained on (:func:`read_content_hashes` of the run's shards).
 """
 

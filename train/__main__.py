@@ -35,7 +35,7 @@ outputs (in output_dir):
   checkpoints/ckpt-NNNNNNNN.pt and config.yaml, log.jsonl (one JSON record per logging step),
   tensorboard/ (when tensorboard is installed), exported/ (the student backbone in the method's own
   formats, with backbone.json; see python -m train.export --help). Weights are exported at the end;
-  `python -m train.export CKPT OUT` exports any checkpoint, `python -m train.evaluate` measures it.
+  `python -m train.export CKPT OUT` exports any checkpoint, `python -m evaluation` measures it.
 
 several processes on one CPU machine (testing): accelerate launch --multi_gpu --num_processes 2 -m
   train ... train.cpu=true   (Accelerate runs `--cpu --num_processes N` as ONE process unless mpirun

@@ -16,7 +16,7 @@ from torch import Tensor
 
 # what ``python -m train --resume`` reads from a checkpoint (train/resume.py)
 RESUME_KEYS = ("model", "optimizer", "config", "step", "epoch", "batch_in_epoch", "ranks")
-# what the evaluation reads (train/eval_models.py)
+# what the evaluation reads (evaluation/models.py)
 EVAL_KEYS = ("model", "config")
 ARCH_OPTIONS = ("backbone", "arch")  # the option that names a method's network, whichever it has
 

@@ -72,7 +72,7 @@ def run_series(records: list[dict[str, Any]]) -> Series:
 
 
 def flatten_eval_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A ``python -m train.evaluate`` line (``{"model", "info": [{"method", "arch", "step"}, ...],
+    """A ``python -m evaluation`` line (``{"model", "info": [{"method", "arch", "step"}, ...],
     "figures": {"corr/layer3": ...}}``; ``info`` lists the row's replicates, a dict in older lines)
     as a flat record ``{"model": "clove resnet18", "step": N, "corr/layer3": ...}`` (the model named
     without its step, so that one run is one curve); other lines pass unchanged."""
@@ -85,7 +85,7 @@ def flatten_eval_record(record: dict[str, Any]) -> dict[str, Any]:
     step = info.get("step", 0 if "init" in info else None)  # a random init is step 0
     if "init" in info:
         model = str(record.get("model", model))
-    elif "bn" in info:  # BatchNorm re-estimated (train.evaluate --bn): a curve of its own
+    elif "bn" in info:  # BatchNorm re-estimated (python -m evaluation --bn): a curve of its own
         model += " [BN re-estimated]"
     return {"model": model, "step": step, **record["figures"]}
 

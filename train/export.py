@@ -3,7 +3,7 @@
 The run's method is rebuilt from the config stored in the checkpoint, its weights are loaded with
 ``strict=True``, and the method's own ``export`` writes its backbone's formats (the method
 contract, ``model/contract.py``): torchvision and detectron2 files for a ResNet, a timm state dict
-for a ViT, each with a ``backbone.json`` that ``python -m train.evaluate`` reads.
+for a ViT, each with a ``backbone.json`` that ``python -m evaluation`` reads.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "for ResNets torchvision weights (strict=True into torchvision.models.resnetXX()) and, for "
         "ResNet-50/101/152, detectron2's format with the config lines it needs (STRIDE_IN_1X1: False, "
         "RGB input); for ViTs a timm state dict (strict=True into timm.create_model). Every export "
-        "also writes backbone.json, which `python -m train.evaluate --checkpoint OUT` reads.",
+        "also writes backbone.json, which `python -m evaluation --checkpoint OUT` reads.",
     )
     parser.add_argument("checkpoint", help="checkpoint file (ckpt-*.pt), or a run directory (its newest checkpoint)")
     parser.add_argument("out", help="output directory for the exported files")

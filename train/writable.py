@@ -1,6 +1,6 @@
 """Outputs that cannot be written, found before the work starts and said in one line.
 
-A full disk or a read-only folder used to surface at the end (``train.evaluate`` ran the whole
+A full disk or a read-only folder used to surface at the end (``python -m evaluation`` ran the whole
 evaluation before failing to write ``--out``) or as a 35-line ``torch.save`` traceback
 ("unexpected pos ..."). :func:`check_output_writable` probes a file's folder by writing (and
 removing) a small file there; :func:`write_error` turns any failed write into one line.

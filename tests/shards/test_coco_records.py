@@ -2,7 +2,7 @@
 
 Before: an annotation without ``id``, ``annotations`` given as a dict, or an image entry that is a
 string ended in a traceback; ``file_name: ../../x.jpg`` was read from outside ``--images``;
-polygons were stored as given (and crashed ``train.evaluate``); invalid RLE and negative or
+polygons were stored as given (and crashed ``python -m evaluation``); invalid RLE and negative or
 degenerate boxes were stored as given."""
 
 from __future__ import annotations

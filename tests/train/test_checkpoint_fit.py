@@ -1,7 +1,7 @@
 """Checkpoints that load but do not fit end in one line naming the mismatch (issue 20, item 4).
 
 Before: wrong shapes, another method or architecture, a missing key or a missing config ended in
-18-45 line tracebacks in ``train --resume`` and ``train.evaluate``, and ``--resume auto`` did not
+18-45 line tracebacks in ``train --resume`` and ``python -m evaluation``, and ``--resume auto`` did not
 fall back past such a checkpoint; an export whose ``backbone.json`` disagreed with its weights
 ended in a multi-line ``load_state_dict`` error."""
 
@@ -13,11 +13,11 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
+from evaluation.models import features_from_checkpoint, load_exported_checked
 from model.registry import METHODS
 from tests.train.helpers import tiny_overrides
 from train.checkpoint import list_checkpoints
 from train.config import config_to_dict, load_config
-from train.eval_models import features_from_checkpoint, load_exported_checked
 from train.loop import Run, train
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py

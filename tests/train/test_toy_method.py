@@ -11,10 +11,10 @@ import textwrap
 import pytest
 import torch
 
+from evaluation.models import expand_spec
 from model.registry import METHODS, MethodRecord
 from tests.train.helpers import read_log, tiny_overrides
 from train.config import ConfigError, load_config
-from train.eval_models import expand_spec
 from train.loop import train
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/train/conftest.py

@@ -1,7 +1,7 @@
 """Full disk and read-only outputs end in one line, before the work where possible (issue 20, item 7).
 
 Before: training on a full disk ended in a 35-line "unexpected pos" / ENOSPC traceback, and
-``train.evaluate`` ran the whole evaluation before failing to write ``--out``."""
+``python -m evaluation`` ran the whole evaluation before failing to write ``--out``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``python -m train.evaluate`` command line: rows from ``--checkpoint`` specs, BatchNorm
+"""The ``python -m evaluation`` command line: rows from ``--checkpoint`` specs, BatchNorm
 protocols, baselines, the table and the JSON lines."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from train.eval_leakage import Leakage, check_leakage
-from train.eval_report import Row, differences, format_table, json_row
+from evaluation.leakage import Leakage, check_leakage
+from evaluation.report import Row, differences, format_table, json_row
 from train.writable import check_output_writable
 
 EPILOG = """\
@@ -35,15 +35,15 @@ Under the rows: the no-information score of each metric and, for every row, its 
 bootstrap interval against each --baseline row (resampling photos, not cells).
 
 build the data first:  python -m shards copy-paste data/shards/copy-paste
-example:  python -m train.evaluate --checkpoint random:resnet18 --seeds 3 \\
+example:  python -m evaluation --checkpoint random:resnet18 --seeds 3 \\
               --checkpoint CLoVE=runs/clove_budget --bn reestimated \\
               --data data/shards/copy-paste --out runs/eval.jsonl"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m train.evaluate`` command line."""
+    """The ``python -m evaluation`` command line."""
     p = argparse.ArgumentParser(
-        prog="python -m train.evaluate",
+        prog="python -m evaluation",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure the dense features of frozen backbones per layer: an object/background probe "
         "(foreground IoU, boundary F), kNN on pooled features, and correspondence under known homographies; "
@@ -113,8 +113,8 @@ def _leakage(info: dict, evaluation: set[str]) -> Leakage:
 
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv``, evaluate every row, print the table and JSON lines; returns the exit status."""
-    from train.eval_models import expand_spec
-    from train.evaluate import METRICS, EvalSettings, evaluate, load_data, with_reestimated_bn
+    from evaluation.evaluate import METRICS, EvalSettings, evaluate, load_data, with_reestimated_bn
+    from evaluation.models import expand_spec
 
     args = build_parser().parse_args(argv)
     settings = EvalSettings.quick() if args.quick else EvalSettings()
@@ -164,7 +164,7 @@ def run(argv: list[str] | None = None) -> int:
                     tqdm.write(f"{label} [{bn}]: done in {seconds:.1f} s")
             rows += list(per_bn.values())
     except (OSError, ValueError, KeyError) as e:
-        print(f"train.evaluate: error: {e}", file=sys.stderr)
+        print(f"evaluation: error: {e}", file=sys.stderr)
         return 2
     diffs = differences(rows, baselines, METRICS, settings.resamples, settings.seed)
     scores = data.no_information()

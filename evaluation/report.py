@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from train.eval_leakage import Leakage
-from train.eval_stats import Metric, mean_sd, paired_difference
+from evaluation.leakage import Leakage
+from evaluation.stats import Metric, mean_sd, paired_difference
 
 LAYER_ORDER = ("layer1", "layer2", "layer3", "layer4")
 METRIC_ORDER = ("fg", "bf", "knn", "corr")

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.eval_correspondence import apply_homography, make_pairs, match_stats, random_homography, warp_image
-from train.eval_knn import knn_predict, majority_correct
-from train.eval_segmentation import (
+from evaluation.correspondence import apply_homography, make_pairs, match_stats, random_homography, warp_image
+from evaluation.knn import knn_predict, majority_correct
+from evaluation.segmentation import (
     LinearProbe,
     boundary_f,
     boundary_stats,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.eval_stats import cluster_sums, mean_sd, paired_difference, row_value
+from evaluation.stats import cluster_sums, mean_sd, paired_difference, row_value
 
 
 def _ratio(c: torch.Tensor) -> torch.Tensor:

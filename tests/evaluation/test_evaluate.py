@@ -1,4 +1,4 @@
-"""``python -m train.evaluate`` end to end on a tiny copy-paste set, the leakage check, and
+"""``python -m evaluation`` end to end on a tiny copy-paste set, the leakage check, and
 checkpoints through the method contract's export."""
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import pytest
 import torch
 import torchvision
 
+from evaluation.data import load_split
+from evaluation.evaluate import EvalSettings, main
+from evaluation.leakage import check_leakage, evaluation_hashes
+from evaluation.models import expand_spec
+from evaluation.segmentation import foreground_iou, probe_stats
 from shards.content_hashes import file_hash
 from shards.convert import ConvertOptions, convert
 from shards.copy_paste import build
 from shards.folder import scan_photos
 from shards.photos import TUXPAINT_STAMPS, available_photos
 from train.checkpoint import save_checkpoint
-from train.eval_data import load_split
-from train.eval_leakage import check_leakage, evaluation_hashes
-from train.eval_models import expand_spec
-from train.eval_segmentation import foreground_iou, probe_stats
-from train.evaluate import EvalSettings, main
 
 OPTS = ConvertOptions(workers=1, progress=False)
 
@@ -222,7 +222,7 @@ def test_a_vit_without_batch_norm_keeps_its_row_under_bn_reestimated(tiny_set, c
 
 
 def test_a_set_that_records_no_backgrounds_is_named_and_clustered_by_image(tiny_set, monkeypatch, capsys):
-    from train import evaluate as ev
+    from evaluation import evaluate as ev
 
     real = ev.load_split
 
