@@ -18,7 +18,7 @@ How each op is done, and why:
 * blur: ``cv2.GaussianBlur`` with kernel radius ``ceil(3 sigma)`` and reflected borders
   (``BORDER_REFLECT_101`` is torchvision's ``reflect`` padding).
 
-``python -m pipeline.backends.photometric_cpu`` times each op next to the PIL op of the public code; on one
+``python -m pipeline.bench_photometric cpu`` times each op next to the PIL op of the public code; on one
 core of the 2-core development machine, a 224 px view: hue 0.12 ms (PIL 1.25 ms; the torch float
 ops this module replaced took 1.7 ms), blur at sigma 2 0.27 ms (PIL 1.18 ms), the other ops
 0.01-0.05 ms, 2-9x faster than PIL's; Kornia on CPU is slower still.
@@ -31,7 +31,6 @@ main process deadlocks OpenCV in workers forked from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -130,59 +129,3 @@ def apply_photometric(view: np.ndarray, p: PhotometricParams) -> np.ndarray:
     if p.solarize:
         x = solarize(x)
     return cv2.cvtColor(x, cv2.COLOR_GRAY2RGB) if x.ndim == 2 else x
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Time each op on a real photo against the PIL op the public code runs (ms per view)."""
-    import argparse
-    import time
-
-    import torchvision.transforms.functional as TF
-    from PIL import Image, ImageFilter
-
-    from shards.photos import MISSING_HINT, available_photos
-
-    ap = argparse.ArgumentParser(
-        prog="python -m pipeline.backends.photometric_cpu",
-        description="Per-op cost of the cpu backend's photometric ops (OpenCV, uint8) next to the PIL ops "
-        "of the public CLoVE/PixPro pipeline, on a real photo, one core, ms per view (best of --repeats).",
-    )
-    ap.add_argument("--sizes", type=int, nargs="+", default=[224, 96], help="view sides in pixels")
-    ap.add_argument("--repeats", type=int, default=50, help="timed repetitions per op")
-    args = ap.parse_args(argv)
-    photos = available_photos((".jpg", ".jpeg"))
-    if not photos:
-        raise SystemExit(MISSING_HINT)
-
-    def best_ms(fn: Callable[[], object]) -> float:
-        fn()
-        best = float("inf")
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best * 1e3
-
-    ops = [  # name, ours, PIL (through torchvision's functional API, as the public code calls it)
-        ("brightness 1.3", lambda x: adjust_brightness(x, 1.3), lambda im: TF.adjust_brightness(im, 1.3)),
-        ("contrast 0.7", lambda x: adjust_contrast(x, 0.7), lambda im: TF.adjust_contrast(im, 0.7)),
-        ("saturation 1.2", lambda x: adjust_saturation(x, 1.2), lambda im: TF.adjust_saturation(im, 1.2)),
-        ("hue 0.08", lambda x: adjust_hue(x, 0.08), lambda im: TF.adjust_hue(im, 0.08)),
-        ("grayscale", to_grayscale, lambda im: TF.rgb_to_grayscale(im, 3)),
-        ("blur sigma 1.0", lambda x: gaussian_blur(x, 1.0), lambda im: im.filter(ImageFilter.GaussianBlur(1.0))),
-        ("blur sigma 2.0", lambda x: gaussian_blur(x, 2.0), lambda im: im.filter(ImageFilter.GaussianBlur(2.0))),
-        ("solarize", solarize, lambda im: TF.solarize(im, 128)),
-    ]
-    photo = Image.open(photos[0]).convert("RGB")
-    print(f"{photos[0].name}, one thread; ms per view, best of {args.repeats}")
-    for size in args.sizes:
-        im = photo.resize((size, size), Image.BILINEAR)
-        x = np.ascontiguousarray(np.asarray(im))
-        print(f"{size} px: {'op':<16}{'ours':>8}{'PIL':>8}{'PIL/ours':>10}")
-        for name, ours, pil in ops:
-            a, b = best_ms(lambda op=ours, x=x: op(x)), best_ms(lambda op=pil, im=im: op(im))
-            print(f"{'':8}{name:<16}{a:>8.3f}{b:>8.3f}{b / a:>9.1f}x")
-
-
-if __name__ == "__main__":
-    main()

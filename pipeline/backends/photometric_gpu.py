@@ -12,7 +12,7 @@ Why hand-written rather than Kornia: Kornia's ``ColorJitter`` draws its own para
 use the shared law and the parameters drawn in the workers) and measured ~2.5x slower than the
 fused colour jitter below on CPU tensors (64 x 224^2, best of 7: 244 vs 97 ms; the whole chain
 with grayscale, blur and solarize took 119 ms); measure anywhere with
-``python -m pipeline.backends.photometric_gpu --device cuda``.
+``python -m pipeline.bench_photometric torch --device cuda``.
 
 Why a *plan*: the parameters are drawn on the CPU (in DataLoader workers), so which sample gets
 which op at which step is known there. :func:`make_plan` turns it into index lists once, moves
@@ -23,7 +23,6 @@ samples that need it (gather -> op -> scatter) without ever synchronising with t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -231,75 +230,3 @@ def apply_plan(x: Tensor, plan: PhotometricPlan) -> Tensor:
 def augment(x: Tensor, p: PhotometricArrays, blur_radius: int | None = None) -> Tensor:
     """``[N, 3, S, S]`` float in ``[0, 255]`` with per-sample parameters ``p`` -> augmented batch."""
     return apply_plan(x, make_plan(p, x.device, blur_radius))
-
-
-def _draw_clove_like(n: int, gen: torch.Generator) -> PhotometricArrays:
-    """Random parameters with CLoVE's global-view law, for the measurement below only."""
-
-    def u(lo: float, hi: float) -> Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=gen)
-
-    factors = torch.stack([u(0.6, 1.4), u(0.6, 1.4), u(0.8, 1.2), u(-0.1, 0.1)], dim=1)
-    order = torch.argsort(torch.rand(n, 4, generator=gen), dim=1)
-    blur = torch.where(torch.rand(n, generator=gen) < 0.5, u(0.1, 2.0), torch.zeros(n))
-    return PhotometricArrays(
-        torch.rand(n, generator=gen) < 0.8,
-        factors,
-        order,
-        torch.rand(n, generator=gen) < 0.2,
-        blur,
-        torch.rand(n, generator=gen) < 0.2,
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Time the fused ops against Kornia's ColorJitter on the same batch (prints ms per batch)."""
-    import argparse
-    import time
-
-    ap = argparse.ArgumentParser(
-        prog="python -m pipeline.backends.photometric_gpu",
-        description="Measure the batched photometric ops (jitter only, and the full chain) against "
-        "kornia.augmentation.ColorJitter on one random batch.",
-    )
-    ap.add_argument("--batch", type=int, default=64, help="views per batch (default 64)")
-    ap.add_argument("--size", type=int, default=224, help="view side in pixels (default 224)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
-    args = ap.parse_args(argv)
-    dev = torch.device(args.device)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).mul_(255).to(dev)
-    p = _draw_clove_like(args.batch, gen)
-    off = torch.zeros_like
-    jitter_only = PhotometricArrays(p.jitter, p.factors, p.order, off(p.gray), torch.zeros(args.batch), off(p.solarize))
-
-    def timed(fn: Callable[[], object]) -> float:
-        """Best of ``repeats`` (robust to other load on the machine), in ms."""
-        fn()  # warm-up
-        best = float("inf")
-        for _ in range(args.repeats):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-        return best * 1000
-
-    print(f"batch {args.batch} x 3 x {args.size}^2 on {dev}, ms per batch (best of {args.repeats}):")
-    print(f"  fused colour jitter (p=0.8, random order): {timed(lambda: augment(x.clone(), jitter_only)):8.1f}")
-    print(f"  fused full chain (jitter, gray, blur, solarize): {timed(lambda: augment(x.clone(), p)):8.1f}")
-    try:
-        import kornia.augmentation as K
-    except ImportError:
-        print("  kornia not installed (an optional extra: pip install 'densessl[kornia]'): no comparison")
-        return
-    kj = K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8).to(dev)
-    xs = x / 255
-    print(f"  kornia ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8): {timed(lambda: kj(xs)):8.1f}")
-
-
-if __name__ == "__main__":
-    main()

@@ -405,8 +405,8 @@ def test_blur_is_a_gaussian_of_the_drawn_sigma(photo_bytes):
 
 
 def test_photometric_timing_command_prints_every_op(capsys, real_jpegs):  # real_jpegs: skip without photos
-    from pipeline.backends.photometric_cpu import main
+    from pipeline.bench_photometric import main
 
-    main(["--sizes", "32", "--repeats", "1"])
+    main(["cpu", "--sizes", "32", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "32 px" in out and all(op in out for op in ("hue", "blur sigma 2.0", "solarize"))

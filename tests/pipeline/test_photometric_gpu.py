@@ -141,14 +141,14 @@ def test_from_params_packs_the_drawn_values():
 
 
 def test_the_kornia_comparison_skips_in_one_line_without_kornia(monkeypatch, capsys):
-    """Kornia is an optional extra: ``python -m pipeline.backends.photometric_gpu`` still times the fused ops."""
+    """Kornia is an optional extra: ``python -m pipeline.bench_photometric torch`` still times the fused ops."""
     import sys
 
-    from pipeline.backends.photometric_gpu import main
+    from pipeline.bench_photometric import main
 
     monkeypatch.setitem(sys.modules, "kornia", None)  # import kornia -> ImportError
     monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
-    main(["--batch", "2", "--size", "16", "--repeats", "1"])
+    main(["torch", "--batch", "2", "--size", "16", "--repeats", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert "fused full chain" in lines[-2]
     assert lines[-1].strip().startswith("kornia not installed") and "densessl[kornia]" in lines[-1]
