@@ -154,38 +154,58 @@ def _contrast(img: DataNode, factor: DataNode, gpu: bool):
     return fn.cast(dmath.clamp(out, 0.0, 255.0), dtype=types.UINT8)
 
 
+def photometric_params(pm: Photometric) -> dict[str, DataNode]:
+    """Per-sample draws of the law of :func:`pipeline.photometric.draw_photometric`, as graph nodes.
+
+    ``brightness``, ``contrast``, ``saturation`` (jitter factors, 1 when jitter is not applied),
+    ``hue`` (turns, 0 then), ``gray``, ``blur`` and ``solarize`` (0/1) and ``sigma``; a key is left
+    out when its strength or probability is 0 (DALI refuses empty ranges). The factors and
+    probabilities are the shared law's (a test compares the two over many draws); the jitter order
+    is not: DALI has no per-sample branches, so it applies the jitter ops in a fixed order.
+    """
+    b, c, s, h = pm.jitter
+    on = _coin(pm.jitter_p)
+
+    def factor(amount: float):
+        draw = fn.random.uniform(range=[max(0.0, 1.0 - amount), 1.0 + amount])
+        return 1.0 + on * (draw - 1.0)
+
+    p = {"gray": _coin(pm.gray_p)}
+    for name, amount in (("brightness", b), ("contrast", c), ("saturation", s)):
+        if amount > 0:
+            p[name] = factor(amount)
+    if h > 0:
+        p["hue"] = on * fn.random.uniform(range=[-h, h])
+    if pm.blur_p > 0:
+        p["blur"], p["sigma"] = _coin(pm.blur_p), fn.random.uniform(range=list(pm.blur_sigma))
+    if pm.solarize_p > 0:
+        p["solarize"] = _coin(pm.solarize_p)
+    return p
+
+
 def _photometric(img: DataNode, pm: Photometric, gpu: bool):
-    """Colour jitter (p), grayscale (p), Gaussian blur (p), solarize (p), in torchvision's order.
+    """Colour jitter (p), grayscale (p), Gaussian blur (p), solarize (p), in torchvision's order,
+    with the parameters of :func:`photometric_params`.
 
     Jitter applies brightness, contrast, saturation, hue in that fixed order (torchvision draws a
     random order). Saturation, hue and grayscale are one ``color_twist`` (grayscale = saturation
     0; hue and saturation commute). An augmentation that is not applied gets its identity
     parameters, so the graph has no per-sample branches.
     """
-    b, c, s, h = pm.jitter
-    on = _coin(pm.jitter_p)
-
-    def factor(amount: float):
-        if amount <= 0:  # DALI refuses an empty range
-            return None
-        draw = fn.random.uniform(range=[max(0.0, 1.0 - amount), 1.0 + amount])
-        return 1.0 + on * (draw - 1.0)
-
-    if b > 0:
-        img = fn.brightness_contrast(img, brightness=factor(b))  # saturates at 255 like torchvision
-    if c > 0:
-        img = _contrast(img, factor(c), gpu)
-    keep_colour = 1.0 - _coin(pm.gray_p)
-    saturation = keep_colour if s <= 0 else factor(s) * keep_colour
-    hue = on * fn.random.uniform(range=[-h, h]) * 360.0 if h > 0 else 0.0  # hue: a turn fraction
+    p = photometric_params(pm)
+    if "brightness" in p:
+        img = fn.brightness_contrast(img, brightness=p["brightness"])  # saturates at 255 like torchvision
+    if "contrast" in p:
+        img = _contrast(img, p["contrast"], gpu)
+    keep_colour = 1.0 - p["gray"]
+    saturation = p["saturation"] * keep_colour if "saturation" in p else keep_colour
+    hue = p["hue"] * 360.0 if "hue" in p else 0.0  # DALI's hue is in degrees
     img = fn.color_twist(img, saturation=saturation, hue=hue)
-    if pm.blur_p > 0:
-        blur = _coin(pm.blur_p)
-        sigma = fn.random.uniform(range=list(pm.blur_sigma))
+    if "blur" in p:
         # sigma 1e-3 gives a one-tap kernel: the identity, exactly (no branch needed).
-        img = fn.gaussian_blur(img, sigma=blur * sigma + (1.0 - blur) * 1e-3)
-    if pm.solarize_p > 0:
-        sol = _on(_coin(pm.solarize_p, types.INT16), gpu)
+        img = fn.gaussian_blur(img, sigma=p["blur"] * p["sigma"] + (1.0 - p["blur"]) * 1e-3)
+    if "solarize" in p:
+        sol = _on(fn.cast(p["solarize"], dtype=types.INT16), gpu)
         x = fn.cast(img, dtype=types.INT16)
         img = fn.cast(x + (x >= 128) * sol * (255 - 2 * x), dtype=types.UINT8)
     return img

@@ -438,3 +438,77 @@ def test_without_dali_one_line_install_hint(monkeypatch, tmp_path):
     with pytest.raises(ImportError) as info:
         build_loader(config(tmp_path))
     assert "pip install 'densessl[dali]'" in str(info.value) and "\n" not in str(info.value)
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+    grid = np.sort(np.concatenate([a, b]))
+    cdf_a = np.searchsorted(np.sort(a), grid, "right") / len(a)
+    return float(np.abs(cdf_a - np.searchsorted(np.sort(b), grid, "right") / len(b)).max())
+
+
+def _dali_draws(spec: Photometric, n: int, batch: int = 512) -> dict[str, np.ndarray]:
+    """``n`` draws of :func:`photometric_params` for ``spec``, by parameter name."""
+    from nvidia.dali import pipeline_def
+
+    from pipeline.backends.dali_pipeline import photometric_params
+
+    keys: list[str] = []
+
+    @pipeline_def(batch_size=batch, num_threads=1, device_id=None, seed=7)
+    def pipe():
+        params = photometric_params(spec)
+        keys.extend(sorted(params))  # runs once, when the graph is defined
+        return tuple(params[k] for k in sorted(params))
+
+    p = pipe()
+    p.build()
+    draws: dict[str, list[float]] = {}
+    for _ in range(n // batch):
+        for k, out in zip(keys, p.run()):
+            draws.setdefault(k, []).extend(float(np.array(out[i])) for i in range(batch))
+    return {k: np.array(v) for k, v in draws.items()}
+
+
+@needs_dali
+@pytest.mark.parametrize("recipe", ["clove", "gtsa"])
+def test_photometric_draws_follow_the_shared_law(recipe):
+    """DALI draws its photometric parameters in the graph. Over 2,048 draws per view spec, each
+    probability is within 0.04 of the shared law's (:func:`pipeline.photometric.draw_photometric`;
+    ~3.5 standard errors), and each factor's distribution where applied is within a two-sample
+    Kolmogorov-Smirnov distance of 0.08 of it (above the 0.1 % critical value at these sizes)."""
+    import random
+
+    from pipeline.photometric import draw_photometric
+    from pipeline.views import named_recipe
+
+    n = 2048
+    specs = {v.photometric for v in named_recipe(recipe).views}
+    assert len(specs) == {"clove": 3, "gtsa": 1}[recipe]  # clove: BYOL's asymmetric blur/solarize per global, locals
+    for spec in specs:
+        dali = _dali_draws(spec, n)
+        rng = random.Random(0)
+        shared = [draw_photometric(spec, rng) for _ in range(n)]
+        law = {
+            "brightness": [d.brightness for d in shared],
+            "contrast": [d.contrast for d in shared],
+            "saturation": [d.saturation for d in shared],
+            "hue": [d.hue for d in shared],
+            "gray": [float(d.gray) for d in shared],
+            "blur": [float(d.blur_sigma > 0) for d in shared],
+            "sigma": [d.blur_sigma for d in shared if d.blur_sigma > 0],
+            "solarize": [float(d.solarize) for d in shared],
+        }
+        identity = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
+        assert set(dali) <= set(law) and {"gray", "brightness"} <= set(dali)
+        for key, drawn in dali.items():
+            ours = np.array(law[key])
+            if key == "sigma":  # drawn for every sample; the law's applies where blur is on
+                drawn = drawn[dali["blur"] == 1]
+            if key in identity:  # how often jitter leaves it alone, then its law where applied
+                assert abs((drawn == identity[key]).mean() - (ours == identity[key]).mean()) <= 0.04, key
+                drawn, ours = drawn[drawn != identity[key]], ours[ours != identity[key]]
+            if key in identity or key == "sigma":
+                assert len(drawn) > 100 and _ks(drawn, ours) <= 0.08, (key, _ks(drawn, ours))
+            else:
+                assert abs(drawn.mean() - ours.mean()) <= 0.04, (key, drawn.mean(), ours.mean())
