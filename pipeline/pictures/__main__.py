@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.views import RECIPES
+
 EXAMPLES = """examples (shards from `python -m shards photos data/shards/photos`):
   python -m pipeline.pictures matches --recipe clove --out runs/pictures/matches_clove.png
   python -m pipeline.pictures matches --recipe gtsa --out runs/pictures/matches_gtsa.png
@@ -21,7 +23,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def _batch_args(p: argparse.ArgumentParser, recipe: str, locals_shown: int) -> None:
     p.add_argument("--shards", default="data/shards/photos", help="shard directory, glob, brace pattern or URL")
-    p.add_argument("--recipe", choices=["clove", "gtsa"], default=recipe, help="view recipe (docs/methods.md)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=recipe, help="view recipe (docs/methods.md)")
     p.add_argument("--images", type=int, default=2, help="images drawn, one per row")
     p.add_argument("--locals", type=int, default=locals_shown, dest="locals_shown", help="local views drawn per image")
     p.add_argument("--seed", type=int, default=0, help="which images and which views (sampling seed)")
@@ -119,7 +121,6 @@ def _draw(args: argparse.Namespace):
 
     from pipeline.pictures import draw_views
     from pipeline.pictures.batch_source import picture_batch
-    from pipeline.views import RECIPES
 
     batch = picture_batch(
         args.shards, args.recipe, batch_size=args.images, seed=args.seed, global_size=args.global_size, local_size=args.local_size
