@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # family -> (row names: random, baseline, dense method; methods in training order; a layer; BN protocol)
 FAMILIES = {
-    "resnet": (["random", "BYOL", "CLoVE"], ["clove", "byol"], "layer3", "BN re-estimated"),
-    "vit": (["random", "DINO", "GTSA"], ["gtsa", "dino"], "block3", "exported"),  # no BatchNorm in a ViT
+    "resnet": (["random", "BYOL", "CLoVE"], ["clove", "byol"], "layer3", " [BN re-estimated]"),
+    "vit": (["random", "DINO", "GTSA"], ["gtsa", "dino"], "block3", ""),  # no BatchNorm in a ViT: rows as exported
 }
 
 
@@ -45,7 +45,7 @@ def test_results_run_end_to_end_at_tiny_size(family, tmp_path, real_photos):
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     rows = {r["model"]: r for r in map(json.loads, (out / "eval.jsonl").read_text().splitlines())}
-    random, baseline, dense = (f"{name} [{bn}]" for name in names)
+    random, baseline, dense = (f"{name}{bn}" for name in names)
     assert list(rows) == [random, baseline, dense]
     assert rows[random]["replicates"][f"corr/{layer}"] == 3  # three init seeds
     assert set(rows[dense]["differences"]) == {random, baseline}
