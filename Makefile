@@ -9,8 +9,8 @@ help:
 	@echo "make demo      setup, build shards from the bundled real photos, run the default job"
 	@echo "make test      setup, then ruff (lint + format check) and the fast test suite (what CI runs)"
 	@echo "make test-all  also the slow tests"
-	@echo "make results-resnet  the ResNet learning table end to end (CLoVE vs BYOL vs random; hours on 2 cores)"
-	@echo "make results-vit     the ViT learning table end to end (GTSA vs DINO vs random; hours on 2 cores)"
+	@echo "make results-resnet  the ResNet learning table end to end (CLoVE vs BYOL vs random; about 2.5 h on 2 cores)"
+	@echo "make results-vit     the ViT learning table end to end (GTSA vs DINO vs random; about 2 h per seed on 2 cores)"
 
 setup: .venv/.installed
 
