@@ -21,9 +21,10 @@ from model.byol_loss import byol_pair_loss
 from model.contract import split_decay
 from model.ema import EMATeacher
 from model.options import resolve_options
-from model.pairs import checked_views, global_view_count, student_teacher_pairs, views_by_size
+from model.pairs import checked_views, global_view_count, views_by_size
 from model.resnet_export import export_resnet
 from pipeline.batch import ViewBatch
+from pipeline.views import student_teacher_pairs
 
 BYOL_DEFAULTS: dict[str, Any] = {
     "backbone": "resnet50",  # torchvision name: resnet18 (CPU runs), resnet50, ...

@@ -24,10 +24,11 @@ from model.contract import split_decay
 from model.ema import EMATeacher
 from model.heads import DenseProjector
 from model.options import resolve_options
-from model.pairs import PairRows, checked_views, global_view_count, looped_pair_rows, student_teacher_pairs, views_by_size
+from model.pairs import PairRows, checked_views, global_view_count, looped_pair_rows, views_by_size
 from model.resnet_export import export_resnet
 from pipeline.batch import ViewBatch
 from pipeline.geometry import correspondence_mask
+from pipeline.views import student_teacher_pairs
 
 
 class CLoVEStudent(nn.Module):

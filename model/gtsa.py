@@ -24,9 +24,10 @@ from model.ema import EMATeacher
 from model.gtsa_heads import DensePredictor, ResidualConvProjector, RotationHead
 from model.gtsa_loss import aligned_loss, aligned_samples, patch_correspondence_loss, pc_keep, rotation_loss
 from model.options import resolve_options
-from model.pairs import PairRows, checked_views, global_view_count, looped_pair_rows, student_teacher_pairs
+from model.pairs import PairRows, checked_views, global_view_count, looped_pair_rows
 from model.vit import ViTEncoder, disable_drop_path, export_timm_vit, vit_model_kwargs
 from pipeline.batch import ViewBatch
+from pipeline.views import student_teacher_pairs
 
 # The one place GTSA's defaults live (the paper's values, docs/methods.md).
 GTSA_DEFAULTS: dict[str, Any] = {

@@ -8,9 +8,6 @@ import torch
 from torch import Tensor
 
 from pipeline.batch import ViewBatch
-from pipeline.views import student_teacher_pairs
-
-__all__ = ["PairRows", "checked_views", "global_view_count", "looped_pair_rows", "student_teacher_pairs", "views_by_size"]
 
 
 def views_by_size(views: list[Tensor]) -> dict[tuple[int, int], list[int]]:

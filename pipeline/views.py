@@ -191,21 +191,21 @@ def recipe_from_augment(
     return Recipe(name, tuple(views), min_overlap_global=aug.min_overlap[0], min_overlap_local=aug.min_overlap[1])
 
 
-def named_recipe(name: str, global_size: int = 224, local_size: int = 96, num_local: int | None = None) -> Recipe:
-    """Recipe ``name`` at these sizes with its own augmentation; ``num_local`` None: the recipe's
-    default (CLoVE: 2 x 224 + 6 x 96; GTSA: 2 x 224 + 8 x 96; two-view: 2 x ``global_size``)."""
-    check_recipe_name(name)
-    record = RECIPES[name]
-    num_local = record.num_local if num_local is None else num_local
-    return recipe_from_augment(name, record.augment, global_size, local_size, num_local)
+def named_recipe(
+    name: str, global_size: int = 224, local_size: int = 96, num_local: int | None = None, overrides: AugmentConfig | None = None
+) -> Recipe:
+    """Recipe ``name`` at these sizes with its own augmentation (``overrides``' non-null fields on
+    top); ``num_local`` None: the recipe's default (CLoVE: 2 x 224 + 6 x 96; GTSA: 2 x 224 + 8 x 96;
+    two-view: 2 x ``global_size``)."""
+    aug = resolve_augment(name, overrides)
+    num_local = RECIPES[name].num_local if num_local is None else num_local
+    return recipe_from_augment(name, aug, global_size, local_size, num_local)
 
 
 def recipe_from_config(cfg: LoaderConfig) -> Recipe:
     """The view recipe a loader config asks for: the named recipe, sizes and local count, with
     ``cfg.augment``'s overrides; photometrics stripped when ``cfg.photometric`` is off."""
-    aug = resolve_augment(cfg.recipe, cfg.augment)
-    num_local = RECIPES[cfg.recipe].num_local if cfg.num_local is None else cfg.num_local
-    recipe = recipe_from_augment(cfg.recipe, aug, cfg.global_size, cfg.local_size, num_local)
+    recipe = named_recipe(cfg.recipe, cfg.global_size, cfg.local_size, cfg.num_local, cfg.augment)
     return recipe if cfg.photometric else recipe.without_photometric()
 
 

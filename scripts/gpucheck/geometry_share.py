@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from model.pairs import student_teacher_pairs as clove_pairs
 from pipeline.geometry import correspondence_mask
+from pipeline.views import student_teacher_pairs as clove_pairs
 
 RESNET_STRIDE = 32  # C5 of a ResNet: five halvings
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from model.clove_loss import clove_pair_loss, hard_negative_term, positive_term
-from model.pairs import student_teacher_pairs as clove_pairs
+from pipeline.views import student_teacher_pairs as clove_pairs
 
 
 def reference_pair_loss(z, k, m, gamma, margin, first=2, last=10):
