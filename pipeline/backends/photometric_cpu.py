@@ -13,7 +13,8 @@ How each op is done, and why:
   (``factor * x + offset``, rounded to nearest and clipped: a 256-entry ``cv2.LUT`` gives the
   same values at half the speed, as it does not vectorise); contrast once the mean luma is known;
 * solarize: a 256-entry lookup table (``cv2.LUT``);
-* saturation: ``cv2.addWeighted`` of the view and its luma (one saturating pass);
+* saturation: the blend of the view with its luma is linear in RGB, so one 3x3 ``cv2.transform``
+  (one saturating pass, 2x faster than computing the luma image and blending);
 * hue: float32 HSV with ``cv2.cvtColor`` (keeps torchvision's float precision; uint8 HSV would
   quantise hue to 256 steps as PIL does, for ~0.03 ms less per 224 px view);
 * grayscale: ``cv2.cvtColor``; blur and solarize then run on one channel;
@@ -72,9 +73,10 @@ def to_grayscale(x: np.ndarray) -> np.ndarray:
 
 
 def adjust_saturation(x: np.ndarray, factor: float) -> np.ndarray:
-    """Blend with the luma image: ``factor * x + (1 - factor) * gray``, clipped."""
-    gray = cv2.cvtColor(to_grayscale(x), cv2.COLOR_GRAY2RGB)
-    return cv2.addWeighted(x, factor, gray, 1.0 - factor, 0.0)
+    """Blend with the luma image: ``factor * x + (1 - factor) * gray``, rounded and clipped."""
+    # the blend is linear in RGB: one 3x3 colour transform, with the unrounded luma as torchvision's float op
+    blend = factor * np.eye(3) + (1.0 - factor) * np.asarray([GRAY_WEIGHTS] * 3)
+    return cv2.transform(x, blend.astype(np.float32))
 
 
 def adjust_hue(x: np.ndarray, shift: float) -> np.ndarray:
