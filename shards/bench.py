@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -97,7 +98,12 @@ def _timed(label: str, source_fn: Callable[[], Source], out: Path, options: Conv
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shards bench``: time both converters on linked datasets; returns the exit code."""
+    """``python -m shards bench``: time both converters on linked datasets; returns the exit code.
+    With ``--scale SIZES``: the growth benchmark of :mod:`shards.bench_scale` instead."""
+    if any(a == "--scale" or a.startswith("--scale=") for a in (sys.argv[1:] if argv is None else argv)):
+        from shards.bench_scale import main as scale_main
+
+        return scale_main(argv)
     parser = argparse.ArgumentParser(
         prog="python -m shards bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -109,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--which", choices=("folder", "coco", "both"), default="both")
     parser.add_argument("--tmp", default=None, help="scratch folder (default: system temp)")
+    parser.add_argument(
+        "--scale",
+        metavar="SIZES",
+        help="instead: how conversion, verify and loader start-up grow with the dataset, on ImageNet-like "
+        "trees of these sizes, e.g. 10k,30k,100k (python -m shards bench --scale 10k --help)",
+    )
     args = parser.parse_args(argv)
 
     from shards.coco import scan_coco
