@@ -5,12 +5,14 @@ ImageNet-layout tree of real-photo crops (:mod:`shards.imagenet_like`: ~110 kB J
 ImageNet's sizes, 1,000 class folders, a flat ``val/`` labelled by the devkit's files), then
 measures, each step in its own process:
 
-- ``python -m shards imagenet TREE OUT``: seconds, images/s and MB/s of source bytes, peak RSS
-  (the converter and its workers summed, and the largest single process);
-- ``python -m shards verify OUT``: seconds and peak RSS;
+- ``python -m shards imagenet TREE OUT``: seconds, images/s and MB/s of source bytes, CPU time
+  per image (all its processes), peak memory (PSS summed over the converter and its workers, so
+  pages the forked workers share count once; and the RSS of its largest process);
+- ``python -m shards verify OUT``: seconds and peak PSS;
 - the cpu loader (CLoVE recipe, batch 64, 2 workers): seconds from building it to the first batch
   over the train shards, and the same after ``load_state_dict`` of a position half-way through the
-  epoch (a resume reads the skipped samples' bytes without decoding them).
+  epoch (a resume reads the skipped samples' bytes without decoding them); each the median of 3
+  fresh processes.
 
 Once, it also converts the smallest tree into 2,000 tiny shards (``--max-count``) and measures
 the loader's start-up over them.
@@ -29,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,28 +60,41 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(sizes)
 
 
+def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
+    """``(PSS summed over the process tree, RSS of its largest process)`` in bytes. PSS splits
+    pages shared by forked workers among them, so the sum counts them once (RSS would not)."""
+    pss = largest = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            info = p.memory_full_info()
+        except psutil.Error:
+            continue  # ended between listing and reading
+        pss += getattr(info, "pss", info.rss)
+        largest = max(largest, info.rss)
+    return pss, largest
+
+
 def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; its wall seconds and peak RSS in MB, summed over its process tree and of its
-    largest process, sampled every 50 ms. RuntimeError with the output's tail when it fails."""
+    """Run ``cmd``; its wall and CPU seconds (all its processes) and peak memory in MB, sampled
+    every 50 ms (see :func:`_tree_memory`). RuntimeError with the output's tail when it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as log:
         t0 = time.perf_counter()
         proc = psutil.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        peak_sum = peak_one = 0
+        peak_pss = peak_one = 0
         while proc.poll() is None:
-            rss = []
-            for p in [proc, *proc.children(recursive=True)]:
-                try:
-                    rss.append(p.memory_info().rss)
-                except psutil.Error:
-                    pass  # ended between listing and reading
-            peak_sum, peak_one = max(peak_sum, sum(rss)), max(peak_one, max(rss, default=0))
+            pss, largest = _tree_memory(proc)
+            peak_pss, peak_one = max(peak_pss, pss), max(peak_one, largest)
             time.sleep(POLL_S)
         seconds = time.perf_counter() - t0
         log.seek(0)
         output = log.read().decode(errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # includes the workers it waited for
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {output[-2000:]}")
-    return {"seconds": seconds, "peak_rss_mb": peak_sum / 2**20, "peak_rss_one_mb": peak_one / 2**20, "output": output}
+    memory = {"peak_pss_mb": peak_pss / 2**20, "peak_rss_one_mb": peak_one / 2**20}
+    return {"seconds": seconds, "cpu_s": cpu, **memory, "output": output}
 
 
 def mid_epoch_state(out: Path, spec: str, workers: int, batch_size: int, seed: int = 0) -> dict:
@@ -120,14 +137,14 @@ def first_batch(spec: str, workers: int, batch_size: int, state: dict | None) ->
     return {"seconds": seconds, "batch": int(batch.views[0].shape[0]), "shards": loader.shard_count}
 
 
-def measure_first_batch(spec: str, workers: int, batch_size: int, state: dict | None = None) -> float:
-    """:func:`first_batch` in a fresh process (no warm workers or imports); returns its seconds."""
+def measure_first_batch(spec: str, workers: int, batch_size: int, state: dict | None = None, repeats: int = 3) -> float:
+    """:func:`first_batch` in fresh processes (no warm workers or imports); the median seconds of ``repeats``."""
     cmd = [sys.executable, "-m", "shards.bench_scale", "--first-batch", spec, "--workers", str(workers)]
     cmd += ["--batch-size", str(batch_size)]
     if state is not None:
         cmd += ["--state", json.dumps(state)]
-    result = run_measured(cmd)
-    return json.loads(result["output"].strip().splitlines()[-1])["seconds"]
+    runs = [json.loads(run_measured(cmd)["output"].strip().splitlines()[-1])["seconds"] for _ in range(repeats)]
+    return statistics.median(runs)
 
 
 def convert_cmd(tree: Path, out: Path, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
@@ -180,10 +197,12 @@ def bench_size(scratch: Path, pool: Path, n: int, args: argparse.Namespace, phot
         "convert_images_per_s": images / convert_s,
         "convert_mb_per_s": source_bytes / 1e6 / convert_s,
         "convert_us_per_image": 1e6 * convert_s / images,
-        "convert_peak_rss_mb": conv["peak_rss_mb"],
-        "convert_peak_rss_one_mb": conv["peak_rss_one_mb"],
+        "convert_cpu_us_per_image": 1e6 * conv["cpu_s"] / images,
+        "convert_peak_pss_mb": conv["peak_pss_mb"],
+        "convert_peak_rss_largest_mb": conv["peak_rss_one_mb"],
         "verify_s": verify["seconds"] - args.startup_s,
-        "verify_peak_rss_mb": verify["peak_rss_mb"],
+        "verify_us_per_image": 1e6 * (verify["seconds"] - args.startup_s) / images,
+        "verify_peak_pss_mb": verify["peak_pss_mb"],
         "first_batch_s": start,
         "resume_skipped_samples": sum(state["positions"]),
         "resume_first_batch_s": resume,
