@@ -28,11 +28,13 @@ Epochs (one stream per *logical* DataLoader worker ``w`` of rank ``r``; ``W`` wo
 A batch is the next ``batch_size`` *positions* of a worker's stream (the last one of an exact pass
 may be shorter); the per-sample RNG is derived from ``(seed, epoch, rank, w, position)``
 (:func:`sample_rng`). Order and augmentation are therefore reproducible, and a resume skips the
-first ``p`` positions of each worker by reading (not decoding) them: a resume costs reading that
-share of the epoch's tar bytes once. The shuffle buffer holds ``shuffle_buffer`` undecoded samples
-per worker (~110 MB at ImageNet's ~110 KB per JPEG for the default 1000). Unreadable shards and
-tar members are skipped and counted (``bad_shards``); a sample whose image is missing is still a
-position, and the backend counts it as bad.
+first ``p`` positions of each worker without decoding them: on local uncompressed shards it reads
+only their tar headers and small members and seeks over their images (the samples left in the
+shuffle buffer are read when they come out); ``pipe:``/URL and compressed shards are read through,
+so there a resume costs reading that share of the epoch's tar bytes once. The shuffle buffer
+holds ``shuffle_buffer`` undecoded samples per worker (~110 MB at ImageNet's ~110 KB per JPEG for
+the default 1000). Unreadable shards and tar members are skipped and counted (``bad_shards``); a
+sample whose image is missing is still a position, and the backend counts it as bad.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import posixpath
 import random
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
@@ -66,13 +68,31 @@ MAX_EMPTY_SHARD_ROUNDS = 4
 
 @dataclass
 class RawSample:
-    """One undecoded sample. ``image`` is None when the sample has no image component."""
+    """One undecoded sample. ``image`` is None when the sample has no image component, or while
+    its bytes are ``deferred``: ``(offset, size)`` in the local shard ``url``, read by
+    :func:`load_deferred` (a resume skips samples without reading their images)."""
 
     key: str
     image: bytes | None
     ext: str | None
     label: int = -1
     url: str = ""
+    deferred: tuple[int, int] | None = None
+
+
+def load_deferred(sample: RawSample) -> RawSample:
+    """``sample`` with its deferred image bytes read from its shard (itself when none are deferred).
+    A shard changed since it was read leaves the image None: the backend counts a bad sample."""
+    if sample.deferred is None:
+        return sample
+    offset, size = sample.deferred
+    try:
+        with open(sample.url, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+    except OSError:
+        data = b""
+    return replace(sample, image=data if len(data) == size else None, deferred=None)
 
 
 def list_shards(spec: str) -> list[str]:
@@ -126,14 +146,21 @@ def _parse_label(data: bytes) -> int:
         return -1
 
 
-def _make_sample(key: str, parts: dict[str, bytes], url: str) -> RawSample:
+def _make_sample(key: str, parts: dict[str, bytes | tuple[int, int]], url: str) -> RawSample:
     ext = next((e for e in IMAGE_EXTS if e in parts), None)
     label = next((_parse_label(parts[e]) for e in LABEL_EXTS if e in parts), -1)
-    return RawSample(key=key, image=parts[ext] if ext else None, ext=ext, label=label, url=url)
+    image = parts[ext] if ext else None
+    if isinstance(image, tuple):  # (offset, size): not read (see read_shard's ``defer``)
+        return RawSample(key=key, image=None, ext=ext, label=label, url=url, deferred=image)
+    return RawSample(key=key, image=image, ext=ext, label=label, url=url)
 
 
-def read_shard(url: str, counters: dict[str, int] | None = None) -> Iterator[RawSample]:
+def read_shard(url: str, counters: dict[str, int] | None = None, defer: Callable[[], bool] | None = None) -> Iterator[RawSample]:
     """Samples of one tar shard, in file order.
+
+    While ``defer()`` is true, image bytes of a local uncompressed shard are not read but
+    seeked over, and the sample carries ``deferred=(offset, size)`` instead (a resume's skip
+    reads only tar headers and the small members; :func:`load_deferred` reads an image later).
 
     A shard that cannot be opened or read (truncated, not a tar, failing ``pipe:``) or that holds
     no sample (a zero-length file) is counted in ``counters['bad_shards']`` (empty ones also in
@@ -161,7 +188,11 @@ def read_shard(url: str, counters: dict[str, int] | None = None) -> Iterator[Raw
                     got = True
                     yield _make_sample(key, parts, url)
                 key, parts = member_key, {}
-            parts[ext.lower()] = tar.read()
+            ext = ext.lower()
+            if defer is not None and ext in IMAGE_EXTS and tar.member_offset is not None and defer():
+                parts[ext] = (tar.member_offset, tar.member_size)  # seeked over by the next member
+            else:
+                parts[ext] = tar.read()
         if key is not None:
             got = True
             yield _make_sample(key, parts, url)
@@ -247,20 +278,23 @@ class StreamPlan:
             yield order[i]
             entry += streams
 
-    def samples(self, worker: int, counters: dict[str, int]) -> Iterator[RawSample]:
-        """The shuffled sample stream of logical ``worker`` (infinite when resampled)."""
+    def samples(self, worker: int, counters: dict[str, int], defer: Callable[[], bool] | None = None) -> Iterator[RawSample]:
+        """The shuffled sample stream of logical ``worker`` (infinite when resampled); ``defer``
+        as in :func:`read_shard` (the shuffle moves samples without looking at their bytes)."""
         tag = f"{self.seed}/{self.epoch}/{self.rank}/{worker}"
         if self.resampled:
-            raw = self._resampled(self.cycled_shards(worker), counters)
+            raw = self._resampled(self.cycled_shards(worker), counters, defer)
         else:
-            raw = (s for url in self.worker_shards(worker) for s in read_shard(url, counters))
+            raw = (s for url in self.worker_shards(worker) for s in read_shard(url, counters, defer))
         return shuffled(raw, self.shuffle_buffer, random.Random(f"shuffle/{tag}"))
 
-    def _resampled(self, shards: Iterator[str], counters: dict[str, int]) -> Iterator[RawSample]:
+    def _resampled(
+        self, shards: Iterator[str], counters: dict[str, int], defer: Callable[[], bool] | None
+    ) -> Iterator[RawSample]:
         empty = 0
         while True:
             got = False
-            for sample in read_shard(next(shards), counters):
+            for sample in read_shard(next(shards), counters, defer):
                 got = True
                 yield sample
             empty = 0 if got else empty + 1
@@ -325,13 +359,19 @@ class BatchedStream(IterableDataset):
         start = self.starts[worker] if self.starts else WorkerStart()
         quota = plan.worker_quota(worker)
         counters: dict[str, Any] = {"samples": 0, "bad_samples": 0, "bad_shards": 0}
-        stream = plan.samples(worker, counters)
+        skipping = start.positions > 0
+        stream = plan.samples(worker, counters, defer=lambda: skipping)
         position, produced = start.positions, start.batches
         if quota is not None and produced >= quota:
             return
-        skipped = sum(1 for _ in islice(stream, start.positions))  # read, never decoded
-        if skipped < start.positions:
-            return
+        if skipping:
+            # a resume: the skipped positions' images are seeked over, never read or decoded; the
+            # shuffle buffer's samples read while skipping get their bytes when they come out
+            skipped = sum(1 for _ in islice(stream, start.positions))
+            if skipped < start.positions:
+                return
+            skipping = False
+            stream = map(load_deferred, stream)
         dropped_in_a_row = 0
         while quota is None or produced < quota:
             chunk = list(islice(stream, plan.batch_size))

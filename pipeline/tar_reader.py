@@ -11,6 +11,8 @@ import bz2
 import gzip
 import io
 import lzma
+import os
+import stat
 from collections.abc import Iterator
 from typing import IO
 
@@ -69,18 +71,36 @@ class TarReader:
     ~50 us per member; this ~10): ustar/GNU/pax headers (long names, pax ``path``/``size``),
     gzip/bz2/xz compression sniffed from the first bytes. Header checksums are verified, so a
     non-tar file fails at once. Use :meth:`members`, calling :meth:`read` for the members wanted.
+    On an uncompressed regular file the data of members not read is seeked over, not read, and
+    :attr:`member_offset` says where a member's data lies (to read it later).
     """
 
     def __init__(self, stream: IO[bytes]):
         head = stream.read(_BLOCK)
+        compressed = False
         for magic, opener in _COMPRESSED:
             if head.startswith(magic):
                 stream = opener(io.BufferedReader(_Prepend(head, stream)))
                 head = stream.read(_BLOCK)
+                compressed = True
                 break
         self._stream, self._head = stream, head
         self._left = 0  # data (+ padding) bytes of the current member not read yet
         self._size = 0
+        self._offset: int | None = None
+        # An uncompressed regular file: skipped data is seeked over, and members have offsets.
+        self._file_size = None if compressed else _regular_file_size(stream)
+
+    @property
+    def member_size(self) -> int:
+        """Data bytes of the member :meth:`members` just yielded."""
+        return self._size
+
+    @property
+    def member_offset(self) -> int | None:
+        """File offset of the data of the member :meth:`members` just yielded; None on a stream
+        that cannot seek (pipes, URLs, compressed shards)."""
+        return self._offset
 
     def _header(self) -> bytes:
         if self._head is not None:
@@ -92,6 +112,13 @@ class TarReader:
         return hdr
 
     def _skip(self) -> None:
+        if self._left and self._file_size is not None:
+            end = self._stream.tell() + self._left
+            if end > self._file_size:  # what reading through would have found
+                raise TarFormatError("truncated tar member")
+            self._stream.seek(end)
+            self._left = 0
+            return
         while self._left:
             chunk = self._stream.read(min(self._left, 1 << 20))
             if not chunk:
@@ -126,6 +153,7 @@ class TarReader:
             long_name, pax = None, {}
             self._left, self._size = padded, size
             if kind in (b"0", b"\0", b"7"):
+                self._offset = None if self._file_size is None else self._stream.tell()
                 yield name
 
     def read(self) -> bytes:
@@ -136,6 +164,17 @@ class TarReader:
         if pad:
             _read_exact(self._stream, pad)
         return data
+
+
+def _regular_file_size(stream: IO[bytes]) -> int | None:
+    """The size of a seekable regular file behind ``stream``, else None."""
+    try:
+        if not stream.seekable():
+            return None
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # pipes, sockets, in-memory or wrapped streams
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _check_header(hdr: bytes) -> None:

@@ -46,7 +46,7 @@ from shards.imagenet_like import NUM_CLASSES, VAL_FRACTION, grow_pool, link_tree
 
 BYTES_PER_IMAGE = 112_000  # what shards.imagenet_like writes on average (for the disk check)
 TINY_SHARDS = 2000
-POLL_S = 0.05
+POLL_S = 0.1
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -60,23 +60,37 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(sizes)
 
 
+def _pss(pid: int) -> int | None:
+    """Proportional set size of ``pid`` in bytes from ``/proc/PID/smaps_rollup`` (one cheap read;
+    psutil's ``memory_full_info`` parses every mapping, which cost a quarter of a core here)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
     """``(PSS summed over the process tree, RSS of its largest process)`` in bytes. PSS splits
     pages shared by forked workers among them, so the sum counts them once (RSS would not)."""
     pss = largest = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            info = p.memory_full_info()
+            rss = p.memory_info().rss
         except psutil.Error:
             continue  # ended between listing and reading
-        pss += getattr(info, "pss", info.rss)
-        largest = max(largest, info.rss)
+        share = _pss(p.pid)
+        pss += rss if share is None else share
+        largest = max(largest, rss)
     return pss, largest
 
 
 def run_measured(cmd: list[str]) -> dict:
     """Run ``cmd``; its wall and CPU seconds (all its processes) and peak memory in MB, sampled
-    every 50 ms (see :func:`_tree_memory`). RuntimeError with the output's tail when it fails."""
+    every 100 ms (see :func:`_tree_memory`). RuntimeError with the output's tail when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as log:
         t0 = time.perf_counter()
@@ -178,6 +192,8 @@ def bench_size(scratch: Path, pool: Path, n: int, args: argparse.Namespace, phot
     with tqdm(total=missing, unit="img", disable=args.no_progress or not missing) as bar:
         grow_pool(pool, per_class, n_val, photos, num_classes=args.classes, workers=args.workers, progress=bar.update)
     tree, out = scratch / f"tree-{n}", scratch / f"shards-{n}"
+    for stale in (tree, out, scratch / "tiny-shards"):  # left by an interrupted run: never resume it
+        shutil.rmtree(stale, ignore_errors=True)
     source_bytes = link_tree(pool, tree, per_class, n_val, num_classes=args.classes)
     conv = run_measured(convert_cmd(tree, out, args.workers))
     convert_s = conv["seconds"] - args.startup_s  # the converter's work, not Python's start-up

@@ -14,8 +14,10 @@ import pytest
 import torch
 import webdataset as wds
 
+from pipeline import source
 from pipeline.backends.cpu_backend import build_cpu_loader
-from pipeline.source import StreamPlan, list_shards, read_shard
+from pipeline.source import StreamPlan, list_shards, load_deferred, read_shard
+from pipeline.tar_reader import TarReader
 from tests.pipeline.helpers import run_with_timeout, small_jpegs, tiny_config, write_shards
 
 
@@ -130,6 +132,77 @@ def test_read_shard_counts_broken_shards_and_keeps_what_it_read(tmp_path, photo_
     counters = {}
     assert list(read_shard(f"pipe:cat {tmp_path}/missing.tar 2>/dev/null", counters)) == []
     assert counters["bad_shards"] >= 1
+
+
+def test_deferred_images_are_seeked_over_and_read_back_identical(tmp_path, photo_bytes):
+    path = tmp_path / "t-000000.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(5):
+            sink.write({"__key__": f"k{i}", "jpg": photo_bytes[i], "cls": str(i)})
+    eager = list(read_shard(str(path)))
+    reads = []
+    original_read = TarReader.read
+
+    def counting_read(self):
+        data = original_read(self)
+        reads.append(len(data))
+        return data
+
+    TarReader.read = counting_read
+    try:
+        deferred = list(read_shard(str(path), defer=lambda: True))
+    finally:
+        TarReader.read = original_read
+    assert all(s.image is None and s.deferred is not None for s in deferred)
+    assert max(reads) < 8  # only the labels were read, never an image
+    assert [s.label for s in deferred] == [s.label for s in eager] == list(range(5))
+    assert [load_deferred(s) for s in deferred] == eager
+    # pipes cannot seek: nothing is deferred there
+    piped = list(read_shard(f"pipe:cat {path}", defer=lambda: True))
+    assert [s.image for s in piped] == [s.image for s in eager]
+
+
+def test_deferred_reading_of_a_truncated_shard_counts_what_reading_through_counts(tmp_path, photo_bytes):
+    path = tmp_path / "t-000000.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(4):
+            sink.write({"__key__": f"k{i}", "jpg": photo_bytes[i]})
+    with tarfile.open(path) as tar:
+        offsets = [m.offset_data for m in tar.getmembers()]
+    for cut in (offsets[2] + 100, offsets[3] - 300):  # inside an image's data, inside a header
+        truncated = tmp_path / f"cut{cut}.tar"
+        truncated.write_bytes(path.read_bytes()[:cut])
+        results = []
+        for defer in (None, lambda: True):
+            counters: dict[str, int] = {}
+            keys = [s.key for s in read_shard(str(truncated), counters, defer)]
+            results.append((keys, counters.get("bad_shards"), counters.get("bad_samples")))
+        assert results[0] == results[1]
+
+
+def test_a_resumed_loader_defers_the_skipped_images_and_yields_the_same_batches(shards, monkeypatch):
+    directory, _ = shards
+    cfg = tiny_config(directory, samples_per_epoch=24, batch_size=4, num_workers=0, shuffle_buffer=6)
+    whole = build_cpu_loader(cfg)
+    batches = [b.keys for b in whole]
+    interrupted = build_cpu_loader(cfg)
+    it = iter(interrupted)
+    for _ in range(3):
+        next(it)
+    state = interrupted.state_dict()
+    loaded = []
+    real_load = source.load_deferred
+
+    def counting_load(sample):
+        loaded.append(sample.deferred is not None)
+        return real_load(sample)
+
+    monkeypatch.setattr(source, "load_deferred", counting_load)
+    resumed = build_cpu_loader(cfg)
+    resumed.load_state_dict(state)
+    assert [b.keys for b in resumed] == batches[3:]
+    # the shuffle buffer's samples read while skipping got their bytes on the way out
+    assert 0 < sum(loaded) <= cfg.shuffle_buffer
 
 
 def test_stream_plan_quotas_and_shard_partition():
