@@ -5,10 +5,12 @@ ImageNet-layout tree of real-photo crops (:mod:`shards.imagenet_like`: ~110 kB J
 ImageNet's sizes, 1,000 class folders, a flat ``val/`` labelled by the devkit's files), then
 measures, each step in its own process:
 
-- ``python -m shards imagenet TREE OUT``: seconds, images/s and MB/s of source bytes, CPU time
-  per image (all its processes), peak memory (PSS summed over the converter and its workers, so
-  pages the forked workers share count once; and the RSS of its largest process);
-- ``python -m shards verify OUT``: seconds and peak PSS;
+- ``python -m shards imagenet TREE OUT``: seconds, images/s and MB/s of source bytes, user and
+  system CPU time per image (all its processes), peak memory: PSS summed over the converter and
+  its workers (pages the forked workers share count once), its anonymous part (what they own,
+  not file pages they map), and the RSS of the largest process;
+- ``python -m shards verify OUT``: seconds and peak PSS (it maps the shards it checks, so file
+  pages of up to one shard per worker count there) and its anonymous part;
 - the cpu loader (CLoVE recipe, batch 64, 2 workers): seconds from building it to the first batch
   over the train shards, and the same after ``load_state_dict`` of a position half-way through the
   epoch (a resume reads the skipped samples' bytes without decoding them); each the median of 3
@@ -60,55 +62,63 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(sizes)
 
 
-def _pss(pid: int) -> int | None:
-    """Proportional set size of ``pid`` in bytes from ``/proc/PID/smaps_rollup`` (one cheap read;
-    psutil's ``memory_full_info`` parses every mapping, which cost a quarter of a core here)."""
+def _pss(pid: int) -> tuple[int, int] | None:
+    """``(PSS, anonymous PSS)`` of ``pid`` in bytes from ``/proc/PID/smaps_rollup`` (one cheap
+    read; psutil's ``memory_full_info`` parses every mapping, which cost a quarter of a core here).
+    The anonymous part is the memory the process owns; the rest is file pages it maps (``verify``
+    maps the shards it checks), which the kernel reclaims at will."""
+    fields = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
+                name, _, rest = line.partition(b":")
+                if name in (b"Pss", b"Pss_Anon"):
+                    fields[name] = int(rest.split()[0]) * 1024
     except OSError:
-        pass
-    return None
+        return None
+    return (fields[b"Pss"], fields.get(b"Pss_Anon", fields[b"Pss"])) if b"Pss" in fields else None
 
 
-def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
-    """``(PSS summed over the process tree, RSS of its largest process)`` in bytes. PSS splits
-    pages shared by forked workers among them, so the sum counts them once (RSS would not)."""
-    pss = largest = 0
+def _tree_memory(proc: psutil.Process) -> tuple[int, int, int]:
+    """``(PSS, anonymous PSS, both summed over the process tree; RSS of its largest process)`` in
+    bytes. PSS splits pages shared by forked workers among them, so the sum counts them once."""
+    pss = anon = largest = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             rss = p.memory_info().rss
         except psutil.Error:
             continue  # ended between listing and reading
-        share = _pss(p.pid)
-        pss += rss if share is None else share
-        largest = max(largest, rss)
-    return pss, largest
+        share = _pss(p.pid) or (rss, rss)
+        pss, anon, largest = pss + share[0], anon + share[1], max(largest, rss)
+    return pss, anon, largest
 
 
 def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; its wall and CPU seconds (all its processes) and peak memory in MB, sampled
-    every 100 ms (see :func:`_tree_memory`). RuntimeError with the output's tail when it fails."""
+    """Run ``cmd``; its wall seconds, user and system CPU seconds (all its processes) and peak
+    memory in MB, sampled every 100 ms (see :func:`_tree_memory`). RuntimeError with the output's
+    tail when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = {"pss": 0, "anon": 0, "largest": 0}
     with tempfile.TemporaryFile() as log:
         t0 = time.perf_counter()
         proc = psutil.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        peak_pss = peak_one = 0
         while proc.poll() is None:
-            pss, largest = _tree_memory(proc)
-            peak_pss, peak_one = max(peak_pss, pss), max(peak_one, largest)
+            for name, value in zip(peak, _tree_memory(proc)):
+                peak[name] = max(peak[name], value)
             time.sleep(POLL_S)
         seconds = time.perf_counter() - t0
         log.seek(0)
         output = log.read().decode(errors="replace")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # includes the workers it waited for
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {output[-2000:]}")
-    memory = {"peak_pss_mb": peak_pss / 2**20, "peak_rss_one_mb": peak_one / 2**20}
-    return {"seconds": seconds, "cpu_s": cpu, **memory, "output": output}
+    return {
+        "seconds": seconds,
+        "user_s": after.ru_utime - before.ru_utime,
+        "sys_s": after.ru_stime - before.ru_stime,
+        **{f"peak_{name}_mb": value / 2**20 for name, value in peak.items()},
+        "output": output,
+    }
 
 
 def mid_epoch_state(out: Path, spec: str, workers: int, batch_size: int, seed: int = 0) -> dict:
@@ -213,12 +223,15 @@ def bench_size(scratch: Path, pool: Path, n: int, args: argparse.Namespace, phot
         "convert_images_per_s": images / convert_s,
         "convert_mb_per_s": source_bytes / 1e6 / convert_s,
         "convert_us_per_image": 1e6 * convert_s / images,
-        "convert_cpu_us_per_image": 1e6 * conv["cpu_s"] / images,
+        "convert_user_us_per_image": 1e6 * conv["user_s"] / images,
+        "convert_sys_us_per_image": 1e6 * conv["sys_s"] / images,
         "convert_peak_pss_mb": conv["peak_pss_mb"],
-        "convert_peak_rss_largest_mb": conv["peak_rss_one_mb"],
+        "convert_peak_anon_mb": conv["peak_anon_mb"],
+        "convert_peak_rss_largest_mb": conv["peak_largest_mb"],
         "verify_s": verify["seconds"] - args.startup_s,
         "verify_us_per_image": 1e6 * (verify["seconds"] - args.startup_s) / images,
         "verify_peak_pss_mb": verify["peak_pss_mb"],
+        "verify_peak_anon_mb": verify["peak_anon_mb"],
         "first_batch_s": start,
         "resume_skipped_samples": sum(state["positions"]),
         "resume_first_batch_s": resume,

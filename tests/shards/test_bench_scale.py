@@ -80,7 +80,7 @@ def test_command_measures_every_step_on_a_tiny_size(tmp_path, photos, capsys):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     size, tiny = rows
     assert size["size"] == 20 and size["images"] == size["kept"] == 21  # 20 train + 1 val, none skipped
-    for key in ("convert_images_per_s", "convert_mb_per_s", "convert_cpu_us_per_image", "convert_peak_pss_mb", "verify_s"):
+    for key in ("convert_images_per_s", "convert_mb_per_s", "convert_user_us_per_image", "convert_peak_anon_mb", "verify_s"):
         assert size[key] > 0, key
     assert size["convert_peak_pss_mb"] > 0 and size["convert_peak_rss_largest_mb"] > 0
     assert size["first_batch_s"] > 0 and size["resume_first_batch_s"] > 0
