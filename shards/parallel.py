@@ -10,6 +10,7 @@ could race a rerun.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -115,6 +116,10 @@ def run_jobs(
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Array("q", 2)
+        # Forked workers share the parent's pages until written. The cyclic GC writes into every
+        # object it visits, so a worker's first collection would copy the parent's whole listing
+        # (~1 KB per source image) into each worker; frozen objects are never visited.
+        gc.freeze()
         pool = cf.ProcessPoolExecutor(
             min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker, initargs=(counter, os.getpid())
         )
@@ -128,6 +133,7 @@ def run_jobs(
                     yield fut.result()
             completed = True
         finally:
+            gc.unfreeze()  # the parent's own collections see them again
             if completed:
                 pool.shutdown(wait=True)
             else:
