@@ -46,6 +46,8 @@ from pipeline.photometric import BRIGHTNESS, CONTRAST, HUE, SATURATION, SOLARIZE
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma)
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _LEVELS = np.arange(256, dtype=np.float64)
+_TO_GRAY_RGB = np.asarray([GRAY_WEIGHTS] * 3, dtype=np.float32)  # every channel <- luma
+_GRAY_TO_IDENTITY = np.eye(3, dtype=np.float32) - _TO_GRAY_RGB  # saturation f: _TO_GRAY_RGB + f * this
 _SOLARIZE_LUT = np.where(_LEVELS >= SOLARIZE_THRESHOLD, 255 - _LEVELS, _LEVELS).astype(np.uint8)
 
 cv2.setNumThreads(0)  # run every OpenCV call on the calling thread (see the module docstring)
@@ -75,8 +77,7 @@ def to_grayscale(x: np.ndarray) -> np.ndarray:
 def adjust_saturation(x: np.ndarray, factor: float) -> np.ndarray:
     """Blend with the luma image: ``factor * x + (1 - factor) * gray``, rounded and clipped."""
     # the blend is linear in RGB: one 3x3 colour transform, with the unrounded luma as torchvision's float op
-    blend = factor * np.eye(3) + (1.0 - factor) * np.asarray([GRAY_WEIGHTS] * 3)
-    return cv2.transform(x, blend.astype(np.float32))
+    return cv2.transform(x, _TO_GRAY_RGB + np.float32(factor) * _GRAY_TO_IDENTITY)
 
 
 def adjust_hue(x: np.ndarray, shift: float) -> np.ndarray:
