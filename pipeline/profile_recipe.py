@@ -31,7 +31,7 @@ from pipeline.source import list_shards, read_shard
 from pipeline.views import RECIPES, Recipe, named_recipe
 
 
-def _size_of(name: str, args: tuple, kwargs: dict) -> str:
+def _size_of(name: str, args: tuple) -> str:
     """The view size a call works on, read from its arguments (a view array or an output size)."""
     if name == "resize":
         return str(args[2])
@@ -59,7 +59,7 @@ def timed_steps(totals: Counter) -> Iterator[None]:
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
-            totals[(name, _size_of(name, args, kwargs))] += time.perf_counter() - t0
+            totals[(name, _size_of(name, args))] += time.perf_counter() - t0
             return out
 
         return timed

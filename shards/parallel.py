@@ -115,7 +115,7 @@ def run_jobs(
             return
         # Spawned, not forked: a forked worker keeps the parent's pages as they were at the fork, and
         # the parent touches every listed item (refcounts) while it sends the jobs, so the listing
-        # (~0.9 KB per source image, 1.2 GB for ImageNet) would end up in memory twice.
+        # (~0.9 kB per source image, 1.3 GB for ImageNet, docs/scale.md) would end up in memory twice.
         ctx = mp.get_context("spawn")
         counter = ctx.Array("q", 2)
         pool = cf.ProcessPoolExecutor(
