@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DATA ?= data
 
-.PHONY: help setup demo test test-all bench clean results-resnet results-vit
+.PHONY: help setup demo test test-all bench clean results-resnet results-vit results-vit-ablation
 
 help:
 	@echo "make setup     create .venv, install densessl + real photos (no GPU needed)"
@@ -11,6 +11,7 @@ help:
 	@echo "make test-all  also the slow tests"
 	@echo "make results-resnet  the ResNet learning table end to end (CLoVE vs BYOL vs random; about 2.5 h on 2 cores)"
 	@echo "make results-vit     the ViT learning table end to end (GTSA vs DINO vs random; about 2 h per seed on 2 cores)"
+	@echo "make results-vit-ablation  which budget change moves GTSA: one setting back to the tiny preset per arm, 300 steps (about 1.5 h)"
 
 setup: .venv/.installed
 
@@ -34,6 +35,9 @@ results-resnet: setup
 
 results-vit: setup
 	bash scripts/results.sh vit
+
+results-vit-ablation: setup
+	bash scripts/ablate_vit.sh
 
 clean:
 	rm -rf $(DATA) runs

@@ -67,3 +67,36 @@ def test_results_run_end_to_end_at_tiny_size(family, tmp_path, real_photos):
 def test_results_names_its_families():
     run = subprocess.run(["bash", "scripts/results.sh", "nope"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "resnet|vit" in run.stderr
+
+
+def test_vit_ablation_runs_end_to_end_at_tiny_size(tmp_path, real_photos):
+    """``make results-vit-ablation``: one arm per setting put back, all against the budget arm."""
+    if not TUXPAINT_STAMPS.is_dir():
+        pytest.skip("tuxpaint-stamps-default not installed: run `bash scripts/setup.sh` as root")
+    pytest.importorskip("timm")
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "TINY": "1",
+        "SEEDS": "0",
+        "STEPS": "2",
+        "THREADS": "1",
+        "PY": sys.executable,
+        "OUT": str(out),
+        "RESULTS": str(tmp_path / "no-results"),
+        "PHOTOS": str(tmp_path / "photos"),
+        "EVAL_DATA": str(tmp_path / "cp"),
+    }
+    run = subprocess.run(["bash", "scripts/ablate_vit.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = {r["model"]: r for r in map(json.loads, (out / "eval.jsonl").read_text().splitlines())}
+    arms = ["budget", "photos", "views64", "lr_tiny", "batch8"]
+    assert list(rows) == ["random", *arms]
+    assert all(set(rows[arm]["differences"]) == {"budget"} for arm in arms[1:])
+    assert all(rows[arm]["info"][0]["step"] == 2 for arm in arms)  # every arm stopped at STEPS
+    configs = {arm: (out / f"{arm}_s0" / "checkpoints" / "config.yaml").read_text() for arm in arms}
+    assert str(tmp_path / "photos") in configs["photos"] and str(tmp_path / "photos") not in configs["budget"]
+    assert "base_lr: 0.00128" in configs["lr_tiny"] and "global_size: 48" in configs["views64"]
+    assert "batch_size: 2" in configs["batch8"]
+    table = (out / "table.txt").read_text()
+    assert "photos - budget" in table and table.count("rotation accuracy, ") == len(arms)

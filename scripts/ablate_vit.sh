@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Which change of configs/gtsa_budget.yaml (against the tiny preset, which does not move from its
+# init) makes GTSA's features move: `make results-vit-ablation`. Each arm is the budget config with
+# ONE setting put back to the tiny preset's, trained for STEPS steps of the budget's own schedule
+# (train.max_steps: the lr and EMA schedules are those of the full 600-step run), then all arms are
+# evaluated in one run against the unchanged budget at the same step, with paired intervals.
+# The budget arm reuses the step-STEPS checkpoint of `make results-vit`'s GTSA runs where they exist
+# (same config and seed, so the same weights as a run stopped there), else trains its own.
+# Environment: OUT (default runs/ablation-vit), RESULTS (default runs/results-vit), SEEDS (budget
+# arm's seeds, default "0 1"), STEPS (default 300), THREADS (default 2), TINY=1 for a seconds-long
+# version of every step (what the test suite runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/ablation-vit}
+RESULTS=${RESULTS:-runs/results-vit}
+SEEDS=${SEEDS:-0 1}
+STEPS=${STEPS:-300}
+THREADS=${THREADS:-2}
+PHOTOS=${PHOTOS:-data/shards/photos}
+EVAL_DATA=${EVAL_DATA:-data/shards/copy-paste}
+# arm -> the one setting put back to configs/gtsa_tiny.yaml's (peak lr and batch as the tiny preset
+# has them: lr 1.6e-4 = base_lr 1.28e-3 per 256 at batch 32; batch 8 at the budget's peak lr 2e-3)
+declare -A arms=(
+  [budget]=""
+  [photos]="data.shards=$PHOTOS"
+  [views64]="data.global_size=64 data.local_size=32 method.options.img_size=64 method.options.aligned_cells_global=6 method.options.aligned_cells_local=3"
+  [lr_tiny]="optim.base_lr=1.28e-3"
+  [batch8]="data.batch_size=8 data.samples_per_epoch=64 optim.base_lr=6.4e-2"
+)
+order=(budget photos views64 lr_tiny batch8)
+train_extra=()
+eval_extra=(--probe-seeds 1 --threads "$THREADS")
+copy_paste=()
+if [ "${TINY:-0}" = 1 ]; then
+  train_extra=(train.epochs=2 data.samples_per_epoch=8 data.batch_size=4 data.global_size=64 data.local_size=32
+    data.num_local=2 checkpoint.every_steps=2 log.progress=false log.tensorboard=false
+    method.options.proj_dim=16 method.options.pred_hidden=32 method.options.rot_hidden=32)
+  arms[views64]="data.global_size=48 data.local_size=24 method.options.img_size=48 method.options.aligned_cells_global=6 method.options.aligned_cells_local=3"
+  arms[batch8]="data.batch_size=2 data.samples_per_epoch=4 optim.base_lr=6.4e-2"
+  eval_extra+=(--quick --no-progress)
+  copy_paste=(--train 24 --test 24 --size 64 --no-progress)
+fi
+mkdir -p "$OUT"
+$PY -m shards photos "$PHOTOS"
+$PY -m shards copy-paste "$EVAL_DATA" "${copy_paste[@]}"
+
+ckpt_name=$(printf 'ckpt-%08d.pt' "$STEPS")
+rows=()
+logs=()
+for arm in "${order[@]}"; do
+  seeds=0
+  [ "$arm" = budget ] && seeds=$SEEDS
+  list=""
+  for s in $seeds; do
+    ckpt="$OUT/${arm}_s$s/checkpoints/$ckpt_name"
+    if [ "$arm" = budget ] && [ -f "$RESULTS/gtsa_s$s/checkpoints/$ckpt_name" ]; then
+      ckpt="$RESULTS/gtsa_s$s/checkpoints/$ckpt_name"
+      echo "ablation: budget seed $s is $ckpt"
+    elif [ -f "$ckpt" ]; then
+      echo "ablation: $ckpt is finished"
+    else
+      read -ra options <<< "${arms[$arm]}"
+      echo "ablation: training $OUT/${arm}_s$s to step $STEPS ($(date +%H:%M:%S))"
+      start=$(date +%s)
+      $PY -m train --config configs/gtsa_budget.yaml --resume auto output_dir="$OUT/${arm}_s$s" \
+        data.shards="$EVAL_DATA/train-*.tar" train.seed="$s" data.seed="$s" train.threads="$THREADS" \
+        train.max_steps="$STEPS" checkpoint.every_steps="$STEPS" "${train_extra[@]}" ${options[@]+"${options[@]}"} \
+        > "$OUT/${arm}_s$s.log" 2>&1 || { tail -n 5 "$OUT/${arm}_s$s.log"; exit 1; }
+      echo "ablation: $OUT/${arm}_s$s took $(( $(date +%s) - start )) s"
+    fi
+    list="$list,$ckpt"
+    logs+=("$arm=$(dirname "$(dirname "$ckpt")")/log.jsonl")
+  done
+  rows+=(--checkpoint "$arm=${list#,}")
+done
+
+rm -f "$OUT/eval.jsonl"
+$PY -m evaluation --data "$EVAL_DATA" --checkpoint "random=random:configs/gtsa_budget.yaml" "${rows[@]}" \
+  --baseline budget "${eval_extra[@]}" --out "$OUT/eval.jsonl" | tee "$OUT/table.txt"
+# GTSA's rotation accuracy over the last 50 training steps up to STEPS (chance: 25 %)
+$PY - "$STEPS" "${logs[@]}" <<'EOF_PY' | tee -a "$OUT/table.txt"
+import json, sys
+steps = int(sys.argv[1])
+for spec in sys.argv[2:]:
+    arm, path = spec.split("=", 1)
+    rows = [json.loads(line) for line in open(path)]
+    acc = [r["rot_acc"] for r in rows if "rot_acc" in r and steps - 50 < r["step"] <= steps]
+    print(f"rotation accuracy, {arm} ({path}), steps {steps - 50}-{steps}: {100 * sum(acc) / max(len(acc), 1):.1f} %")
+EOF_PY
+echo "ablation: table in $OUT/table.txt, rows in $OUT/eval.jsonl"
