@@ -22,16 +22,9 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_results_run_end_to_end_at_tiny_size(family, tmp_path, real_photos):
-    if not TUXPAINT_STAMPS.is_dir():
-        pytest.skip("tuxpaint-stamps-default not installed: run `bash scripts/setup.sh` as root")
-    pytest.importorskip("matplotlib")
-    if family == "vit":
-        pytest.importorskip("timm")
-    names, methods, layer, bn = FAMILIES[family]
-    out = tmp_path / "out"
-    env = {
+def _tiny_env(tmp_path: Path, out: Path) -> dict[str, str]:
+    """The scripts' environment for their seconds-long version, every output under ``tmp_path``."""
+    return {
         **os.environ,
         "TINY": "1",
         "SEEDS": "0",
@@ -41,6 +34,18 @@ def test_results_run_end_to_end_at_tiny_size(family, tmp_path, real_photos):
         "PHOTOS": str(tmp_path / "photos"),
         "EVAL_DATA": str(tmp_path / "cp"),
     }
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_results_run_end_to_end_at_tiny_size(family, tmp_path, real_photos):
+    if not TUXPAINT_STAMPS.is_dir():
+        pytest.skip("tuxpaint-stamps-default not installed: run `bash scripts/setup.sh` as root")
+    pytest.importorskip("matplotlib")
+    if family == "vit":
+        pytest.importorskip("timm")
+    names, methods, layer, bn = FAMILIES[family]
+    out = tmp_path / "out"
+    env = _tiny_env(tmp_path, out)
     command = ["bash", "scripts/results.sh", family]
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -75,18 +80,7 @@ def test_vit_ablation_runs_end_to_end_at_tiny_size(tmp_path, real_photos):
         pytest.skip("tuxpaint-stamps-default not installed: run `bash scripts/setup.sh` as root")
     pytest.importorskip("timm")
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "TINY": "1",
-        "SEEDS": "0",
-        "STEPS": "2",
-        "THREADS": "1",
-        "PY": sys.executable,
-        "OUT": str(out),
-        "RESULTS": str(tmp_path / "no-results"),
-        "PHOTOS": str(tmp_path / "photos"),
-        "EVAL_DATA": str(tmp_path / "cp"),
-    }
+    env = {**_tiny_env(tmp_path, out), "STEPS": "2", "RESULTS": str(tmp_path / "no-results")}
     run = subprocess.run(["bash", "scripts/ablate_vit.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     rows = {r["model"]: r for r in map(json.loads, (out / "eval.jsonl").read_text().splitlines())}
