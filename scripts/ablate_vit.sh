@@ -11,14 +11,12 @@
 # version of every step (what the test suite runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+# shellcheck source=scripts/results_common.sh
+source scripts/results_common.sh
 OUT=${OUT:-runs/ablation-vit}
 RESULTS=${RESULTS:-runs/results-vit}
 SEEDS=${SEEDS:-0 1}
 STEPS=${STEPS:-300}
-THREADS=${THREADS:-2}
-PHOTOS=${PHOTOS:-data/shards/photos}
-EVAL_DATA=${EVAL_DATA:-data/shards/copy-paste}
 # arm -> the one setting put back to configs/gtsa_tiny.yaml's (peak lr and batch as the tiny preset
 # has them: lr 1.6e-4 = base_lr 1.28e-3 per 256 at batch 32; batch 8 at the budget's peak lr 2e-3)
 declare -A arms=(
@@ -29,17 +27,11 @@ declare -A arms=(
   [batch8]="data.batch_size=8 data.samples_per_epoch=64 optim.base_lr=6.4e-2"
 )
 order=(budget photos views64 lr_tiny batch8)
-train_extra=()
-eval_extra=(--probe-seeds 1 --threads "$THREADS")
-copy_paste=()
+eval_extra=(--probe-seeds 1 --threads "$THREADS" ${tiny_eval[@]+"${tiny_eval[@]}"})
 if [ "${TINY:-0}" = 1 ]; then
-  train_extra=(train.epochs=2 data.samples_per_epoch=8 data.batch_size=4 data.global_size=64 data.local_size=32
-    data.num_local=2 checkpoint.every_steps=2 log.progress=false log.tensorboard=false
-    method.options.proj_dim=16 method.options.pred_hidden=32 method.options.rot_hidden=32)
+  train_extra+=("${tiny_gtsa[@]}")
   arms[views64]="data.global_size=48 data.local_size=24 method.options.img_size=48 method.options.aligned_cells_global=6 method.options.aligned_cells_local=3"
   arms[batch8]="data.batch_size=2 data.samples_per_epoch=4 optim.base_lr=6.4e-2"
-  eval_extra+=(--quick --no-progress)
-  copy_paste=(--train 24 --test 24 --size 64 --no-progress)
 fi
 mkdir -p "$OUT"
 $PY -m shards photos "$PHOTOS"

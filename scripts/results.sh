@@ -11,12 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 family=${1:-}
-PY=${PY:-.venv/bin/python}
+# shellcheck source=scripts/results_common.sh
+source scripts/results_common.sh
 OUT=${OUT:-runs/results-$family}
 SEEDS=${SEEDS:-0 1}
-THREADS=${THREADS:-2}
-PHOTOS=${PHOTOS:-data/shards/photos}
-EVAL_DATA=${EVAL_DATA:-data/shards/copy-paste}
 CURVE_STEPS=${CURVE_STEPS:-}
 declare -A tiny_options
 case "$family" in
@@ -30,22 +28,13 @@ case "$family" in
     baseline=dino method=gtsa names=(DINO GTSA) random_spec=random:configs/gtsa_budget.yaml pretrain="$EVAL_DATA/train-*.tar"
     fields=(rot_acc emb_rank) metrics=(corr/block3 corr/block4 fg/block3 fg/block4)
     CURVE_STEPS=${CURVE_STEPS:-200 400 600}
-    tiny_options=([gtsa]="method.options.proj_dim=16 method.options.pred_hidden=32 method.options.rot_hidden=32"
+    tiny_options=([gtsa]="${tiny_gtsa[*]}"
       [dino]="method.options.head_hidden_dim=32 method.options.head_bottleneck_dim=16 method.options.out_dim=64") ;;
   *) echo "usage: bash scripts/results.sh resnet|vit (the README's learning tables; see the script's head)" >&2; exit 2 ;;
 esac
-train_extra=()
-eval_extra=(--threads "$THREADS")
-curve_extra=(--probe-seeds 1)
-copy_paste=()
-if [ "${TINY:-0}" = 1 ]; then
-  train_extra=(train.epochs=2 data.samples_per_epoch=8 data.batch_size=4 data.global_size=64 data.local_size=32
-    data.num_local=2 checkpoint.every_steps=2 log.progress=false log.tensorboard=false)
-  eval_extra+=(--quick --no-progress)
-  curve_extra+=(--quick --no-progress)
-  copy_paste=(--train 24 --test 24 --size 64 --no-progress)
-  CURVE_STEPS="2 4"
-fi
+eval_extra=(--threads "$THREADS" ${tiny_eval[@]+"${tiny_eval[@]}"})
+curve_extra=(--probe-seeds 1 ${tiny_eval[@]+"${tiny_eval[@]}"})
+if [ "${TINY:-0}" = 1 ]; then CURVE_STEPS="2 4"; fi
 mkdir -p "$OUT"
 [ "$family" = resnet ] && $PY -m shards photos "$PHOTOS"
 $PY -m shards copy-paste "$EVAL_DATA" "${copy_paste[@]}"
