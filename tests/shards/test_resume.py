@@ -42,6 +42,9 @@ def _interrupt(src: Path, out: Path, sig: int) -> subprocess.CompletedProcess:
         stderr=subprocess.PIPE,
         text=True,
         env=env(),
+        # as a terminal's foreground job: a suite started in the background by a non-interactive
+        # shell ignores SIGINT, and the child would inherit that and never see the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while len(list(out.glob("train-*.tar"))) < 2 and proc.poll() is None:
