@@ -53,13 +53,8 @@ for arm in "${order[@]}"; do
       echo "ablation: $ckpt is finished"
     else
       read -ra options <<< "${arms[$arm]}"
-      echo "ablation: training $OUT/${arm}_s$s to step $STEPS ($(date +%H:%M:%S))"
-      start=$(date +%s)
-      $PY -m train --config configs/gtsa_budget.yaml --resume auto output_dir="$OUT/${arm}_s$s" \
-        data.shards="$EVAL_DATA/train-*.tar" train.seed="$s" data.seed="$s" train.threads="$THREADS" \
-        train.max_steps="$STEPS" checkpoint.every_steps="$STEPS" "${train_extra[@]}" ${options[@]+"${options[@]}"} \
-        > "$OUT/${arm}_s$s.log" 2>&1 || { tail -n 5 "$OUT/${arm}_s$s.log"; exit 1; }
-      echo "ablation: $OUT/${arm}_s$s took $(( $(date +%s) - start )) s"
+      train_run ablation configs/gtsa_budget.yaml "$OUT/${arm}_s$s" "$s" data.shards="$EVAL_DATA/train-*.tar" \
+        train.max_steps="$STEPS" checkpoint.every_steps="$STEPS" "${train_extra[@]}" ${options[@]+"${options[@]}"}
     fi
     list="$list,$ckpt"
     logs+=("$arm=$(dirname "$(dirname "$ckpt")")/log.jsonl")

@@ -46,12 +46,7 @@ for m in $method $baseline; do
     if [ -f "$run/exported/backbone.json" ]; then echo "results: $run is finished"; continue; fi
     options=()
     if [ "${TINY:-0}" = 1 ]; then read -ra options <<< "${tiny_options[$m]}"; fi
-    echo "results: training $run ($(date +%H:%M:%S))"
-    start=$(date +%s)
-    $PY -m train --config "configs/${m}_budget.yaml" --resume auto output_dir="$run" data.shards="$pretrain" \
-      train.seed="$s" data.seed="$s" train.threads="$THREADS" "${train_extra[@]}" ${options[@]+"${options[@]}"} > "$run.log" 2>&1 \
-      || { tail -n 5 "$run.log"; exit 1; }
-    echo "results: $run took $(( $(date +%s) - start )) s"
+    train_run results "configs/${m}_budget.yaml" "$run" "$s" data.shards="$pretrain" "${train_extra[@]}" ${options[@]+"${options[@]}"}
   done
 done
 
