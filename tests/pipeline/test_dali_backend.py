@@ -512,3 +512,42 @@ def test_photometric_draws_follow_the_shared_law(recipe):
                 assert len(drawn) > 100 and _ks(drawn, ours) <= 0.08, (key, _ks(drawn, ours))
             else:
                 assert abs(drawn.mean() - ours.mean()) <= 0.04, (key, drawn.mean(), ours.mean())
+
+
+# DALI's colour_twist works in YIQ (NTSC): luma Y and the chroma plane (I, Q)
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+
+
+def _yiq_hue(x: np.ndarray, turns: float) -> np.ndarray:
+    """``x`` ``[H, W, 3]`` with its (I, Q) chroma rotated by ``turns``, rounded and clipped, written
+    from the YIQ definition (the direction is DALI's: a positive hue turns I towards -Q)."""
+    a = 2 * np.pi * turns
+    rot = np.array([[1, 0, 0], [0, np.cos(a), np.sin(a)], [0, -np.sin(a), np.cos(a)]])
+    m = np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ
+    return np.clip(np.rint(x.astype(np.float64) @ m.T), 0, 255).astype(np.int64)
+
+
+@needs_dali
+def test_hue_is_a_yiq_rotation_not_torchvisions_hsv(real_photos):
+    """DALI's hue (``colour_twist``) rotates the chroma in YIQ; the cpu and torch backends rotate the
+    HSV hue as torchvision does. On real photos, every output is a YIQ rotation (within one level,
+    at the best angle of a 0.05 degree grid over the drawn range), and where the hue moved enough
+    to tell, no HSV rotation (1 degree grid) comes within 8 levels: the departure documented in
+    docs/extending.md."""
+    import torchvision.transforms.v2.functional as TF
+
+    images = []
+    for path in real_photos[:4]:
+        with Image.open(path) as im:
+            images.append(np.array(im.convert("RGB").resize((32, 24), Image.BILINEAR)))
+    hue_only = Photometric(jitter=(0.0, 0.0, 0.0, 0.1), jitter_p=1.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
+    grid = np.arange(-0.1, 0.1 + 1e-9, 0.05 / 360)  # turns
+    moved = 0
+    for x, y in zip(images, run_photometric(images, hue_only, seed=5)):
+        assert min(np.abs(_yiq_hue(x, t) - y).max() for t in grid) <= 1
+        if np.abs(y - x).max() > 15:  # a turn big enough to tell the two definitions apart
+            moved += 1
+            chw = torch.from_numpy(x).permute(2, 0, 1).contiguous()
+            hsv = (TF.adjust_hue(chw, float(t)).permute(1, 2, 0).numpy().astype(np.int64) for t in grid[::20])
+            assert min(np.abs(h - y).max() for h in hsv) > 8
+    assert moved >= 2
