@@ -2,9 +2,14 @@
 
 Each output is a random crop of a real photo (30-100 % of its area), resized so that its shorter
 side is 333-500 px like ImageNet's typical images, and encoded at quality 95 (ImageNet averages ~110 KB; these
-come out near 75 KB, printed at the end). Deterministic for a seed.
+come out near 75-85 KB, printed at the end). Deterministic for a seed.
 
-    .venv/bin/python scripts/make_bench_images.py data/bench-images --count 2000
+With ``--imagenet-sizes`` the sizes follow ImageNet-1k's distribution instead (most images 500 px
+on the long side, the rest 200-1,200 px) at quality 98-99, about 115 kB each: the images of the
+scale benchmark's ImageNet trees (:mod:`shards.imagenet_like`). Decoding costs more per image
+there, so the recipe's ratio to decode-only is higher than on the default images (docs/scale.md).
+
+    .venv/bin/python scripts/make_bench_images.py data/bench-images --count 2000 [--imagenet-sizes]
     .venv/bin/python -m shards folder data/bench-images data/shards/bench
 """
 
@@ -17,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from shards import imagenet_like
 from shards.photos import MISSING_HINT, available_photos
 
 
@@ -34,6 +40,13 @@ def main() -> None:
         help="take the JPEG/PNG photos under this folder instead of the installed ones (a machine "
         "without the Debian photo packages, e.g. the photos that scripts/gpu_check.py --prepare packs)",
     )
+    ap.add_argument(
+        "--imagenet-sizes",
+        action="store_true",
+        help="draw sizes from ImageNet-1k's distribution (3 in 4 with a 500 px long side) and encode "
+        "at quality 98-99 for its ~110 kB per image, as the scale benchmark's trees do "
+        "(shards.imagenet_like); --quality is then ignored",
+    )
     args = ap.parse_args()
 
     if args.photos is not None:
@@ -43,8 +56,17 @@ def main() -> None:
     photos = [p for p in candidates if Image.open(p).mode in ("RGB", "RGBA", "P")]
     if not photos:
         raise SystemExit(f"no photos under {args.photos}" if args.photos is not None else MISSING_HINT)
-    sources = [Image.open(p).convert("RGB") for p in photos]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.imagenet_sizes:
+        imagenet_like.load_sources(photos)
+        total = 0
+        for i in tqdm(range(args.count), desc="bench images", unit="img"):
+            data = imagenet_like.render(f"{args.seed}/{i}")
+            (args.out / f"img{i:06d}.jpg").write_bytes(data)
+            total += len(data)
+        print(f"wrote {args.count} JPEGs to {args.out}, {total / args.count / 1024:.0f} KB average")
+        return
+    sources = [Image.open(p).convert("RGB") for p in photos]
     rng = random.Random(args.seed)
     total = 0
     for i in tqdm(range(args.count), desc="bench images", unit="img"):

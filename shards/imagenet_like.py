@@ -56,7 +56,7 @@ def imagenet_size(rng: random.Random) -> tuple[int, int]:
 _sources: list[np.ndarray] = []
 
 
-def _load_sources(paths: list[Path]) -> None:
+def load_sources(paths: list[Path]) -> None:
     """Decode every real photo once per process, shrunk to :data:`SOURCE_MAX_SIDE`."""
     _sources.clear()
     for p in paths:
@@ -132,7 +132,7 @@ def grow_pool(
     if not jobs:
         return 0
     ctx = get_context("fork")
-    with ctx.Pool(max(1, workers), initializer=_load_sources, initargs=(photos,)) as procs:
+    with ctx.Pool(max(1, workers), initializer=load_sources, initargs=(photos,)) as procs:
         for n in procs.imap_unordered(_write, jobs, chunksize=64):
             written += n
             if progress is not None:
