@@ -7,6 +7,8 @@ import io
 import threading
 from pathlib import Path
 
+import numpy as np
+import pytest
 import simplejpeg
 import webdataset as wds
 from PIL import Image
@@ -29,6 +31,22 @@ def small_jpegs(photos: list[Path], count: int, max_side: int = 96) -> list[byte
         im.save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
+
+
+def colour_photo_arrays(photos: list[Path], count: int, size: tuple[int, int] = (32, 24)) -> list[np.ndarray]:
+    """The first ``count`` photos with real colour (mean channel spread of at least 20 levels), as
+    ``size`` RGB arrays: colour ops leave a grey photo unchanged, and which photos come first
+    depends on where scikit-image's are installed."""
+    out = []
+    for path in photos:
+        with Image.open(path) as im:
+            im.draft("RGB", (4 * size[0], 4 * size[1]))  # DCT-scaled decode of the big JPEGs
+            arr = np.array(im.convert("RGB").resize(size, Image.BILINEAR))
+        if (arr.max(-1).astype(np.int64) - arr.min(-1)).mean() >= 20:
+            out.append(arr)
+            if len(out) == count:
+                return out
+    pytest.skip(f"fewer than {count} colour photos installed")
 
 
 def write_shards(directory: Path, images: list[bytes], n_shards: int, prefix: str = "train") -> list[str]:

@@ -23,7 +23,7 @@ from pipeline.geometry import inverse_coordinate_map
 from pipeline.loader import build_loader
 from pipeline.views import Photometric, named_recipe, view_matrix
 from shards.writer import ShardWriter
-from tests.pipeline.helpers import backend_config
+from tests.pipeline.helpers import backend_config, colour_photo_arrays
 
 needs_dali = pytest.mark.skipif(dali_import_error() is not None, reason=INSTALL_HINT)
 
@@ -536,10 +536,7 @@ def test_hue_is_a_yiq_rotation_not_torchvisions_hsv(real_photos):
     docs/extending.md."""
     import torchvision.transforms.v2.functional as TF
 
-    images = []
-    for path in real_photos[:4]:
-        with Image.open(path) as im:
-            images.append(np.array(im.convert("RGB").resize((32, 24), Image.BILINEAR)))
+    images = colour_photo_arrays(real_photos, 4)
     hue_only = Photometric(jitter=(0.0, 0.0, 0.0, 0.1), jitter_p=1.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
     grid = np.arange(-0.1, 0.1 + 1e-9, 0.05 / 360)  # turns
     moved = 0

@@ -7,13 +7,12 @@ import bench_colour_ceiling as ceiling
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.backends import cpu_backend
 from pipeline.backends.dali_backend import INSTALL_HINT, dali_import_error
 from pipeline.loader import build_loader
 from pipeline.photometric import PhotometricParams
-from tests.pipeline.helpers import backend_config, small_jpegs, write_shards
+from tests.pipeline.helpers import backend_config, colour_photo_arrays, small_jpegs, write_shards
 
 
 def _dali_colour_twist(images: list[np.ndarray], saturation: float, hue_turns: float) -> list[np.ndarray]:
@@ -34,7 +33,7 @@ def _dali_colour_twist(images: list[np.ndarray], saturation: float, hue_turns: f
 @pytest.mark.skipif(dali_import_error() is not None, reason=INSTALL_HINT)
 def test_colour_twist_matrix_is_dalis(real_photos):
     """Within one level of DALI's own operator on real photos, for hue and saturation together."""
-    images = [np.array(Image.open(p).convert("RGB").resize((40, 30), Image.BILINEAR)) for p in real_photos[:3]]
+    images = colour_photo_arrays(real_photos, 3, (40, 30))
     for saturation, hue in ((1.0, 0.1), (0.6, -0.08), (1.4, 0.03)):
         params = PhotometricParams(jitter_order=(2, 3), saturation=saturation, hue=hue)
         for x, dali in zip(images, _dali_colour_twist(images, saturation, hue)):
