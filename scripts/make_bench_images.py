@@ -16,6 +16,8 @@ there, so the recipe's ratio to decode-only is higher than on the default images
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import random
 from pathlib import Path
 
@@ -24,6 +26,26 @@ from tqdm import tqdm
 
 from shards import imagenet_like
 from shards.photos import MISSING_HINT, available_photos
+
+
+def _short_side_333_500(sources: list[Image.Image], rng: random.Random, quality: int, i: int) -> bytes:
+    """JPEG ``i``: a 30-100 % crop of photo ``i`` (cycling), its shorter side resized to 333-500 px."""
+    src = sources[i % len(sources)]
+    w, h = src.size
+    frac = rng.uniform(0.3, 1.0) ** 0.5
+    cw, ch = max(16, int(w * frac)), max(16, int(h * frac))
+    x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    short = rng.randint(333, 500)
+    s = short / min(cw, ch)
+    img = src.crop((x0, y0, x0 + cw, y0 + ch)).resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _imagenet_sized(seed: int, i: int) -> bytes:
+    """JPEG ``i`` at ImageNet's sizes and bytes (:func:`shards.imagenet_like.render`)."""
+    return imagenet_like.render(f"{seed}/{i}")
 
 
 def main() -> None:
@@ -59,28 +81,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.imagenet_sizes:
         imagenet_like.load_sources(photos)
-        total = 0
-        for i in tqdm(range(args.count), desc="bench images", unit="img"):
-            data = imagenet_like.render(f"{args.seed}/{i}")
-            (args.out / f"img{i:06d}.jpg").write_bytes(data)
-            total += len(data)
-        print(f"wrote {args.count} JPEGs to {args.out}, {total / args.count / 1024:.0f} KB average")
-        return
-    sources = [Image.open(p).convert("RGB") for p in photos]
-    rng = random.Random(args.seed)
+        render = functools.partial(_imagenet_sized, args.seed)
+    else:
+        render = functools.partial(
+            _short_side_333_500, [Image.open(p).convert("RGB") for p in photos], random.Random(args.seed), args.quality
+        )
     total = 0
     for i in tqdm(range(args.count), desc="bench images", unit="img"):
-        src = sources[i % len(sources)]
-        w, h = src.size
-        frac = rng.uniform(0.3, 1.0) ** 0.5
-        cw, ch = max(16, int(w * frac)), max(16, int(h * frac))
-        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        short = rng.randint(333, 500)
-        s = short / min(cw, ch)
-        img = src.crop((x0, y0, x0 + cw, y0 + ch)).resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
-        path = args.out / f"img{i:06d}.jpg"
-        img.save(path, quality=args.quality)
-        total += path.stat().st_size
+        data = render(i)
+        (args.out / f"img{i:06d}.jpg").write_bytes(data)
+        total += len(data)
     print(f"wrote {args.count} JPEGs to {args.out}, {total / args.count / 1024:.0f} KB average")
 
 
