@@ -6,7 +6,8 @@ photometric parameters, decode at the smallest DCT scale that still leaves every
 output size), round each crop window to integer decoded pixels and recompute the view matrix exactly from
 the rounded window composed with ``scale_matrix(scale)``, resize the crop with antialiasing (torch
 uint8 ``interpolate`` on channels-last tensors: ~5x faster than PIL resize here), flip, rotate,
-apply the photometric part (:mod:`pipeline.backends.photometric_cpu`, OpenCV on HWC uint8 arrays). Batches
+apply the photometric part (:mod:`pipeline.backends.photometric_cpu`: OpenCV on HWC uint8 arrays, the
+hue a compiled numba pass). Batches
 are collated in the worker into a :class:`~pipeline.batch.ViewBatch` of uint8 views in (recycled)
 shared memory; the main process pins them, moves them to ``device`` and normalises them there. When
 ``device`` is the CPU itself the workers normalise instead (in parallel, and not in the main
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.backends.hue_kernel import compile_kernel
 from pipeline.backends.photometric_cpu import apply_photometric
 from pipeline.bad_samples import BadSampleGuard
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD, ViewBatch, normalize_views
@@ -227,6 +229,8 @@ def build_cpu_loader(
     elif not cfg.photometric:
         recipe = recipe.without_photometric()
     plan = plan_from_config(cfg, rank, world_size)
+    if any(spec.photometric is not None and spec.photometric.jitter[3] > 0 for spec in recipe.views):
+        compile_kernel()  # here, once: forked workers inherit it (pipeline.backends.hue_kernel)
     device = torch.device(device)
     # On a CPU "device" the workers normalise (in parallel, single-threaded); elsewhere they ship
     # uint8 (4x fewer bytes to pin and copy) and the device normalises.
