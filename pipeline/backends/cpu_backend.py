@@ -62,21 +62,21 @@ class SampleViews:
 _ROTATE = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
 
-def resize_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int, mode: str) -> np.ndarray:
+def resize_crop(image: np.ndarray, window: tuple[int, int, int, int], size: int, mode: str) -> np.ndarray:
     """Crop ``image`` ``[h, w, 3]`` uint8 to integer ``window`` ``(x0, y0, w, h)`` and resize it to
     ``size x size`` (antialiased when shrinking, half-pixel centres as the geometry contract wants).
 
     Returns ``[size, size, 3]`` uint8, C-contiguous.
     """
     x0, y0, w, h = window
-    crop = image[y0 : y0 + h, x0 : x0 + w]
+    crop = image[y0 : y0 + h, x0 : x0 + w]  # numpy slicing: a few us less per view than torch's
     if (h, w) == (size, size):
-        return np.ascontiguousarray(crop.numpy())
+        return np.ascontiguousarray(crop)
     # uint8 channels-last is torch's fast (SIMD) path for antialiased bilinear/bicubic, and its
     # output is channels-last too, i.e. an HWC array.
-    crop = crop.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    crop = torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
     out = F.interpolate(crop, size=(size, size), mode=mode, antialias=True, align_corners=False)
-    return out[0].permute(1, 2, 0).numpy()
+    return out.numpy()[0].transpose(1, 2, 0)
 
 
 def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_decode: bool = True) -> SampleViews:
@@ -87,17 +87,19 @@ def make_views(sample: RawSample, recipe: Recipe, rng: random.Random, reduced_de
     """
     drawn = draw_views(sample, recipe, rng)
     decoded = decode_for_views(drawn, recipe, reduced_decode)
-    image = torch.from_numpy(decoded.image)
+    image = decoded.image
     dsize = (decoded.image.shape[1], decoded.image.shape[0])
     params, photometric = drawn.params, drawn.photometric
     to_decoded = scale_matrix(decoded.scale)
     # At full size the drawn (integer) windows are the decoded ones and their matrices are exact.
     full_size = decoded.scale == 1.0
     views, matrices = [], []
+    # Python ints once per sample: indexing numpy arrays element by element costs more
+    windows, flips, all_turns = params.windows.astype(np.int64).tolist(), params.flips.tolist(), params.turns.tolist()
     for v, spec in enumerate(recipe.views):
-        flip, turns = bool(params.flips[v]), int(params.turns[v])
+        flip, turns = flips[v], all_turns[v]
         if full_size:
-            window = tuple(int(a) for a in params.windows[v])
+            window = tuple(windows[v])
             matrices.append(params.matrices[v])
         else:
             window = decoded_window(tuple(params.windows[v]), decoded.scale, dsize)
