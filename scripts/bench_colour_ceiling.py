@@ -4,8 +4,8 @@ Runs ``python -m pipeline.bench`` (every argument is passed on; add ``--decode-o
 measured side by side in one run) with the cpu backend's colour ops replaced, in its forked
 workers, by DALI's: brightness and contrast as shipped, then saturation, hue and grayscale as ONE
 3x3 colour matrix with the hue rotating the (I, Q) chroma of YIQ (``fn.color_twist``; the dali
-backend's semantics, docs/extending.md). That drops the HSV round trip, the most expensive
-photometric op. Blur and solarize are unchanged.
+backend's semantics, docs/extending.md). That folds three ops into one pass over the view. Blur
+and solarize are unchanged.
 
 Not a backend option: the cpu backend keeps torchvision's ops (the published recipe). This is a
 measurement of what the ratio would be without them (docs/scale.md, "The CPU recipe")::
