@@ -18,6 +18,7 @@ import torchvision.transforms.functional as TF
 import webdataset as wds
 from PIL import Image
 
+from pipeline.backends import cpu_backend
 from pipeline.backends.cpu_backend import build_cpu_loader
 from pipeline.backends.photometric_cpu import apply_photometric
 from pipeline.batch import IMAGENET_MEAN, IMAGENET_STD
@@ -133,6 +134,18 @@ def test_batch_fields(shards, photo_bytes):
     sizes = {f"s{i % 3}_{i:04d}": image_size(b) for i, b in enumerate(photo_bytes)}
     assert [tuple(s) for s in batch.image_size.tolist()] == [sizes[k] for k in batch.keys]
     assert batch.labels.tolist() == [int(k.split("_")[1]) % 10 for k in batch.keys]
+
+
+def test_the_hue_kernel_is_compiled_before_the_workers_start(shards, monkeypatch):
+    """Built in the main process when the recipe shifts hue, so forked workers inherit the machine code."""
+    calls = []
+    monkeypatch.setattr(cpu_backend, "compile_kernel", lambda: calls.append("compiled"))
+    directory, _ = shards
+    views = dict(recipe="clove", global_size=32, local_size=16, num_local=2)
+    build_cpu_loader(tiny_config(directory, **views, photometric=False))
+    assert calls == []
+    build_cpu_loader(tiny_config(directory, **views, photometric=True))
+    assert calls == ["compiled"]
 
 
 def test_normalisation_and_channels_last_on_the_device(shards):
